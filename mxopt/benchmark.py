@@ -46,7 +46,7 @@ import numpy as np
 
 import mxopt
 
-__all__ = ["REGIMES", "bert_base_shapes", "main", "run_suite"]
+__all__ = ["REGIMES", "bert_base_shapes", "main", "report", "run_suite"]
 
 BYTES_PER_ELEMENT = {"sgd-momentum": 20, "adam": 28, "adamw": 28}
 ARRAYS_PER_STEP = {"sgd-momentum": 3, "adam": 4, "adamw": 4}  # arrays a step touches
@@ -625,6 +625,54 @@ def markdown(rows: list) -> str:
     return "\n".join(lines) + "\n"
 
 
+def summary(rows: list) -> str:
+    """The figures the targets are about, per regime and optimizer: mxopt's fastest
+    multi-tensor path against the memory limit and torch's fused optimizer."""
+    by_key = {(r["regime"], r["optimizer"], r["implementation"]): r for r in rows}
+    lines = [
+        "| regime | optimizer | mxopt packed, % of memory limit | unchecked, % of memory "
+        "limit | torch fused ms / mxopt unchecked ms | torch fused ms / mxopt packed ms |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
+    for regime, optimizer in dict.fromkeys((r["regime"], r["optimizer"]) for r in rows):
+        checked = by_key.get((regime, optimizer, "mxopt packed"))
+        unchecked = by_key.get((regime, optimizer, "mxopt packed, unchecked"))
+        torch_fused = by_key.get((regime, optimizer, "torch fused"))
+        if checked is None or unchecked is None:
+            continue
+        ratio = "" if torch_fused is None else f"{torch_fused['ms'] / unchecked['ms']:.2f}"
+        ratio_checked = "" if torch_fused is None else f"{torch_fused['ms'] / checked['ms']:.2f}"
+        lines.append(
+            f"| {regime} | {optimizer} | {checked['percent_of_memory_limit']:.0f}% | "
+            f"{unchecked['percent_of_memory_limit']:.0f}% | {ratio} | {ratio_checked} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def report(data: dict) -> str:
+    """The Markdown report of a run (``bench.md``) from its JSON (``bench.json``)."""
+    info = data["machine"]
+    text = "machine: " + ", ".join(f"{k}={v}" for k, v in info.items()) + "\n"
+    text += f"\n{data['repeats']} timed repeats per figure, medians.\n"
+    text += "\n### Summary\n\n" + summary(data["rows"])
+    text += markdown(data["rows"])
+    if data["gpu"]:
+        text += "\n### GPU\n\n| regime | optimizer | implementation | ms | GB/s "
+        text += "| % of copy bandwidth |\n"
+        text += "|---|---|---|---:|---:|---:|\n"
+        for r in data["gpu"]:
+            text += (
+                f"| {r['regime']} | {r['optimizer']} | {r['implementation']} | "
+                f"{r['ms']:.3f} | {r['GB/s']:.0f} | {r['percent_of_memory_limit']:.0f}% |\n"
+            )
+    text += "\n### Start-up and memory\n\n| figure | value |\n|---|---:|\n"
+    for key, value in data["startup"].items():
+        text += f"| {key} | {value:.3f} s |\n"
+    for key, value in data["peak_extra_memory_bytes"].items():
+        text += f"| peak extra memory, {key} | {value / 2**20:.2f} MiB |\n"
+    return text
+
+
 def chart(rows: list, path: str) -> bool:
     """A PNG of milliseconds per implementation and regime (needs matplotlib)."""
     try:
@@ -697,38 +745,21 @@ def main(argv=None) -> int:
     gpu = gpu_rows(regimes, args.optimizers, args.repeats)
     extra = {} if args.no_startup else startup_figures()
     memory = peak_extra_memory()
-    table = markdown(rows)
-    if gpu:
-        table += "\n### GPU\n\n| regime | optimizer | implementation | ms | GB/s "
-        table += "| % of copy bandwidth |\n"
-        table += "|---|---|---|---:|---:|---:|\n"
-        for r in gpu:
-            table += (
-                f"| {r['regime']} | {r['optimizer']} | {r['implementation']} | "
-                f"{r['ms']:.3f} | {r['GB/s']:.0f} | {r['percent_of_memory_limit']:.0f}% |\n"
-            )
-    table += "\n### Start-up and memory\n\n| figure | value |\n|---|---:|\n"
-    for key, value in extra.items():
-        table += f"| {key} | {value:.3f} s |\n"
-    for key, value in memory.items():
-        table += f"| peak extra memory, {key} | {value / 2**20:.2f} MiB |\n"
-    print(table)
+    data = {
+        "machine": info,
+        "repeats": args.repeats,
+        "rows": rows,
+        "gpu": gpu,
+        "startup": extra,
+        "peak_extra_memory_bytes": memory,
+    }
+    text = report(data)
+    print(text)
     os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, "bench.json"), "w") as f:
-        json.dump(
-            {
-                "machine": info,
-                "repeats": args.repeats,
-                "rows": rows,
-                "gpu": gpu,
-                "startup": extra,
-                "peak_extra_memory_bytes": memory,
-            },
-            f,
-            indent=2,
-        )
+        json.dump(data, f, indent=2)
     with open(os.path.join(args.out, "bench.md"), "w") as f:
-        f.write("machine: " + ", ".join(f"{k}={v}" for k, v in info.items()) + "\n" + table)
+        f.write(text)
     if chart(rows, os.path.join(args.out, "bench.png")):
         print(f"wrote {args.out}/bench.json, bench.md and bench.png")
     else:

@@ -79,7 +79,10 @@ def test_list_callable_and_join():
         (lambda: Momentum.Cyclic(max_momentum=1.2), ["Momentum.Cyclic", "max_momentum"]),
         (lambda: Momentum.OneCycle(100, pct_start=0), ["Momentum.OneCycle", "pct_start"]),
         (lambda: Momentum.OneCycle(2, pct_start=0.5), ["phase 1 empty"]),
-        (lambda: Momentum.FromList([0.9, 1.0]), ["Momentum.FromList", "values", "in [0, 1)", "got 1.0"]),
+        (
+            lambda: Momentum.FromList([0.9, 1.0]),
+            ["Momentum.FromList", "values", "in [0, 1)", "got 1.0"],
+        ),
         (lambda: Momentum.Join([Momentum.Fixed(0.9)], [3]), ["Momentum.Join", "one more"]),
     ],
 )

@@ -1,0 +1,60 @@
+"""The benchmark suite's fixed inputs and its report (timings themselves are never asserted)."""
+
+from __future__ import annotations
+
+import json
+import math
+
+from mxopt import benchmark
+
+
+def test_bert_base_shapes_count_the_published_parameters():
+    shapes = benchmark.bert_base_shapes()
+    # embeddings + 12 layers x 16 tensors + pooler (2)
+    assert len(shapes) == 5 + 12 * 16 + 2
+    sizes = [math.prod(s) for s in shapes]
+    # by hand: embeddings 23,837,184; a layer 7,087,872; pooler 590,592
+    assert sum(sizes) == 23_837_184 + 12 * 7_087_872 + 590_592 == 109_482_240
+
+
+def _row(regime, optimizer, implementation, ms, percent):
+    return {
+        "regime": regime, "optimizer": optimizer, "implementation": implementation,
+        "tensors": 1, "elements": 1 << 24, "ms": ms, "GB/s": 1.0,
+        "percent_of_memory_limit": percent, "mxopt_speedup": 1.0,
+    }  # fmt: skip
+
+
+def test_report_summarises_the_targets():
+    rows = [
+        _row("16M", "adam", "mxopt packed", 16.0, 80.0),
+        _row("16M", "adam", "mxopt packed, unchecked", 12.0, 100.0),
+        _row("16M", "adam", "memory limit", 12.0, 100.0),
+        _row("16M", "adam", "torch fused", 15.0, 80.0),
+    ]
+    data = {
+        "machine": {"cpu_count": 2},
+        "repeats": 3,
+        "rows": rows,
+        "gpu": [],
+        "startup": {"import_s": 0.25},
+        "peak_extra_memory_bytes": {"mxopt packed (adam)": 0},
+    }
+    text = benchmark.report(json.loads(json.dumps(data)))  # the report reads saved JSON
+    assert text.startswith("machine: cpu_count=2\n")
+    # torch fused / unchecked = 15 / 12, torch fused / packed = 15 / 16
+    assert "| 16M | adam | 80% | 100% | 1.25 | 0.94 |" in text
+    assert "| import_s | 0.250 s |" in text
+    assert "| peak extra memory, mxopt packed (adam) | 0.00 MiB |" in text
+
+
+def test_suite_runs_end_to_end(tmp_path, capsys):
+    out = tmp_path / "results"
+    code = benchmark.main(["--regimes", "per-call-16", "--optimizers", "sgd-momentum",
+                           "--repeats", "1", "--no-startup", "--out", str(out)])  # fmt: skip
+    assert code == 0
+    data = json.loads((out / "bench.json").read_text())
+    implementations = {r["implementation"] for r in data["rows"]}
+    assert "mxopt, 1000 weights per step" in implementations
+    assert all(r["us"] > 0 for r in data["rows"])
+    assert (out / "bench.md").read_text() == benchmark.report(data)
