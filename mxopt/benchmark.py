@@ -141,10 +141,16 @@ def _mxopt_packed(name, shapes, rng, nonfinite="raise"):
 
 
 def _memory_limit(name, shapes, rng):
-    from mxopt import _cpu
+    from mxopt import _backend, _cpu
 
     total = sum(int(np.prod(s)) for s in shapes)
-    arrays = [rng.standard_normal(total, dtype=np.float32) for _ in range(ARRAYS_PER_STEP[name])]
+    weight, grad = (rng.standard_normal(total, dtype=np.float32) for _ in range(2))
+    # state arrays laid out as mxopt lays out its own (staggered within a page: the best case)
+    state = [
+        _backend.full(weight, _backend.NUMPY, total, 0.0, slot=k)
+        for k in range(ARRAYS_PER_STEP[name] - 2)
+    ]
+    arrays = [weight, grad, *state]
     kernel = _memory_kernels()[ARRAYS_PER_STEP[name]][total >= _cpu.parallel_min_size()]
     scale = np.float32(1e-9)
     return lambda: kernel(*arrays, scale)

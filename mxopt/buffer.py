@@ -188,7 +188,9 @@ class BufferGroup:
             if isinstance(start, str) and start == WEIGHT_COPY:
                 flat[name] = _backend.flat_copy(buffer.weight)
             else:
-                flat[name] = _backend.full(buffer.weight, backend, buffer.weight.size, start)
+                flat[name] = _backend.full(
+                    buffer.weight, backend, buffer.weight.size, start, slot=len(flat)
+                )
         members, pending = [], []
         for k, (index, state) in enumerate(zip(buffer.indices, existing, strict=True)):
             lo, hi = int(buffer.offsets[k]), int(buffer.offsets[k + 1])

@@ -223,7 +223,7 @@ def create_state(
             size = 1
             for extent in shape:
                 size *= extent
-            flat[name] = _backend.full(weight, backend, size, start)
+            flat[name] = _backend.full(weight, backend, size, start, slot=len(flat))
         shapes[name] = shape
     return WeightState(
         index,

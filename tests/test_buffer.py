@@ -213,3 +213,33 @@ def test_buffer_validation():
     assert list(buffer.offsets) == [0, 6, 10] and np.shares_memory(
         buffer.weights["b"], buffer.weight
     )
+
+
+def test_large_state_arrays_start_at_other_offsets_in_a_page_than_the_weight():
+    """Large state arrays are staggered within a 4096-byte page (against 4K aliasing):
+    array k starts (k + 1) * 1088 bytes after the weight's offset, holds its start value,
+    and the update is the same as with plainly allocated state."""
+    n = (1 << 18) // 4  # the smallest staggered size for float32
+    rng = np.random.default_rng(3)
+    weight = rng.standard_normal(n, dtype=np.float32)
+    grad = rng.standard_normal(n, dtype=np.float32)
+    state = mxopt.OptimizationState(batch_size=1)
+    state.begin_epoch()
+    state.begin_batch()
+    optimizer = mxopt.ADAM(lr=1e-2, state=state)
+    weight_state = mxopt.create_state(optimizer, "w", weight)
+    offsets = [(a.ctypes.data - weight.ctypes.data) % 4096 for a in weight_state.flat.values()]
+    assert offsets == [1088, 2176]
+    for array in weight_state.flat.values():
+        assert array.shape == (n,) and array.flags.c_contiguous and not array.any()
+
+    plain = mxopt.create_state(optimizer, "p", weight)
+    for name, array in plain.flat.items():
+        plain.flat[name] = np.zeros_like(array)  # unstaggered copies of the same state
+    expected = weight.copy()
+    mxopt.update(optimizer, "p", expected, grad.copy(), plain)
+    mxopt.update(optimizer, "w", weight, grad, weight_state)
+    np.testing.assert_array_equal(weight, expected)
+
+    small = mxopt.create_state(optimizer, "s", weight[:16].copy())
+    assert all(a.base is None for a in small.flat.values())  # small arrays: no padding
