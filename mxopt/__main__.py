@@ -19,16 +19,33 @@ import sys
 _PLOT_HINT = 'pictures need matplotlib: pip install "mxopt[plot]"'
 
 
+#: Where ``mxopt demo`` draws its runs unless told otherwise.
+DEMO_PICTURE = "demo.png"
+
+
+def _have_matplotlib() -> bool:
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 def _demo(args) -> int:
     from mxopt.demo import main_demo
 
+    plot = None if args.no_plot else (args.plot or DEMO_PICTURE)
+    if args.plot is None and plot is not None and not _have_matplotlib():
+        # the default picture is a bonus: say how to get it, and train anyway
+        print(f"mxopt: no picture: {_PLOT_HINT} (or --no-plot)", file=sys.stderr)
+        plot = None
     return main_demo(
         optimizers=args.optimizer,
         schedule=args.schedule,
         epochs=args.epochs,
         seed=args.seed,
         config=args.config,
-        plot=args.plot,
+        plot=plot,
         progress=not args.no_progress,
     )
 
@@ -37,10 +54,8 @@ def _plot_schedule(args) -> int:
     import mxopt
     from mxopt.config import load
 
-    try:
-        import matplotlib  # noqa: F401
-    except ImportError:
-        raise CommandError(_PLOT_HINT) from None
+    if not _have_matplotlib():
+        raise CommandError(_PLOT_HINT)
     loaded = load(args.config, section=args.section)
     if isinstance(loaded, mxopt.AbstractOptimizer):
         schedule = loaded.opts.lr_scheduler if hasattr(loaded.opts, "lr_scheduler") else None
@@ -130,7 +145,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="an optimizer config (Thinc-style .cfg, .toml or .json with "
         '"@optimizers" = "mxopt.ADAM.v1"); replaces --optimizer',
     )  # fmt: skip
-    demo.add_argument("--plot", metavar="PNG", help="write loss, accuracy and lr per epoch here")
+    demo.add_argument(
+        "--plot", metavar="PNG",
+        help=f"write loss, accuracy and lr per epoch here (default {DEMO_PICTURE}, "
+        "when matplotlib is installed)",
+    )  # fmt: skip
+    demo.add_argument("--no-plot", action="store_true", help="write no picture")
     demo.add_argument("--no-progress", action="store_true", help="no progress bar")
     demo.set_defaults(run=_demo)
 

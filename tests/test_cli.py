@@ -34,6 +34,12 @@ ADAM_CFG = textwrap.dedent(
 )
 
 
+@pytest.fixture(autouse=True)
+def _in_a_temporary_folder(tmp_path, monkeypatch):
+    """``mxopt demo`` writes demo.png into the current folder by default."""
+    monkeypatch.chdir(tmp_path)
+
+
 def _png(path) -> bool:
     return path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -136,6 +142,35 @@ def test_unknown_optimizer_is_a_usage_error(capsys):
         main(["demo", "--optimizer", "Adamm"])
     assert exited.value.code == 2
     assert "invalid choice: 'Adamm'" in capsys.readouterr().err
+
+
+def test_demo_writes_its_picture_by_default(tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    assert main(["demo", "--optimizer", "SGD", "--epochs", "1", "--no-progress"]) == 0
+    assert _png(tmp_path / "demo.png")
+    assert "wrote demo.png" in capsys.readouterr().out
+
+
+def test_demo_no_plot_writes_no_picture(tmp_path):
+    assert main(["demo", "--optimizer", "SGD", "--epochs", "1", "--no-progress", "--no-plot"]) == 0
+    assert not (tmp_path / "demo.png").exists()
+
+
+def test_demo_without_matplotlib_trains_and_says_how_to_get_the_picture(tmp_path):
+    code = (
+        "import sys; sys.modules['matplotlib'] = None\n"  # import matplotlib now fails
+        "from mxopt.__main__ import main\n"
+        "sys.exit(main(['demo', '--optimizer', 'SGD', '--epochs', '1', '--no-progress']))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path
+    )
+    assert result.returncode == 0
+    assert "summary" in result.stdout
+    assert result.stderr == (
+        'mxopt: no picture: pictures need matplotlib: pip install "mxopt[plot]" (or --no-plot)\n'
+    )
+    assert not (tmp_path / "demo.png").exists()
 
 
 def test_bench_help_suite_shows_the_suite_options(capsys):

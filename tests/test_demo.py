@@ -40,7 +40,7 @@ def test_demo_lr_column_follows_the_schedule():
 
 
 def test_cli_demo_prints_a_table(capsys):
-    assert main(["demo", "--epochs", "2", "--optimizer", "sgd-momentum"]) == 0
+    assert main(["demo", "--epochs", "2", "--optimizer", "sgd-momentum", "--no-plot"]) == 0
     out = capsys.readouterr().out
     assert "epoch" in out and "summary" in out and "sgd-momentum" in out
 
