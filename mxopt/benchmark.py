@@ -340,6 +340,13 @@ def implementations(name: str, per_call: bool) -> dict:
 # -- measuring ---------------------------------------------------------------------------
 
 
+#: Seconds of rest before each timed implementation. torch's and XLA's worker threads keep
+#: spinning for a while after their work, taking cores from whatever runs next: without
+#: the rest, the implementation timed right after optax measured 1.4-1.5x slower (16M
+#: SGD-momentum, 2 cores), with it the same as elsewhere in the round.
+PAUSE_S = 0.05
+
+
 def _median_times(steps: dict, repeats: int, inner: int) -> dict:
     for step in steps.values():  # warm-up: compile, fault pages in
         for _ in range(2):
@@ -347,6 +354,7 @@ def _median_times(steps: dict, repeats: int, inner: int) -> dict:
     times = {label: [] for label in steps}
     for _ in range(repeats):
         for label, step in steps.items():  # alternate: noise hits every implementation alike
+            time.sleep(PAUSE_S)
             started = time.perf_counter()
             for _ in range(inner):
                 step()
