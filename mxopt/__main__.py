@@ -35,19 +35,21 @@ def _demo(args) -> int:
     from mxopt.demo import main_demo
 
     plot = None if args.no_plot else (args.plot or DEMO_PICTURE)
-    if args.plot is None and plot is not None and not _have_matplotlib():
-        # the default picture is a bonus: say how to get it, and train anyway
-        print(f"mxopt: no picture: {_PLOT_HINT} (or --no-plot)", file=sys.stderr)
-        plot = None
-    return main_demo(
+    # the default picture is a bonus: without matplotlib, train anyway and say at the end
+    # how to get it (an explicit --plot without matplotlib is an error instead)
+    missing_picture = args.plot is None and plot is not None and not _have_matplotlib()
+    code = main_demo(
         optimizers=args.optimizer,
         schedule=args.schedule,
         epochs=args.epochs,
         seed=args.seed,
         config=args.config,
-        plot=plot,
+        plot=None if missing_picture else plot,
         progress=not args.no_progress,
     )
+    if missing_picture and code == 0:
+        print(f"mxopt: no picture: {_PLOT_HINT} (or --no-plot)", file=sys.stderr)
+    return code
 
 
 def _plot_schedule(args) -> int:
