@@ -711,7 +711,8 @@ def chart(rows: list, path: str) -> bool:
         import matplotlib.pyplot as plt
     except ImportError:
         return False
-    regimes = [r for r in dict.fromkeys(x["regime"] for x in rows) if not r.startswith("per-call")]
+    rows = [x for x in rows if not x["regime"].startswith("per-call")]  # microseconds: apart
+    regimes = list(dict.fromkeys(x["regime"] for x in rows))
     optimizers = list(dict.fromkeys(x["optimizer"] for x in rows))
     fig, axes = plt.subplots(len(optimizers), 1, figsize=(12, 3.2 * len(optimizers)), squeeze=False)
     for ax, optimizer in zip(axes[:, 0], optimizers, strict=True):
@@ -734,7 +735,7 @@ def chart(rows: list, path: str) -> bool:
         ax.set_ylabel("ms per step (log)")
         ax.set_title(optimizer)
         ax.set_xticks(np.arange(len(regimes)) + 0.4 - width / 2, regimes)
-        ax.legend(fontsize=7, ncol=3)
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # beside the bars
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
