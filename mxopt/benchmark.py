@@ -702,16 +702,21 @@ def report(data: dict) -> str:
     return text
 
 
-def chart(rows: list, path: str) -> bool:
-    """A PNG of milliseconds per implementation and regime (needs matplotlib)."""
+def chart(rows: list, path: str) -> str | None:
+    """A PNG of milliseconds per implementation and regime (needs matplotlib).
+
+    Returns ``None`` once written, or why nothing was written.
+    """
     try:
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        return False
+        return "pip install 'mxopt[plot]' for the PNG"
     rows = [x for x in rows if not x["regime"].startswith("per-call")]  # microseconds: apart
+    if not rows:
+        return "no PNG: the per-call regime is only a table"
     regimes = list(dict.fromkeys(x["regime"] for x in rows))
     optimizers = list(dict.fromkeys(x["optimizer"] for x in rows))
     fig, axes = plt.subplots(len(optimizers), 1, figsize=(12, 3.2 * len(optimizers)), squeeze=False)
@@ -739,7 +744,7 @@ def chart(rows: list, path: str) -> bool:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
-    return True
+    return None
 
 
 def run_suite(regimes, optimizers, repeats: int) -> list:
@@ -790,10 +795,11 @@ def main(argv=None) -> int:
         json.dump(data, f, indent=2)
     with open(os.path.join(args.out, "bench.md"), "w") as f:
         f.write(text)
-    if chart(rows, os.path.join(args.out, "bench.png")):
+    why_not = chart(rows, os.path.join(args.out, "bench.png"))
+    if why_not is None:
         print(f"wrote {args.out}/bench.json, bench.md and bench.png")
     else:
-        print(f"wrote {args.out}/bench.json and bench.md (pip install 'mxopt[plot]' for the PNG)")
+        print(f"wrote {args.out}/bench.json and bench.md ({why_not})")
     return 0
 
 

@@ -60,3 +60,6 @@ def test_suite_runs_end_to_end(tmp_path, capsys):
     assert "mxopt, 1000 weights per step" in implementations
     assert all(r["us"] > 0 for r in data["rows"])
     assert (out / "bench.md").read_text() == benchmark.report(data)
+    # the chart leaves out the per-call regime, so a run of it alone writes no PNG, and says so
+    assert not (out / "bench.png").exists()
+    assert "no PNG: the per-call regime is only a table" in capsys.readouterr().out
