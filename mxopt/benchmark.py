@@ -707,6 +707,9 @@ def chart(rows: list, path: str) -> str | None:
 
     Returns ``None`` once written, or why nothing was written.
     """
+    rows = [x for x in rows if not x["regime"].startswith("per-call")]  # microseconds: apart
+    if not rows:
+        return "no PNG: the per-call regime is only a table"
     try:
         import matplotlib
 
@@ -714,9 +717,6 @@ def chart(rows: list, path: str) -> str | None:
         import matplotlib.pyplot as plt
     except ImportError:
         return "pip install 'mxopt[plot]' for the PNG"
-    rows = [x for x in rows if not x["regime"].startswith("per-call")]  # microseconds: apart
-    if not rows:
-        return "no PNG: the per-call regime is only a table"
     regimes = list(dict.fromkeys(x["regime"] for x in rows))
     optimizers = list(dict.fromkeys(x["optimizer"] for x in rows))
     fig, axes = plt.subplots(len(optimizers), 1, figsize=(12, 3.2 * len(optimizers)), squeeze=False)
