@@ -143,6 +143,21 @@ def _driver(kernel, ctype: str) -> str:
     )
 
 
+def build_cpu_library(source: str, path_stem: str) -> ctypes.CDLL:
+    """Compile C++ ``source`` (CUDA device code behind the shim) into ``path_stem.so`` with
+    g++ and load it; ``-ffp-contract=off`` keeps NVRTC's ``--fmad=false`` semantics."""
+    cpp, lib = f"{path_stem}.cpp", f"{path_stem}.so"
+    with open(cpp, "w") as f:
+        f.write(source)
+    subprocess.run(
+        ["g++", "-O2", "-std=c++14", "-ffp-contract=off", "-shared", "-fPIC", cpp, "-o", lib],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    return ctypes.CDLL(lib)
+
+
 _twins: dict = {}
 
 
@@ -155,15 +170,5 @@ def cpu_twin(kernel, workdir: str):
     )
     key = hashlib.sha1(source.encode()).hexdigest()[:16]
     if key not in _twins:
-        cpp = os.path.join(workdir, f"{kernel.name}_{key}.cpp")
-        lib = os.path.join(workdir, f"{kernel.name}_{key}.so")
-        with open(cpp, "w") as f:
-            f.write(source)
-        subprocess.run(
-            ["g++", "-O2", "-std=c++14", "-ffp-contract=off", "-shared", "-fPIC", cpp, "-o", lib],
-            check=True,
-            capture_output=True,
-            text=True,
-        )
-        _twins[key] = ctypes.CDLL(lib)
+        _twins[key] = build_cpu_library(source, os.path.join(workdir, f"{kernel.name}_{key}"))
     return _twins[key]

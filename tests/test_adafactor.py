@@ -7,7 +7,6 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
-import subprocess
 import types
 
 import numpy as np
@@ -277,16 +276,7 @@ def cuda_on_cpu(tmp_path_factory):
     drivers = [_driver(n, c) for n in adafactor.FACTORED_ITEMS for c in DTYPES.values()]
     source = "\n".join([_SHIM, CUDA_PREAMBLE, adafactor.FACTORED_DEVICE_SOURCE, *drivers])
     folder = tmp_path_factory.mktemp("adafactor_twin")
-    cpp, lib = os.path.join(folder, "twin.cpp"), os.path.join(folder, "twin.so")
-    with open(cpp, "w") as f:
-        f.write(source)
-    subprocess.run(
-        ["g++", "-O2", "-std=c++14", "-ffp-contract=off", "-shared", "-fPIC", cpp, "-o", lib],
-        check=True,
-        capture_output=True,
-        text=True,
-    )
-    return ctypes.CDLL(lib)
+    return cuda_tools.build_cpu_library(source, os.path.join(folder, "twin"))
 
 
 class _FakeCuda(types.ModuleType):
