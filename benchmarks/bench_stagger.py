@@ -1,7 +1,7 @@
 """Packed ADAM and SGD-momentum steps with state arrays staggered within a page, or not.
 
 mxopt starts each large NumPy state array at another offset within a 4096-byte page than
-the weight (``mxopt._backend.full``, against 4K aliasing). This times the packed step,
+the weight (``mxopt.kernels.backends.full``, against 4K aliasing). This times the packed step,
 unchecked, both ways in one process (alternating, medians) and writes
 ``benchmarks/results/bench_stagger.json``::
 
@@ -16,8 +16,8 @@ import statistics
 import time
 
 import mxopt
-from mxopt import _backend
-from mxopt.benchmark import _mxopt_optimizer, _state, machine_info
+from mxopt.kernels import backends as _backend
+from mxopt.cli.bench import _mxopt_optimizer, _state, machine_info
 
 SIZES = {"0.25M": 1 << 18, "1M": 1 << 20, "16M": 16 << 20, "64M": 64 << 20}
 STAGGERED_MIN_BYTES = _backend.STAGGER_MIN_BYTES

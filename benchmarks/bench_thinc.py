@@ -113,7 +113,7 @@ def main(argv=None) -> int:
     except ImportError:
         print("bench_thinc needs thinc: pip install thinc", file=sys.stderr)
         return 1
-    from mxopt.benchmark import machine_info
+    from mxopt.cli.bench import machine_info
 
     info = machine_info()
     print("machine: " + ", ".join(f"{k}={v}" for k, v in info.items()))

@@ -6,26 +6,14 @@ learning-rate and momentum schedulers that are pure functions of it, and
 fused Numba (CPU) and CUDA (GPU) kernels that update weights in place.
 """
 
-from mxopt import learning_rate as LearningRate
-from mxopt import momentum as Momentum
-from mxopt.averaging import EMA, Polyak
-from mxopt.base import (
+from mxopt.core.schedule import (
     AbstractLearningRateScheduler,
     AbstractMomentumScheduler,
-    AbstractOptimizer,
-    AbstractOptimizerOptions,
     AbstractSchedule,
-    normalized_gradient,
 )
-from mxopt.buffer import ParameterBuffer
-from mxopt.checkpoint import CheckpointError, load_updater
-from mxopt.config import ConfigError, from_config, to_config
-from mxopt.config import dumps as dumps_config
-from mxopt.config import save as save_config
-from mxopt.gradients import global_norm
-from mxopt.learning_rate import get_learning_rate
-from mxopt.loss_scaling import DynamicLossScaler
-from mxopt.momentum import get_momentum
+from mxopt.core.state import OptimizationState
+from mxopt.core.version import __version__
+from mxopt.kernels.statistics import global_norm
 from mxopt.optimizers import (
     ADAM,
     ASGD,
@@ -47,10 +35,23 @@ from mxopt.optimizers import (
     RMSProp,
     Rprop,
 )
-from mxopt.plot import plot_schedules
-from mxopt.schedules import schedule_values
-from mxopt.state import OptimizationState
-from mxopt.updater import (
+from mxopt.optimizers.averaging import EMA, Polyak
+from mxopt.optimizers.base import AbstractOptimizer, AbstractOptimizerOptions, normalized_gradient
+from mxopt.persist import registry
+from mxopt.persist.config import ConfigError, from_config, to_config
+from mxopt.persist.config import dumps as dumps_config
+from mxopt.persist.config import save as save_config
+from mxopt.schedules import learning_rate as LearningRate
+from mxopt.schedules import momentum as Momentum
+from mxopt.schedules.learning_rate import get_learning_rate
+from mxopt.schedules.momentum import get_momentum
+from mxopt.schedules.plot import plot_schedules
+from mxopt.schedules.values import schedule_values
+from mxopt.training.buffer import ParameterBuffer
+from mxopt.training.checkpoint import CheckpointError, load_updater
+from mxopt.training.groups import mxnet_wd_mult
+from mxopt.training.loss_scaling import DynamicLossScaler
+from mxopt.training.updater import (
     NONFINITE_POLICIES,
     Updater,
     WeightState,
@@ -58,8 +59,6 @@ from mxopt.updater import (
     get_updater,
     update,
 )
-
-__version__ = "0.1.0"
 
 __all__ = [
     "CheckpointError",

@@ -31,7 +31,7 @@ def record_cpu_kernel_calls(monkeypatch, keep=lambda kernel, scalars: True):
     """Record ``(kernel, w, g, state, scalars)`` (copies, before the call) of every CPU
     kernel run of a single array: through ``_cpu.run`` and through the runners that
     updaters keep for their fast path."""
-    from mxopt import _cpu
+    from mxopt.kernels import cpu as _cpu
 
     calls = []
     real_run = _cpu.run

@@ -20,8 +20,8 @@ import shutil
 import subprocess
 import tempfile
 
-from mxopt._cuda import NVRTC_OPTIONS, element_source
-from mxopt.kernel import CUDA_PREAMBLE, DTYPES, REDUCE_BLOCK
+from mxopt.kernels.cuda import NVRTC_OPTIONS, element_source
+from mxopt.kernels.kernel import CUDA_PREAMBLE, DTYPES, REDUCE_BLOCK
 
 #: Virtual architectures to compile for: Turing (older ones are deprecated in CUDA 12.9) and Hopper.
 ARCHITECTURES = ("compute_75", "compute_90")

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 import mxopt
-from mxopt import _cpu
-from mxopt.kernel import CUDA_PREAMBLE, DTYPES
+from mxopt.kernels import cpu as _cpu
+from mxopt.kernels.kernel import CUDA_PREAMBLE, DTYPES
 from mxopt.optimizers import adafactor
 from tests import cuda_tools
 from tests.cases import TOLERANCE, VARIANTS, Case, trajectory
@@ -280,12 +280,12 @@ def cuda_on_cpu(tmp_path_factory):
 
 
 class _FakeCuda(types.ModuleType):
-    """Stands in for mxopt._cuda: "launches" run the g++ build of the CUDA items, over
+    """Stands in for mxopt.kernels.cuda: "launches" run the g++ build of the CUDA items, over
     every item index in order, on NumPy arrays. Arguments are converted by their exact
     types, so a wrong argument type or count fails here as it would with CuPy."""
 
     def __init__(self, lib):
-        super().__init__("mxopt._cuda")
+        super().__init__("mxopt.kernels.cuda")
         self.lib = lib
         self._THREADS = 256
         self.launches = []

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 import mxopt
-from mxopt import Momentum, OptimizationState, _cpu
+from mxopt import Momentum, OptimizationState
+from mxopt.kernels import cpu as _cpu
 from mxopt.optimizers.radam import RADAM_KERNEL, rectification
 from tests import cuda_tools
 from tests.cases import oracle_inputs

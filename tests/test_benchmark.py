@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import math
 
-from mxopt import benchmark
+from mxopt.cli import bench as benchmark
 
 
 def test_bert_base_shapes_count_the_published_parameters():

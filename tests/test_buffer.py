@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import mxopt
-from mxopt import _cpu
+from mxopt.kernels import cpu as _cpu
 from tests.cases import CASES, make_optimizer
 
 SHAPES = {"a": (40, 30), "b": (30,), "c": (0,), "d": (7, 3, 2), "e": (1,)}

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import mxopt
-from mxopt.checkpoint import CheckpointError, read_checkpoint
+from mxopt.training.checkpoint import CheckpointError, read_checkpoint
 from tests.cases import CASES, make_optimizer
 
 SHAPES = {"w": (3, 5), "b": (7,), 3: (1,)}
@@ -161,7 +161,7 @@ def checkpoint(tmp_path):
 
 def _rewrite(path, edit_header=None, drop=None, extra=None):
     """Rewrite a checkpoint with an edited header (and a valid checksum)."""
-    from mxopt.checkpoint import _checksum
+    from mxopt.training.checkpoint import _checksum
 
     with np.load(path, allow_pickle=False) as archive:
         entries = {name: archive[name] for name in archive.files}

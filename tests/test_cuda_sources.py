@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 
 import mxopt
-from mxopt import _cpu
-from mxopt._cuda import NONFINITE_SOURCE, module_source
-from mxopt.kernel import KERNELS
+from mxopt.kernels import cpu as _cpu
+from mxopt.kernels.cuda import NONFINITE_SOURCE, module_source
+from mxopt.kernels.kernel import KERNELS
 from tests import cuda_tools
 from tests.cases import CASES, VARIANTS, make_optimizer
 from tests.conftest import record_cpu_kernel_calls

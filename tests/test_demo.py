@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from mxopt.__main__ import main
-from mxopt.demo import DEMO_OPTIMIZERS, MLP, spirals, train
+from mxopt.cli.demo import DEMO_OPTIMIZERS, MLP, spirals, train
 
 
 def test_backward_pass_matches_finite_differences():

@@ -19,8 +19,8 @@ import numpy as np
 import pytest
 
 import mxopt
-from mxopt import _cuda
-from mxopt.kernel import KERNELS
+from mxopt.kernels import cuda as _cuda
+from mxopt.kernels.kernel import KERNELS
 from mxopt.optimizers import adafactor
 from tests import fake_cupy
 from tests.cases import CASES, SHAPES, VARIANTS, make_optimizer, trajectory
@@ -37,8 +37,8 @@ FIRST_CASES = [
 
 
 def _all_sources() -> list:
-    import mxopt.averaging  # noqa: F401  (register every kernel)
-    import mxopt.gradients  # noqa: F401
+    import mxopt.optimizers.averaging  # noqa: F401  (register every kernel)
+    import mxopt.kernels.statistics  # noqa: F401
 
     sources = [_cuda.module_source(kernel) for kernel in KERNELS.values()]
     return [*sources, _cuda.NONFINITE_SOURCE, adafactor.factored_module_source()]
@@ -694,7 +694,7 @@ def test_weight_copies_in_the_state_live_on_the_weights_gpu(cupy):
 
 
 def test_thinc_optimizer_moved_to_the_gpu_goes_on_with_the_cpu_bits(cupy):
-    from mxopt.thinc import ThincOptimizer
+    from mxopt.integrations.thinc import ThincOptimizer
 
     results = []
     for move in (False, True):
@@ -725,7 +725,7 @@ def test_the_fake_is_visible_only_inside_the_fixture(cupy):
     import sys
 
     assert sys.modules["cupy"] is fake_cupy
-    assert mxopt._backend.backend_of(cupy.zeros(1)) == "cupy"
+    assert mxopt.kernels.backends.backend_of(cupy.zeros(1)) == "cupy"
     with pytest.raises(TypeError, match="Implicit conversion"):
         np.asarray(cupy.zeros(3))
     with pytest.raises(TypeError, match="Unsupported type"):

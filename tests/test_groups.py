@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import mxopt
-from mxopt.groups import mxnet_wd_mult
+from mxopt.training.groups import mxnet_wd_mult
 from tests.cases import CASES, make_optimizer
 
 

@@ -29,7 +29,7 @@ SCRIPT = textwrap.dedent(
     tempfile.TemporaryFile = refuse_package
     import numpy as np
     import mxopt
-    from mxopt import _cpu
+    from mxopt.kernels import cpu as _cpu
     from mxopt.optimizers.adam import ADAM_AMSGRAD_KERNEL as kernel
 
     _cpu.entry_point(kernel, np.dtype(np.float64), True, "segments")

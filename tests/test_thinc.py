@@ -29,7 +29,7 @@ thinc_api = pytest.importorskip("thinc.api")
 
 import mxopt  # noqa: E402
 from mxopt import LearningRate as L  # noqa: E402
-from mxopt.thinc import Adam, ThincOptimizer, ThincSchedule, mxopt_optimizer  # noqa: E402
+from mxopt.integrations.thinc import Adam, ThincOptimizer, ThincSchedule, mxopt_optimizer  # noqa: E402
 
 ATOL = 5e-5
 STEPS = 300
@@ -429,7 +429,7 @@ def test_entry_points_resolve_without_importing_mxopt():
         "from thinc.api import Config, registry, Optimizer\n"
         f"text = {ADAM_CONFIG!r}\n"
         "opt = registry.resolve(Config().from_str(text))['optimizer']\n"
-        "assert type(opt).__module__ == 'mxopt.thinc' and isinstance(opt, Optimizer), opt\n"
+        "assert type(opt).__module__ == 'mxopt.integrations.thinc' and isinstance(opt, Optimizer), opt\n"
         f"text = {GENERIC_CONFIG!r}\n"
         "opt = registry.resolve(Config().from_str(text))['optimizer']\n"
         "assert type(opt.optimizer).__name__ == 'AdamW', opt\n"

@@ -57,13 +57,13 @@ def test_normalized_gradient_needs_a_state():
 
 def test_each_index_gets_its_own_state_created_once(monkeypatch):
     created = []
-    real = mxopt.updater.create_state
+    real = mxopt.training.updater.create_state
 
     def counting(optimizer, index, weight, **kwargs):
         created.append(index)
         return real(optimizer, index, weight, **kwargs)
 
-    monkeypatch.setattr(mxopt.updater, "create_state", counting)
+    monkeypatch.setattr(mxopt.training.updater, "create_state", counting)
     state = running_state()
     updater = mxopt.get_updater(mxopt.ADAM(state=state))
     weights = {key: np.ones(4, np.float32) for key in (0, "fc1_weight", ("layer", 2))}

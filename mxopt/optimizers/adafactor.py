@@ -43,7 +43,7 @@ import types
 
 import numpy as np
 
-from mxopt.base import (
+from mxopt.optimizers.base import (
     AbstractOptimizer,
     AbstractOptimizerOptions,
     decay_factor,
@@ -53,7 +53,7 @@ from mxopt.base import (
     options,
     read_hyperparameter,
 )
-from mxopt.kernel import CUDA_PREAMBLE, DTYPES, Kernel, device, normalize_gradient_element
+from mxopt.kernels.kernel import CUDA_PREAMBLE, DTYPES, Kernel, device, normalize_gradient_element
 
 __all__ = ["Adafactor", "AdafactorOptions"]
 
@@ -300,7 +300,7 @@ def cpu_function(name: str, parallel: bool):
         if function is None:
             import numba
 
-            from mxopt import _cpu
+            from mxopt.kernels import cpu as _cpu
 
             template = _CPU_FUNCTIONS[name]
             namespace = dict(template.__globals__)
@@ -517,7 +517,7 @@ def factored_module_source() -> str:
 
 class _CpuFactored:
     def __init__(self, n: int):
-        from mxopt import _cpu
+        from mxopt.kernels import cpu as _cpu
 
         self.parallel = n >= _cpu.parallel_min_size()
 
@@ -772,7 +772,7 @@ class Adafactor(AbstractOptimizer):
             backend.run(ADAFACTOR_VECTOR_STEP_KERNEL, w, g, arrays, step_scalars, False)
             return 0
         flat = wstate.flat
-        if backend.__name__ == "mxopt._cuda":
+        if backend.__name__ == "mxopt.kernels.cuda":
             with backend.device_of(w):  # compile, allocate and launch on w's GPU
                 ops = _CudaFactored(backend, w.dtype)
                 return factored_update(

@@ -18,7 +18,7 @@ maximum instead (option ``epsilon_inside_max``).
 
 from __future__ import annotations
 
-from mxopt.base import (
+from mxopt.optimizers.base import (
     AbstractOptimizer,
     AbstractOptimizerOptions,
     flag,
@@ -27,7 +27,7 @@ from mxopt.base import (
     options,
     read_hyperparameter,
 )
-from mxopt.kernel import Kernel, normalize_gradient_element
+from mxopt.kernels.kernel import Kernel, normalize_gradient_element
 
 __all__ = ["AdaMax", "AdaMaxOptions"]
 

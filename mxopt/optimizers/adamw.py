@@ -17,7 +17,7 @@ It shares ADAM's kernels; only its defaults differ.
 
 from __future__ import annotations
 
-from mxopt.base import decoupled_weight_decay_option, flag, hyperparameter, options
+from mxopt.optimizers.base import decoupled_weight_decay_option, flag, hyperparameter, options
 from mxopt.optimizers.adam import ADAM, ADAMOptions
 
 __all__ = ["AdamW", "AdamWOptions"]

@@ -23,7 +23,7 @@ is what one evaluates with (see :class:`ASGD`).
 
 from __future__ import annotations
 
-from mxopt.base import (
+from mxopt.optimizers.base import (
     AbstractOptimizer,
     AbstractOptimizerOptions,
     gradient_scalars,
@@ -31,7 +31,7 @@ from mxopt.base import (
     options,
     read_hyperparameter,
 )
-from mxopt.kernel import Kernel, normalize_gradient_element
+from mxopt.kernels.kernel import Kernel, normalize_gradient_element
 
 __all__ = ["ASGD", "ASGDOptions"]
 

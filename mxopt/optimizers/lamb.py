@@ -24,8 +24,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from mxopt import _backend
-from mxopt.base import (
+from mxopt.kernels import backends
+from mxopt.optimizers.base import (
     AbstractOptimizer,
     AbstractOptimizerOptions,
     gradient_scalars,
@@ -33,7 +33,7 @@ from mxopt.base import (
     options,
     read_hyperparameter,
 )
-from mxopt.kernel import Kernel, adam_moments_element, clip_gradient_element
+from mxopt.kernels.kernel import Kernel, adam_moments_element, clip_gradient_element
 
 __all__ = ["LAMB", "LAMBOptions"]
 
@@ -165,15 +165,15 @@ class LAMB(AbstractOptimizer):
         max_ratio = read_hyperparameter(self.opts, "max_trust_ratio", state)
         arrays = wstate.arrays_for(LAMB_MOMENTS_KERNEL)
         segments = len(offsets) - 1
-        table = _backend.scalar_table(w, np.broadcast_to(scalars, (segments, len(scalars))))
+        table = backends.scalar_table(w, np.broadcast_to(scalars, (segments, len(scalars))))
         bad, sums = backend.run_segments(LAMB_MOMENTS_KERNEL, w, g, arrays, offsets, table, check)
         if bad:
             return bad
-        sums = _backend.to_host(sums)
+        sums = backends.to_host(sums)
         rows = np.empty((segments, 5))
         rows[:, :4] = scalars[6:]
         rows[:, 4] = lr * trust_ratios(sums[:, 0], sums[:, 1], max_ratio)
-        table = _backend.scalar_table(w, rows)
+        table = backends.scalar_table(w, rows)
         backend.run_segments(LAMB_STEP_KERNEL, w, g, arrays, offsets, table, False)
         return 0
 

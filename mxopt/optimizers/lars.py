@@ -23,8 +23,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from mxopt import _backend
-from mxopt.base import (
+from mxopt.kernels import backends
+from mxopt.optimizers.base import (
     AbstractOptimizer,
     AbstractOptimizerOptions,
     flag,
@@ -33,7 +33,7 @@ from mxopt.base import (
     options,
     read_hyperparameter,
 )
-from mxopt.kernel import Kernel, clip_gradient_element
+from mxopt.kernels.kernel import Kernel, clip_gradient_element
 
 __all__ = ["LARS", "LARSOptions"]
 
@@ -161,15 +161,15 @@ class LARS(AbstractOptimizer):
         step_scalars = self._step_scalars(state, norms_scalars)
         arrays = wstate.arrays_for(LARS_STEP_KERNEL)
         segments = len(offsets) - 1
-        table = _backend.scalar_table(w, np.broadcast_to(norms_scalars, (segments, 2)))
+        table = backends.scalar_table(w, np.broadcast_to(norms_scalars, (segments, 2)))
         bad, sums = backend.run_segments(LARS_NORMS_KERNEL, w, g, (), offsets, table, check)
         if bad:
             return bad
-        sums = _backend.to_host(sums)
+        sums = backends.to_host(sums)
         rows = np.empty((segments, 5))
         rows[:, :4] = step_scalars
         rows[:, 4] = lr * self.trust_ratios(state, sums[:, 0], sums[:, 1])
         backend.run_segments(
-            LARS_STEP_KERNEL, w, g, arrays, offsets, _backend.scalar_table(w, rows), False
+            LARS_STEP_KERNEL, w, g, arrays, offsets, backends.scalar_table(w, rows), False
         )
         return 0

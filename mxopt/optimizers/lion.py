@@ -19,7 +19,7 @@ array, half of Adam's memory.
 
 from __future__ import annotations
 
-from mxopt.base import (
+from mxopt.optimizers.base import (
     AbstractOptimizer,
     AbstractOptimizerOptions,
     gradient_scalars,
@@ -27,7 +27,7 @@ from mxopt.base import (
     options,
     read_hyperparameter,
 )
-from mxopt.kernel import Kernel, clip_gradient_element
+from mxopt.kernels.kernel import Kernel, clip_gradient_element
 
 __all__ = ["Lion", "LionOptions"]
 

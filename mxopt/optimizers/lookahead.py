@@ -21,14 +21,14 @@ import inspect
 
 import attrs
 
-from mxopt.base import (
+from mxopt.optimizers.base import (
     WEIGHT_COPY,
     AbstractOptimizer,
     hyperparameter,
     integer,
     read_hyperparameter,
 )
-from mxopt.kernel import Kernel
+from mxopt.kernels.kernel import Kernel
 
 __all__ = ["Lookahead", "LookaheadOptions"]
 

@@ -28,7 +28,7 @@ import numbers
 import attrs
 import numpy as np
 
-from mxopt.base import (
+from mxopt.optimizers.base import (
     AbstractMomentumScheduler,
     AbstractOptimizer,
     AbstractOptimizerOptions,
@@ -39,9 +39,9 @@ from mxopt.base import (
     options,
     read_hyperparameter,
 )
-from mxopt.kernel import Kernel, adam_moments_element, normalize_gradient_element
-from mxopt.momentum import Fixed, NadamScheduler, Null
-from mxopt.state import OptimizationState
+from mxopt.kernels.kernel import Kernel, adam_moments_element, normalize_gradient_element
+from mxopt.schedules.momentum import Fixed, NadamScheduler, Null
+from mxopt.core.state import OptimizationState
 
 __all__ = ["Nadam", "NadamOptions"]
 

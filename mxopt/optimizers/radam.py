@@ -36,7 +36,7 @@ import math
 
 import numpy as np
 
-from mxopt.base import (
+from mxopt.optimizers.base import (
     AbstractOptimizer,
     AbstractOptimizerOptions,
     decay_factor,
@@ -46,7 +46,7 @@ from mxopt.base import (
     options,
     read_hyperparameter,
 )
-from mxopt.kernel import Kernel, adam_moments_element, normalize_gradient_element
+from mxopt.kernels.kernel import Kernel, adam_moments_element, normalize_gradient_element
 
 __all__ = ["RAdam", "RAdamOptions"]
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from mxopt.base import (
+from mxopt.optimizers.base import (
     AbstractOptimizer,
     AbstractOptimizerOptions,
     flag,
@@ -32,7 +32,7 @@ from mxopt.base import (
     options,
     read_hyperparameter,
 )
-from mxopt.kernel import Kernel, normalize_gradient_element
+from mxopt.kernels.kernel import Kernel, normalize_gradient_element
 
 __all__ = ["RMSProp", "RMSPropOptions"]
 

@@ -24,7 +24,7 @@ call iRprop-.
 
 from __future__ import annotations
 
-from mxopt.base import (
+from mxopt.optimizers.base import (
     AbstractOptimizer,
     AbstractOptimizerOptions,
     gradient_scalars,
@@ -32,7 +32,7 @@ from mxopt.base import (
     options,
     read_hyperparameter,
 )
-from mxopt.kernel import Kernel, normalize_gradient_element
+from mxopt.kernels.kernel import Kernel, normalize_gradient_element
 
 __all__ = ["Rprop", "RpropOptions"]
 

@@ -20,7 +20,7 @@ The velocity exists exactly when the momentum scheduler is not
 
 from __future__ import annotations
 
-from mxopt.base import (
+from mxopt.optimizers.base import (
     AbstractMomentumScheduler,
     AbstractOptimizer,
     AbstractOptimizerOptions,
@@ -32,8 +32,8 @@ from mxopt.base import (
     options,
     read_hyperparameter,
 )
-from mxopt.kernel import Kernel, normalize_gradient_element
-from mxopt.momentum import Null, get_momentum_scheduler
+from mxopt.kernels.kernel import Kernel, normalize_gradient_element
+from mxopt.schedules.momentum import Null, get_momentum_scheduler
 
 __all__ = ["SGD", "SGDOptions"]
 

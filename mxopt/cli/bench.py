@@ -1,0 +1,807 @@
+"""The benchmark suite: one optimizer step, mxopt against the memory limit and its peers.
+
+``python -m mxopt bench`` (or ``python benchmarks/run.py``) times one step of
+SGD with momentum, ADAM and AdamW in several regimes:
+
+* one float32 tensor of 1M, 16M and 64M elements;
+* the tensor shapes of a BERT-base encoder (199 tensors, 110M parameters);
+* 1000 tensors of 1024 elements;
+* one 16-element tensor (the per-call overhead, in microseconds).
+
+Implementations, alternated inside every repeat so machine noise hits them
+alike; each figure is the median of the repeats after a warm-up:
+
+* ``mxopt per-tensor``: ``updater(index, grad, weight)`` for every tensor, with
+  the default safety check for NaN/inf gradients;
+* ``mxopt packed``: the same tensors in a :class:`~mxopt.ParameterBuffer`,
+  one ``updater.update_buffer(buffer)``;
+* ``mxopt packed, unchecked``: the same with ``nonfinite="apply"`` (what torch
+  and the others do: no check);
+* ``memory limit``: a Numba kernel that reads and writes the same bytes as the
+  step, with trivial arithmetic (over the packed buffer), i.e. the speed of
+  memory on this machine;
+* ``numpy``: the update written with NumPy array operations, tensor by tensor;
+* ``torch for-loop / foreach / fused``, ``optax (jit)`` and ``thinc``, when
+  installed.
+
+Bandwidth counts the bytes a fused step must move: 20 per element for
+SGD-momentum (read w, g, v; write w, v) and 28 for ADAM and AdamW (read w, g, m,
+v; write w, m, v).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+import mxopt
+
+__all__ = ["REGIMES", "bert_base_shapes", "main", "report", "run_suite"]
+
+BYTES_PER_ELEMENT = {"sgd-momentum": 20, "adam": 28, "adamw": 28}
+ARRAYS_PER_STEP = {"sgd-momentum": 3, "adam": 4, "adamw": 4}  # arrays a step touches
+HYPER = {"lr": 1e-3, "momentum": 0.9, "beta1": 0.9, "beta2": 0.999, "eps": 1e-8, "wd": 1e-2}
+
+
+def bert_base_shapes() -> list:
+    """Parameter shapes of a BERT-base encoder (L=12, H=768, A=12, vocabulary 30522)."""
+    hidden, intermediate, layers = 768, 3072, 12
+    shapes = [(30522, hidden), (512, hidden), (2, hidden), (hidden,), (hidden,)]
+    for _ in range(layers):
+        for _ in range(4):  # query, key, value, attention output
+            shapes += [(hidden, hidden), (hidden,)]
+        shapes += [(hidden,), (hidden,)]  # attention LayerNorm
+        shapes += [(hidden, intermediate), (intermediate,), (intermediate, hidden), (hidden,)]
+        shapes += [(hidden,), (hidden,)]  # output LayerNorm
+    shapes += [(hidden, hidden), (hidden,)]  # pooler
+    return shapes
+
+
+REGIMES = {
+    "1M": lambda: [(1 << 20,)],
+    "16M": lambda: [(16 << 20,)],
+    "64M": lambda: [(64 << 20,)],
+    "bert-base": bert_base_shapes,
+    "1000x1k": lambda: [(1024,)] * 1000,
+    "per-call-16": lambda: [(16,)],
+}
+
+
+# -- implementations ---------------------------------------------------------------------
+
+
+def _mxopt_optimizer(name: str, state):
+    h = HYPER
+    if name == "sgd-momentum":
+        return mxopt.SGD(lr=h["lr"], momentum=h["momentum"], weight_decay=h["wd"], state=state)
+    if name == "adam":
+        return mxopt.ADAM(
+            lr=h["lr"], epsilon=h["eps"], weight_decay=h["wd"], epsilon_hat=False, state=state
+        )
+    return mxopt.AdamW(lr=h["lr"], epsilon=h["eps"], weight_decay=h["wd"], state=state)
+
+
+def _state():
+    state = mxopt.OptimizationState(batch_size=1)
+    state.begin_epoch()
+    state.begin_batch()
+    return state
+
+
+def _mxopt_per_tensor(name, shapes, rng):
+    updater = mxopt.get_updater(_mxopt_optimizer(name, _state()))
+    weights = [rng.standard_normal(s, dtype=np.float32) for s in shapes]
+    grads = [rng.standard_normal(s, dtype=np.float32) for s in shapes]
+    pairs = list(enumerate(zip(grads, weights, strict=True)))
+
+    def step():
+        for i, (g, w) in pairs:
+            updater(i, g, w)
+
+    return step
+
+
+def _mxopt_one_call(name, shapes, rng, weights_per_step):
+    """One ``updater(index, grad, weight)`` call per ``step()``: the next of
+    ``weights_per_step`` 16-element weights, a new mini-batch after each round, so the host
+    scalar math is shared by the calls of a step as in a training loop (with
+    ``weights_per_step=1`` every call starts a new step and redoes it)."""
+    state = _state()
+    updater = mxopt.get_updater(_mxopt_optimizer(name, state))
+    weights = [rng.standard_normal(shapes[0], dtype=np.float32) for _ in range(weights_per_step)]
+    grad = rng.standard_normal(shapes[0], dtype=np.float32)
+    position = [0]
+
+    def step():
+        k = position[0]
+        if k == 0:
+            state.begin_batch()
+        updater(k, grad, weights[k])
+        position[0] = (k + 1) % weights_per_step
+
+    return step
+
+
+def _mxopt_packed(name, shapes, rng, nonfinite="raise"):
+    updater = mxopt.get_updater(_mxopt_optimizer(name, _state()), nonfinite=nonfinite)
+    buffer = mxopt.ParameterBuffer(dict(enumerate(shapes)))
+    buffer.weight[...] = rng.standard_normal(buffer.weight.size, dtype=np.float32)
+    buffer.grad[...] = rng.standard_normal(buffer.grad.size, dtype=np.float32)
+    return lambda: updater.update_buffer(buffer)
+
+
+def _memory_limit(name, shapes, rng):
+    from mxopt.kernels import backends as _backend, cpu as _cpu
+
+    total = sum(int(np.prod(s)) for s in shapes)
+    weight, grad = (rng.standard_normal(total, dtype=np.float32) for _ in range(2))
+    # state arrays laid out as mxopt lays out its own (staggered within a page: the best case)
+    state = [
+        backends.full(weight, backends.NUMPY, total, 0.0, slot=k)
+        for k in range(ARRAYS_PER_STEP[name] - 2)
+    ]
+    arrays = [weight, grad, *state]
+    kernel = _memory_kernels()[ARRAYS_PER_STEP[name]][total >= _cpu.parallel_min_size()]
+    scale = np.float32(1e-9)
+    return lambda: kernel(*arrays, scale)
+
+
+_kernels = None
+
+
+def _memory_kernels():
+    """Numba loops moving the bytes of a 3-array and a 4-array step, serial and parallel."""
+    global _kernels
+    if _kernels is None:
+        import numba
+
+        options = dict(cache=True, nogil=True, error_model="numpy")
+
+        def three(w, g, v, a):
+            for i in numba.prange(w.size):
+                x = g[i]
+                v[i] = v[i] + x
+                w[i] = w[i] + a * x
+
+        def four(w, g, m, v, a):
+            for i in numba.prange(w.size):
+                x = g[i]
+                m[i] = m[i] + x
+                v[i] = v[i] + x
+                w[i] = w[i] + a * x
+
+        _kernels = {
+            3: (numba.njit(**options)(three), numba.njit(parallel=True, **options)(three)),
+            4: (numba.njit(**options)(four), numba.njit(parallel=True, **options)(four)),
+        }
+    return _kernels
+
+
+def _numpy(name, shapes, rng):
+    h = HYPER
+    weights = [rng.standard_normal(s, dtype=np.float32) for s in shapes]
+    grads = [rng.standard_normal(s, dtype=np.float32) for s in shapes]
+    first = [np.zeros(s, np.float32) for s in shapes]
+    second = [np.zeros(s, np.float32) for s in shapes]
+    scratch = [np.empty(s, np.float32) for s in shapes]
+    t = [0]
+
+    def sgd():
+        for w, g, v, s in zip(weights, grads, first, scratch, strict=True):
+            np.multiply(w, h["wd"], out=s)
+            s += g
+            v *= h["momentum"]
+            v += s
+            w -= h["lr"] * v
+
+    def adam():
+        t[0] += 1
+        c1, c2 = 1 - h["beta1"] ** t[0], 1 - h["beta2"] ** t[0]
+        for w, g, m, v, s in zip(weights, grads, first, second, scratch, strict=True):
+            if name == "adamw":
+                w *= 1 - h["lr"] * h["wd"]
+                np.copyto(s, g)
+            else:
+                np.multiply(w, h["wd"], out=s)
+                s += g
+            m *= h["beta1"]
+            m += (1 - h["beta1"]) * s
+            v *= h["beta2"]
+            np.multiply(s, s, out=s)
+            v += (1 - h["beta2"]) * s
+            np.sqrt(v, out=s)
+            s *= 1 / np.sqrt(c2)
+            s += h["eps"]
+            np.divide(m, s, out=s)
+            w -= (h["lr"] / c1) * s
+
+    return sgd if name == "sgd-momentum" else adam
+
+
+def _torch(name, shapes, rng, mode):
+    import torch
+
+    h = HYPER
+    params = [torch.from_numpy(rng.standard_normal(s, dtype=np.float32)) for s in shapes]
+    for p in params:
+        p.requires_grad_(True)
+        p.grad = torch.from_numpy(rng.standard_normal(p.shape, dtype=np.float32))
+    flags = {"for-loop": {"foreach": False}, "foreach": {"foreach": True}, "fused": {"fused": True}}
+    flags = flags[mode]
+    if name == "sgd-momentum":
+        optimizer = torch.optim.SGD(
+            params, lr=h["lr"], momentum=h["momentum"], weight_decay=h["wd"], **flags
+        )
+    else:
+        cls = torch.optim.Adam if name == "adam" else torch.optim.AdamW
+        optimizer = cls(params, lr=h["lr"], eps=h["eps"], weight_decay=h["wd"], **flags)
+    return optimizer.step
+
+
+def _optax(name, shapes, rng):
+    import jax
+    import optax
+
+    h = HYPER
+    if name == "sgd-momentum":
+        transform = optax.chain(
+            optax.add_decayed_weights(h["wd"]), optax.sgd(h["lr"], momentum=h["momentum"])
+        )
+    elif name == "adam":
+        transform = optax.chain(
+            optax.add_decayed_weights(h["wd"]), optax.adam(h["lr"], eps=h["eps"])
+        )
+    else:
+        transform = optax.adamw(h["lr"], eps=h["eps"], weight_decay=h["wd"])
+    params = [jax.device_put(rng.standard_normal(s, dtype=np.float32)) for s in shapes]
+    grads = [jax.device_put(rng.standard_normal(s, dtype=np.float32)) for s in shapes]
+    state = [transform.init(params)]
+    holder = [params]
+
+    @jax.jit
+    def update(params, grads, opt_state):
+        updates, opt_state = transform.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state
+
+    def step():
+        holder[0], state[0] = update(holder[0], grads, state[0])
+        jax.block_until_ready(holder[0])
+
+    return step
+
+
+def _thinc(name, shapes, rng):
+    from thinc.api import SGD, Adam
+
+    h = HYPER
+    if name == "sgd-momentum":
+        return None  # Thinc's SGD has no momentum
+    optimizer = Adam(
+        learn_rate=h["lr"],
+        eps=h["eps"],
+        L2=h["wd"],
+        L2_is_weight_decay=name == "adamw",
+        grad_clip=0.0,
+    )
+    del SGD
+    weights = [rng.standard_normal(int(np.prod(s)), dtype=np.float32) for s in shapes]
+    grads = [rng.standard_normal(w.size, dtype=np.float32) for w in weights]
+    keys = [(0, f"p{i}") for i in range(len(weights))]
+
+    def step():
+        for k, key in enumerate(keys):
+            weights[k], grads[k] = optimizer(key, weights[k], grads[k])
+
+    return step
+
+
+def _available(module: str) -> bool:
+    try:
+        __import__(module)
+        return True
+    except ImportError:
+        return False
+
+
+def implementations(name: str, per_call: bool) -> dict:
+    """``{label: factory(shapes, rng) -> step}`` for the installed implementations."""
+    if per_call:
+        table = {
+            "mxopt, 1000 weights per step": lambda s, r: _mxopt_one_call(name, s, r, 1000),
+            "mxopt, 1 weight per step": lambda s, r: _mxopt_one_call(name, s, r, 1),
+        }
+    else:
+        table = {"mxopt per-tensor": lambda s, r: _mxopt_per_tensor(name, s, r)}
+    if not per_call:
+        table["mxopt packed"] = lambda s, r: _mxopt_packed(name, s, r)
+        table["mxopt packed, unchecked"] = lambda s, r: _mxopt_packed(name, s, r, "apply")
+        table["memory limit"] = lambda s, r: _memory_limit(name, s, r)
+        table["numpy"] = lambda s, r: _numpy(name, s, r)
+    if _available("torch"):
+        for mode in ("for-loop", "foreach", "fused"):
+            table[f"torch {mode}"] = lambda s, r, mode=mode: _torch(name, s, r, mode)
+    if _available("optax") and not per_call:
+        table["optax (jit)"] = lambda s, r: _optax(name, s, r)
+    if _available("thinc") and name != "sgd-momentum":
+        table["thinc"] = lambda s, r: _thinc(name, s, r)
+    return table
+
+
+# -- measuring ---------------------------------------------------------------------------
+
+
+#: Seconds of rest before each timed implementation. torch's and XLA's worker threads keep
+#: spinning for a while after their work, taking cores from whatever runs next: without
+#: the rest, the implementation timed right after optax measured 1.4-1.5x slower (16M
+#: SGD-momentum, 2 cores), with it the same as elsewhere in the round.
+PAUSE_S = 0.05
+
+
+def _median_times(steps: dict, repeats: int, inner: int) -> dict:
+    for step in steps.values():  # warm-up: compile, fault pages in
+        for _ in range(2):
+            step()
+    times = {label: [] for label in steps}
+    for _ in range(repeats):
+        for label, step in steps.items():  # alternate: noise hits every implementation alike
+            time.sleep(PAUSE_S)
+            started = time.perf_counter()
+            for _ in range(inner):
+                step()
+            times[label].append((time.perf_counter() - started) / inner)
+    return {label: statistics.median(values) for label, values in times.items()}
+
+
+#: Most memory the implementations alive at once may take (arrays and optimizer state).
+MEMORY_BUDGET = 6 << 30
+ANCHOR = "memory limit"
+
+
+def _groups(labels: list, elements: int, optimizer: str) -> list:
+    """Labels in groups that fit :data:`MEMORY_BUDGET` together, each with the memory-limit
+    anchor (big regimes: not every implementation fits in memory at once)."""
+    others = [label for label in labels if label != ANCHOR]
+    if ANCHOR not in labels:
+        return [others]
+    per_implementation = 4 * (ARRAYS_PER_STEP[optimizer] + 1) * elements  # + scratch
+    size = max(1, MEMORY_BUDGET // max(1, per_implementation) - 1)
+    return [[ANCHOR, *others[k : k + size]] for k in range(0, len(others), size)]
+
+
+def run_regime(regime: str, optimizer: str, repeats: int) -> list:
+    """Time every implementation of ``optimizer`` on ``regime``.
+
+    Implementations alternate inside each repeat. When they do not all fit in memory
+    together, they run in groups that each include the memory-limit kernel, and each
+    percentage of the memory limit is against the limit measured in its own group.
+    """
+    shapes = REGIMES[regime]()
+    per_call = regime.startswith("per-call")
+    elements = sum(int(np.prod(s)) for s in shapes)
+    factories = implementations(optimizer, per_call)
+    inner = 10_000 if per_call else (20 if elements < (4 << 20) else 1)
+    medians, limits = {}, {}
+    for group in _groups(list(factories), elements, optimizer):
+        steps = {}
+        for label in group:
+            step = factories[label](shapes, np.random.default_rng(0))
+            if step is not None:
+                steps[label] = step
+        group_medians = _median_times(steps, repeats, inner)
+        steps.clear()
+        gc.collect()
+        for label, seconds in group_medians.items():
+            if label == ANCHOR:
+                limits.setdefault(ANCHOR, []).append(seconds)
+                continue
+            medians[label] = seconds
+            if ANCHOR in group_medians:
+                limits[label] = group_medians[ANCHOR]
+    if ANCHOR in limits:
+        medians[ANCHOR] = statistics.median(limits.pop(ANCHOR))
+        limits[ANCHOR] = medians[ANCHOR]
+    # Speed-ups compare the times themselves. Normalising them by each group's memory
+    # limit was tried: in the group holding torch's implementations the limit kernel ran
+    # about 20% slower than in mxopt's group (64M, both runs), so the interference of one
+    # group's neighbours landed on the other group's figures.
+    mxopt_best = min(v for k, v in medians.items() if k.startswith("mxopt"))
+    rows = []
+    for label, seconds in medians.items():
+        limit = limits.get(label)
+        rows.append(
+            {
+                "regime": regime,
+                "optimizer": optimizer,
+                "implementation": label,
+                "tensors": len(shapes),
+                "elements": elements,
+                "ms": seconds * 1e3,
+                "us": seconds * 1e6,
+                "GB/s": BYTES_PER_ELEMENT[optimizer] * elements / seconds / 1e9,
+                "percent_of_memory_limit": None if limit is None else 100 * limit / seconds,
+                "mxopt_speedup": seconds / mxopt_best,
+            }
+        )
+    order = list(factories)
+    return sorted(rows, key=lambda r: order.index(r["implementation"]))
+
+
+# -- start-up and memory ---------------------------------------------------------------------
+
+
+def _subprocess_seconds(code: str, env=None, repeats: int = 5) -> float:
+    times = []
+    for _ in range(repeats):
+        result = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True
+        )
+        times.append(float(result.stdout.strip().splitlines()[-1]))
+    return statistics.median(times)
+
+
+_FIRST_UPDATE = (
+    "import time; t = time.perf_counter(); import numpy as np, mxopt; "
+    "s = mxopt.OptimizationState(1, 1, 1, 1); u = mxopt.get_updater(mxopt.ADAM(state=s)); "
+    "u(0, np.ones(16, np.float32), np.ones(16, np.float32)); print(time.perf_counter() - t)"
+)
+
+
+def startup_figures() -> dict:
+    """Import time, and the first update in a fresh process with a warm and a cold cache."""
+    import_seconds = _subprocess_seconds(
+        "import time; t = time.perf_counter(); import mxopt; print(time.perf_counter() - t)"
+    )
+    _subprocess_seconds(_FIRST_UPDATE, repeats=1)  # make sure the cache is warm
+    warm = _subprocess_seconds(_FIRST_UPDATE)
+    with tempfile.TemporaryDirectory() as cache:
+        env = dict(os.environ, NUMBA_CACHE_DIR=cache)
+        cold = _subprocess_seconds(_FIRST_UPDATE, env=env, repeats=1)
+    return {
+        "import_s": import_seconds,
+        "first_update_warm_cache_s": warm,
+        "first_update_cold_cache_s": cold,
+    }
+
+
+def peak_extra_memory() -> dict:
+    """Peak memory allocated during one step beyond what exists before it (tracemalloc)."""
+    import tracemalloc
+
+    figures = {}
+    rng = np.random.default_rng(0)
+    shapes = [(1 << 20,)] * 4
+    for label, make in (
+        ("mxopt per-tensor (adam)", lambda: _mxopt_per_tensor("adam", shapes, rng)),
+        ("mxopt packed (adam)", lambda: _mxopt_packed("adam", shapes, rng)),
+        ("numpy (adam)", lambda: _numpy("adam", shapes, rng)),
+    ):
+        step = make()
+        step()
+        step()
+        tracemalloc.start()
+        before = tracemalloc.get_traced_memory()[0]
+        step()
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        figures[label] = max(0, peak - before)
+    return figures
+
+
+# -- GPU ---------------------------------------------------------------------------------------
+
+
+def gpu_rows(regimes, optimizers, repeats) -> list:
+    """The same regimes on the GPU, against the device's copy bandwidth and torch fused CUDA."""
+    try:
+        import cupy
+
+        if cupy.cuda.runtime.getDeviceCount() < 1:
+            return []
+    except Exception:  # no CuPy, or no driver
+        return []
+    rows = []
+    for regime in regimes:
+        if regime.startswith("per-call"):
+            continue
+        shapes = REGIMES[regime]()
+        elements = sum(int(np.prod(s)) for s in shapes)
+        for optimizer in optimizers:
+            rng = np.random.default_rng(0)
+            steps = {}
+            updater = mxopt.get_updater(_mxopt_optimizer(optimizer, _state()))
+            buffer = mxopt.ParameterBuffer(dict(enumerate(shapes)), xp=cupy)
+            buffer.weight[...] = cupy.asarray(rng.standard_normal(elements, dtype=np.float32))
+            buffer.grad[...] = cupy.asarray(rng.standard_normal(elements, dtype=np.float32))
+
+            def packed(updater=updater, buffer=buffer):
+                updater.update_buffer(buffer)
+                cupy.cuda.Device().synchronize()
+
+            steps["mxopt packed (GPU)"] = packed
+            arrays = [cupy.empty(elements, np.float32) for _ in range(ARRAYS_PER_STEP[optimizer])]
+            source, target = arrays[0], arrays[1]
+            moved = BYTES_PER_ELEMENT[optimizer] // 8  # copies moving the same bytes
+
+            def copy_limit(source=source, target=target, moved=moved):
+                for _ in range(moved):
+                    cupy.copyto(target, source)
+                cupy.cuda.Device().synchronize()
+
+            steps["device copy bandwidth"] = copy_limit
+            if _available("torch"):
+                import torch
+
+                if torch.cuda.is_available():
+                    params = [torch.randn(s, device="cuda") for s in shapes]
+                    for p in params:
+                        p.grad = torch.randn_like(p)
+                    cls = {
+                        "sgd-momentum": torch.optim.SGD,
+                        "adam": torch.optim.Adam,
+                        "adamw": torch.optim.AdamW,
+                    }[optimizer]
+                    extra = {"momentum": HYPER["momentum"]} if optimizer == "sgd-momentum" else {}
+                    opt = cls(params, lr=HYPER["lr"], fused=True, **extra)
+
+                    def torch_fused(opt=opt):
+                        opt.step()
+                        torch.cuda.synchronize()
+
+                    steps["torch fused (GPU)"] = torch_fused
+            medians = _median_times(steps, repeats, 1)
+            limit = medians["device copy bandwidth"]
+            for label, seconds in medians.items():
+                rows.append(
+                    {
+                        "regime": regime,
+                        "optimizer": optimizer,
+                        "implementation": label,
+                        "elements": elements,
+                        "ms": seconds * 1e3,
+                        "GB/s": BYTES_PER_ELEMENT[optimizer] * elements / seconds / 1e9,
+                        "percent_of_memory_limit": 100 * limit / seconds,
+                    }
+                )
+            del steps, buffer, arrays
+            gc.collect()
+    return rows
+
+
+# -- reporting ---------------------------------------------------------------------------------
+
+
+def machine_info() -> dict:
+    import numba
+
+    info = {
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "numba_threads": numba.config.NUMBA_NUM_THREADS,
+        "numba_threading_layer_env": os.environ.get("NUMBA_THREADING_LAYER", "default"),
+        "mxopt_parallel_min_size": __import__("mxopt.kernels.cpu", fromlist=["x"]).parallel_min_size(),
+        "numpy": np.__version__,
+        "numba": numba.__version__,
+        "mxopt": mxopt.__version__,
+    }
+    for name in ("torch", "jax", "optax", "thinc", "cupy"):
+        try:
+            module = __import__(name)
+            info[name] = module.__version__
+            if name == "torch":
+                info["torch_threads"] = module.get_num_threads()
+        except Exception:
+            info[name] = None
+    try:
+        with open("/proc/cpuinfo") as f:
+            info["cpu"] = next(line.split(":", 1)[1].strip() for line in f if "model name" in line)
+    except (OSError, StopIteration):
+        info["cpu"] = platform.processor()
+    return info
+
+
+def markdown(rows: list) -> str:
+    lines = []
+    for regime in dict.fromkeys(r["regime"] for r in rows):
+        chunk = [r for r in rows if r["regime"] == regime]
+        per_call = regime.startswith("per-call")
+        tensors, elements = chunk[0]["tensors"], chunk[0]["elements"]
+        lines.append(f"\n### {regime} ({tensors} tensor(s), {elements:,} float32 elements)\n")
+        if per_call:
+            lines.append("| optimizer | implementation | us per step | mxopt faster by |")
+            lines.append("|---|---|---:|---:|")
+            for r in chunk:
+                lines.append(
+                    f"| {r['optimizer']} | {r['implementation']} | {r['us']:.2f} | "
+                    f"{r['mxopt_speedup']:.1f}x |"
+                )
+            continue
+        lines.append(
+            "| optimizer | implementation | ms | GB/s | % of memory limit | mxopt faster by |"
+        )
+        lines.append("|---|---|---:|---:|---:|---:|")
+        for r in chunk:
+            percent = r["percent_of_memory_limit"]
+            percent = "" if percent is None else f"{percent:.0f}%"
+            lines.append(
+                f"| {r['optimizer']} | {r['implementation']} | {r['ms']:.3f} | "
+                f"{r['GB/s']:.1f} | {percent} | {r['mxopt_speedup']:.2f}x |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def summary(rows: list) -> str:
+    """The figures the targets are about, per regime and optimizer: mxopt's fastest
+    multi-tensor path against the memory limit and torch's fused optimizer.
+
+    The torch ratios are given as ratios of times (as the tables' speed-ups) and, for
+    the unchecked path, also as ratios of the percentages of the memory limit, i.e. each
+    time against the limit measured in its own group: in big regimes the two ran in
+    different groups, and neither way of comparing them is free of the machine's drift.
+    """
+    by_key = {(r["regime"], r["optimizer"], r["implementation"]): r for r in rows}
+    lines = [
+        "| regime | optimizer | mxopt packed, % of memory limit | unchecked, % of memory "
+        "limit | torch fused ms / mxopt unchecked ms | the same, each against its group's "
+        "limit | torch fused ms / mxopt packed ms |",
+        "|---|---|---:|---:|---:|---:|---:|",
+    ]
+    for regime, optimizer in dict.fromkeys((r["regime"], r["optimizer"]) for r in rows):
+        checked = by_key.get((regime, optimizer, "mxopt packed"))
+        unchecked = by_key.get((regime, optimizer, "mxopt packed, unchecked"))
+        torch_fused = by_key.get((regime, optimizer, "torch fused"))
+        if checked is None or unchecked is None:
+            continue
+        ratios = ["", "", ""]
+        if torch_fused is not None:
+            percent = "percent_of_memory_limit"
+            ratios = [
+                f"{torch_fused['ms'] / unchecked['ms']:.2f}",
+                f"{unchecked[percent] / torch_fused[percent]:.2f}",
+                f"{torch_fused['ms'] / checked['ms']:.2f}",
+            ]
+        lines.append(
+            f"| {regime} | {optimizer} | {checked['percent_of_memory_limit']:.0f}% | "
+            f"{unchecked['percent_of_memory_limit']:.0f}% | " + " | ".join(ratios) + " |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def report(data: dict) -> str:
+    """The Markdown report of a run (``bench.md``) from its JSON (``bench.json``)."""
+    info = data["machine"]
+    text = "machine: " + ", ".join(f"{k}={v}" for k, v in info.items()) + "\n"
+    text += f"\n{data['repeats']} timed repeats per figure, medians.\n"
+    text += "\n### Summary\n\n" + summary(data["rows"])
+    text += markdown(data["rows"])
+    if data["gpu"]:
+        text += "\n### GPU\n\n| regime | optimizer | implementation | ms | GB/s "
+        text += "| % of copy bandwidth |\n"
+        text += "|---|---|---|---:|---:|---:|\n"
+        for r in data["gpu"]:
+            text += (
+                f"| {r['regime']} | {r['optimizer']} | {r['implementation']} | "
+                f"{r['ms']:.3f} | {r['GB/s']:.0f} | {r['percent_of_memory_limit']:.0f}% |\n"
+            )
+    text += "\n### Start-up and memory\n\n| figure | value |\n|---|---:|\n"
+    for key, value in data["startup"].items():
+        text += f"| {key} | {value:.3f} s |\n"
+    for key, value in data["peak_extra_memory_bytes"].items():
+        text += f"| peak extra memory, {key} | {value / 2**20:.2f} MiB |\n"
+    return text
+
+
+def chart(rows: list, path: str) -> str | None:
+    """A PNG of milliseconds per implementation and regime (needs matplotlib).
+
+    Returns ``None`` once written, or why nothing was written.
+    """
+    rows = [x for x in rows if not x["regime"].startswith("per-call")]  # microseconds: apart
+    if not rows:
+        return "no PNG: the per-call regime is only a table"
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return "pip install 'mxopt[plot]' for the PNG"
+    regimes = list(dict.fromkeys(x["regime"] for x in rows))
+    optimizers = list(dict.fromkeys(x["optimizer"] for x in rows))
+    fig, axes = plt.subplots(len(optimizers), 1, figsize=(12, 3.2 * len(optimizers)), squeeze=False)
+    for ax, optimizer in zip(axes[:, 0], optimizers, strict=True):
+        labels = list(
+            dict.fromkeys(x["implementation"] for x in rows if x["optimizer"] == optimizer)
+        )
+        width = 0.8 / max(1, len(labels))
+        for j, label in enumerate(labels):
+            values = []
+            for regime in regimes:
+                match = [
+                    x["ms"]
+                    for x in rows
+                    if (x["regime"], x["optimizer"], x["implementation"])
+                    == (regime, optimizer, label)
+                ]
+                values.append(match[0] if match else np.nan)
+            ax.bar(np.arange(len(regimes)) + j * width, values, width, label=label)
+        ax.set_yscale("log")
+        ax.set_ylabel("ms per step (log)")
+        ax.set_title(optimizer)
+        ax.set_xticks(np.arange(len(regimes)) + 0.4 - width / 2, regimes)
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # beside the bars
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return None
+
+
+def run_suite(regimes, optimizers, repeats: int) -> list:
+    rows = []
+    for regime in regimes:
+        for optimizer in optimizers:
+            print(f"  {regime:12s} {optimizer:12s} ...", file=sys.stderr, flush=True)
+            rows += run_regime(regime, optimizer, repeats)
+    return rows
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="mxopt bench",
+        description="Time one optimizer step: mxopt against the memory limit, NumPy, torch, "
+        "optax and Thinc (when installed). Prints markdown tables; writes JSON and a PNG.",
+    )
+    parser.add_argument("--regimes", nargs="+", default=list(REGIMES), choices=list(REGIMES))
+    parser.add_argument(
+        "--optimizers", nargs="+", default=list(BYTES_PER_ELEMENT), choices=list(BYTES_PER_ELEMENT)
+    )
+    parser.add_argument("--repeats", type=int, default=9, help="timed repeats per figure")
+    parser.add_argument("--quick", action="store_true", help="1M, 1000x1k and per-call only")
+    parser.add_argument("--out", default="benchmark-results", help="folder for JSON, MD, PNG")
+    parser.add_argument("--no-startup", action="store_true", help="skip start-up figures")
+    args = parser.parse_args(argv)
+    if args.repeats < 1:
+        parser.error("--repeats must be at least 1")
+    regimes = ["1M", "1000x1k", "per-call-16"] if args.quick else args.regimes
+    info = machine_info()
+    print("machine: " + ", ".join(f"{k}={v}" for k, v in info.items()))
+    rows = run_suite(regimes, args.optimizers, args.repeats)
+    gpu = gpu_rows(regimes, args.optimizers, args.repeats)
+    extra = {} if args.no_startup else startup_figures()
+    memory = peak_extra_memory()
+    data = {
+        "machine": info,
+        "repeats": args.repeats,
+        "rows": rows,
+        "gpu": gpu,
+        "startup": extra,
+        "peak_extra_memory_bytes": memory,
+    }
+    text = report(data)
+    print(text)
+    os.makedirs(args.out, exist_ok=True)
+    with open(os.path.join(args.out, "bench.json"), "w") as f:
+        json.dump(data, f, indent=2)
+    with open(os.path.join(args.out, "bench.md"), "w") as f:
+        f.write(text)
+    why_not = chart(rows, os.path.join(args.out, "bench.png"))
+    if why_not is None:
+        print(f"wrote {args.out}/bench.json, bench.md and bench.png")
+    else:
+        print(f"wrote {args.out}/bench.json and bench.md ({why_not})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

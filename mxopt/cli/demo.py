@@ -1,0 +1,306 @@
+"""The built-in demo: a 2-layer MLP learns three interleaved spirals.
+
+Everything is here and in NumPy: the data set (generated from a seed, no
+download), the model, its hand-written backward pass and the training loop,
+which drives an :class:`~mxopt.OptimizationState` and an mxopt updater exactly
+as a user's loop would. ``python -m mxopt demo`` runs it.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+import mxopt
+from mxopt import LearningRate, OptimizationState
+
+__all__ = [
+    "DEMO_OPTIMIZERS",
+    "DEMO_SCHEDULES",
+    "MLP",
+    "main_demo",
+    "plot_history",
+    "spirals",
+    "train",
+]
+
+
+def spirals(points_per_class: int = 200, classes: int = 3, noise: float = 0.2, seed: int = 0):
+    """Points on ``classes`` interleaved spiral arms in 2-D, with their labels."""
+    rng = np.random.default_rng(seed)
+    x = np.empty((points_per_class * classes, 2), np.float32)
+    y = np.empty(points_per_class * classes, np.int64)
+    for c in range(classes):
+        r = np.linspace(0.05, 1.0, points_per_class)
+        theta = np.linspace(c * 4.0, (c + 1) * 4.0, points_per_class)
+        theta = theta + rng.normal(scale=noise, size=points_per_class)
+        rows = slice(c * points_per_class, (c + 1) * points_per_class)
+        x[rows] = np.stack([r * np.sin(theta), r * np.cos(theta)], axis=1)
+        y[rows] = c
+    order = rng.permutation(len(y))
+    return x[order], y[order]
+
+
+@dataclass
+class MLP:
+    """``softmax(relu(x W1 + b1) W2 + b2)`` with its backward pass written out."""
+
+    w1: np.ndarray
+    b1: np.ndarray
+    w2: np.ndarray
+    b2: np.ndarray
+
+    @classmethod
+    def create(cls, inputs: int, hidden: int, outputs: int, seed: int = 0) -> MLP:
+        rng = np.random.default_rng(seed)
+        return cls(
+            w1=(rng.normal(size=(inputs, hidden)) * np.sqrt(2.0 / inputs)).astype(np.float32),
+            b1=np.zeros(hidden, np.float32),
+            w2=(rng.normal(size=(hidden, outputs)) * np.sqrt(1.0 / hidden)).astype(np.float32),
+            b2=np.zeros(outputs, np.float32),
+        )
+
+    def parameters(self) -> dict:
+        return {"w1": self.w1, "b1": self.b1, "w2": self.w2, "b2": self.b2}
+
+    def logits(self, x: np.ndarray) -> np.ndarray:
+        return np.maximum(x @ self.w1 + self.b1, 0) @ self.w2 + self.b2
+
+    def loss_and_grads(self, x: np.ndarray, y: np.ndarray):
+        """Mean cross-entropy, and gradients *summed* over the batch (MXNet's convention:
+        the optimizer divides by ``batch_size``)."""
+        pre = x @ self.w1 + self.b1
+        hidden = np.maximum(pre, 0)
+        logits = hidden @ self.w2 + self.b2
+        shifted = logits - logits.max(axis=1, keepdims=True)
+        log_probs = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+        loss = -log_probs[np.arange(len(y)), y].mean()
+        d_logits = np.exp(log_probs)
+        d_logits[np.arange(len(y)), y] -= 1  # d(sum of losses)/d(logits)
+        d_hidden = (d_logits @ self.w2.T) * (pre > 0)
+        grads = {
+            "w1": x.T @ d_hidden,
+            "b1": d_hidden.sum(axis=0),
+            "w2": hidden.T @ d_logits,
+            "b2": d_logits.sum(axis=0),
+        }
+        return float(loss), {k: g.astype(np.float32) for k, g in grads.items()}
+
+    def accuracy(self, x: np.ndarray, y: np.ndarray) -> float:
+        return float((self.logits(x).argmax(axis=1) == y).mean())
+
+
+def _demo_sgd():
+    return mxopt.SGD(lr=0.2, momentum=0.9, weight_decay=1e-4)
+
+
+def _demo_adam():
+    return mxopt.ADAM(lr_scheduler=LearningRate.Exp(0.02, gamma=0.93), weight_decay=1e-5)
+
+
+#: The demo's default runs: SGD with momentum, and ADAM under an Exp schedule.
+DEMO_OPTIMIZERS = {"sgd-momentum": _demo_sgd, "adam-exp": _demo_adam}
+
+#: Learning rates that train the demo well in 10-30 epochs (other options: defaults).
+DEMO_LR = {
+    "SGD": 0.3, "ADAM": 0.03, "AdamW": 0.03, "Nadam": 0.03, "RAdam": 0.1, "QHAdam": 0.03,
+    "AdaMax": 0.1, "AdaGrad": 0.3, "AdaDelta": 1.0, "RMSProp": 0.03, "Adafactor": 0.3,
+    "LAMB": 0.03, "LARS": 1.0, "Lion": 0.01, "Rprop": 0.1, "ASGD": 1.0,
+}  # fmt: skip
+
+
+def _peak(optimizer) -> float:
+    return DEMO_LR.get(type(optimizer).__name__, 0.01)
+
+
+#: Learning-rate schedules for ``--schedule``, over the whole run (``total`` updates),
+#: peaking at the optimizer's demo learning rate.
+DEMO_SCHEDULES = {
+    "constant": lambda lr, total: LearningRate.Fixed(lr),
+    "exp": lambda lr, total: LearningRate.Exp(lr, gamma=0.93),
+    "step": lambda lr, total: LearningRate.Step(lr, step_size=max(1, total // 3), gamma=0.3),
+    "cosine": lambda lr, total: LearningRate.CosineAnnealing(lr, steps=total),
+    "warmup-cosine": lambda lr, total: LearningRate.WarmupCosine(
+        lr, warmup_steps=max(1, total // 10), decay_steps=total
+    ),
+    "one-cycle": lambda lr, total: LearningRate.OneCycle(lr, total_steps=total),
+    "sgdr": lambda lr, total: LearningRate.CosineRestarts(
+        lr, period=max(1, total // 7), period_mult=2
+    ),  # fmt: skip
+}
+
+
+def demo_optimizer(name: str, schedule: str | None, total_updates: int):
+    """The optimizer of a demo run: a preset, or an optimizer by name with its demo lr."""
+    if name in DEMO_OPTIMIZERS:
+        optimizer = DEMO_OPTIMIZERS[name]()
+        lr = optimizer.opts.lr_scheduler.lr if optimizer.opts.lr_scheduler else optimizer.opts.lr
+    else:
+        optimizer = mxopt.OPTIMIZERS[name](lr=DEMO_LR.get(name, 0.01))
+        lr = _peak(optimizer)
+    if schedule is not None:
+        optimizer.opts.lr_scheduler = DEMO_SCHEDULES[schedule](lr, total_updates)
+    return optimizer
+
+
+@dataclass
+class EpochRecord:
+    epoch: int
+    loss: float
+    train_accuracy: float
+    val_accuracy: float
+    lr: float
+
+
+def _batches_per_epoch(batch_size: int, seed: int) -> int:
+    x, _ = spirals(seed=seed)
+    return int(0.8 * len(x)) // batch_size
+
+
+def train(optimizer, epochs: int = 30, batch_size: int = 32, seed: int = 0, report=None,
+          progress=None):  # fmt: skip
+    """Train the demo MLP on the spirals with ``optimizer``; returns one record per epoch.
+
+    ``report(record)`` is called after every epoch, ``progress()`` after every batch.
+    """
+    x, y = spirals(seed=seed)
+    split = int(0.8 * len(y))
+    x_train, y_train, x_val, y_val = x[:split], y[:split], x[split:], y[split:]
+    model = MLP.create(2, 64, 3, seed=seed)
+    state = OptimizationState(batch_size=batch_size)
+    optimizer.state = state
+    updater = mxopt.get_updater(optimizer)
+    rng = np.random.default_rng(seed + 1)
+    history = []
+    for _ in range(epochs):
+        state.begin_epoch()
+        order = rng.permutation(split)
+        losses = []
+        for start in range(0, split - batch_size + 1, batch_size):
+            rows = order[start : start + batch_size]
+            loss, grads = model.loss_and_grads(x_train[rows], y_train[rows])
+            losses.append(loss)
+            state.begin_batch()
+            for name, weight in model.parameters().items():
+                updater(name, grads[name], weight)
+            if progress is not None:
+                progress()
+        record = EpochRecord(
+            epoch=state.curr_epoch,
+            loss=float(np.mean(losses)),
+            train_accuracy=model.accuracy(x_train, y_train),
+            val_accuracy=model.accuracy(x_val, y_val),
+            lr=float(optimizer.lr_value(state)),
+        )
+        history.append(record)
+        if report is not None:
+            report(record)
+    return history
+
+
+def plot_history(histories: dict, path) -> None:
+    """A PNG of loss, validation accuracy and learning rate per epoch, one line per run."""
+    try:
+        from matplotlib.figure import Figure
+    except ImportError as error:
+        raise ImportError(
+            'the demo\'s picture needs matplotlib: pip install "mxopt[plot]"'
+        ) from error
+    figure = Figure(figsize=(12, 3.6))
+    axes = figure.subplots(1, 3)
+    for name, history in histories.items():
+        epochs = [r.epoch for r in history]
+        axes[0].plot(epochs, [r.loss for r in history], label=name)
+        axes[1].plot(epochs, [r.val_accuracy for r in history], label=name)
+        axes[2].plot(epochs, [r.lr for r in history], label=name)
+    for ax, title in zip(axes, ("training loss", "validation accuracy", "learning rate"),
+                         strict=True):  # fmt: skip
+        ax.set_title(title)
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+    axes[0].set_yscale("log")
+    axes[2].set_yscale("log")
+    axes[0].legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+
+
+def main_demo(
+    optimizers=("sgd-momentum", "adam-exp"),
+    epochs: int = 30,
+    seed: int = 0,
+    schedule: str | None = None,
+    config=None,
+    plot=None,
+    progress: bool = False,
+) -> int:
+    """Run the demo for each named optimizer (or the one in ``config``), printing a table per
+    run and a summary; with ``plot``, write a PNG of the runs."""
+    if plot is not None:
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            raise ImportError('--plot needs matplotlib: pip install "mxopt[plot]"') from None
+    batches = _batches_per_epoch(32, seed)
+    if config is not None:
+        from mxopt.persist.config import load
+
+        runs = {str(config): lambda: load(config, section=None)}
+    else:
+        runs = {name: (lambda n=name: demo_optimizer(n, schedule, epochs * batches))
+                for name in optimizers}  # fmt: skip
+    bar = _progress_bar(progress, epochs * batches * len(runs))
+    summary, histories = [], {}
+    for name, make in runs.items():
+        optimizer = make()
+        if not isinstance(optimizer, mxopt.AbstractOptimizer):
+            raise TypeError(f"{name}: the config describes {optimizer!r}, not an optimizer")
+        _write(bar, f"\n== {name}: {optimizer!r}")
+        _write(bar, f"{'epoch':>5} {'loss':>8} {'train acc':>9} {'val acc':>8} {'lr':>10}")
+        started = time.perf_counter()
+        history = train(
+            optimizer,
+            epochs=epochs,
+            seed=seed,
+            report=lambda r: _write(
+                bar,
+                f"{r.epoch:5d} {r.loss:8.4f} {r.train_accuracy:9.3f} "
+                f"{r.val_accuracy:8.3f} {r.lr:10.3g}",
+            ),  # fmt: skip
+            progress=None if bar is None else lambda: bar.update(1),
+        )
+        histories[name] = history
+        summary.append((name, history[0], history[-1], time.perf_counter() - started))
+    if bar is not None:
+        bar.close()
+    print("\nsummary: the spirals need a non-linear model; chance is 0.333")
+    for name, first, last, seconds in summary:
+        print(
+            f"  {name:13s} loss {first.loss:.3f} -> {last.loss:.3f}, "
+            f"val accuracy {first.val_accuracy:.3f} -> {last.val_accuracy:.3f} ({seconds:.1f} s)"
+        )
+    if plot is not None:
+        plot_history(histories, plot)
+        print(f"wrote {plot}")
+    return 0
+
+
+def _progress_bar(enabled: bool, total: int):
+    if not enabled:
+        return None
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return None
+    # disable=None: no bar when stderr is not a terminal (logs, CI)
+    return tqdm(total=total, unit="batch", leave=False, file=sys.stderr, disable=None)
+
+
+def _write(bar, line: str) -> None:
+    if bar is None:
+        print(line, flush=True)
+    else:
+        bar.write(line, file=sys.stdout)

@@ -1,0 +1,124 @@
+"""The training progress that optimizers and schedulers read.
+
+An :class:`OptimizationState` is the one piece of mutable training progress in
+mxopt. Only the training loop advances it; optimizers, updaters and schedulers
+only read it. The counting rules are those of MXNet.jl:
+
+* ``curr_epoch`` is 0 before training, 1 during the first pass over the data,
+  2 during the second, and so on.
+* ``curr_batch`` is 0 at the start of every epoch and 1 during its first
+  mini-batch.
+* ``curr_iter`` counts mini-batches since the start of training and never
+  resets; it is 1 during the first mini-batch.
+
+A loop calls :meth:`OptimizationState.begin_epoch` at the start of each epoch
+and :meth:`OptimizationState.begin_batch` *before* the updates of each batch, so
+the very first update sees ``curr_epoch == 1``, ``curr_batch == 1`` and
+``curr_iter == 1``.
+
+The state also keeps the history of evaluation scores the loop reports with
+:meth:`OptimizationState.record_score` (``scores``), which schedules such as
+:class:`mxopt.LearningRate.Plateau` read. Because the history lives in the state,
+those schedules stay pure functions of it, and saving and restoring the state
+restores them.
+"""
+
+from __future__ import annotations
+
+import numbers
+
+import attrs
+
+from mxopt.core.checks import check_integer, to_int
+
+__all__ = ["OptimizationState"]
+
+
+def _int_at_least(low: int):
+    def check(instance, attribute, value):
+        check_integer("OptimizationState", attribute.name, value, low)
+
+    return check
+
+
+def _score(value, where: str) -> float:
+    """A score as ``float``: any real number (NaN and infinities included), not a bool."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(
+            f"OptimizationState: {where} must be a real number, "
+            f"got {value!r} of type {type(value).__name__}"
+        )
+    return float(value)
+
+
+def _as_scores(value):
+    """Accept any iterable of real numbers as the score history (a new list of floats)."""
+    if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
+        raise TypeError(
+            f"OptimizationState: scores must be a list of numbers, "
+            f"got {value!r} of type {type(value).__name__}"
+        )
+    return [_score(v, "every score") for v in value]
+
+
+def _count_revision(instance, attribute, value):
+    # Every change bumps ``_revision``, which keys the optimizers' caches of host scalars.
+    object.__setattr__(instance, "_revision", getattr(instance, "_revision", 0) + 1)
+    return value
+
+
+@attrs.define(
+    slots=False,  # room for the _revision counter
+    on_setattr=[attrs.setters.convert, attrs.setters.validate, _count_revision],
+)
+class OptimizationState:
+    """Counters of training progress, read by optimizers and schedulers.
+
+    Args:
+        batch_size: mini-batch size (>= 1). ``normalized_gradient`` divides the
+            gradient by it, because the gradient handed to an update is the sum
+            over the mini-batch.
+        curr_epoch: current epoch, 0 before training, 1 during the first pass.
+        curr_batch: mini-batch within the current epoch, 0 at its start.
+        curr_iter: mini-batches since the start of training, never reset.
+        scores: evaluation scores reported so far with :meth:`record_score`,
+            oldest first (read by :class:`mxopt.LearningRate.Plateau`).
+
+    Example:
+        >>> state = OptimizationState(batch_size=32)
+        >>> state.begin_epoch(); state.begin_batch()
+        >>> (state.curr_epoch, state.curr_batch, state.curr_iter)
+        (1, 1, 1)
+    """
+
+    batch_size: int = attrs.field(converter=to_int, validator=_int_at_least(1))
+    curr_epoch: int = attrs.field(default=0, converter=to_int, validator=_int_at_least(0))
+    curr_batch: int = attrs.field(default=0, converter=to_int, validator=_int_at_least(0))
+    curr_iter: int = attrs.field(default=0, converter=to_int, validator=_int_at_least(0))
+    scores: list = attrs.field(factory=list, converter=_as_scores)
+    _revision = 0  # not a field: bumped by every change (keys the optimizers' scalar caches)
+
+    # Called every step: increments of valid counters stay valid, so they skip attrs'
+    # per-assignment checks (the revision is bumped once).
+
+    def begin_epoch(self) -> None:
+        """Start an epoch: ``curr_epoch += 1`` and ``curr_batch = 0``."""
+        object.__setattr__(self, "curr_epoch", self.curr_epoch + 1)
+        object.__setattr__(self, "curr_batch", 0)
+        object.__setattr__(self, "_revision", self._revision + 1)
+
+    def begin_batch(self) -> None:
+        """Start a mini-batch, before its updates: ``curr_iter += 1``, ``curr_batch += 1``."""
+        object.__setattr__(self, "curr_iter", self.curr_iter + 1)
+        object.__setattr__(self, "curr_batch", self.curr_batch + 1)
+        object.__setattr__(self, "_revision", self._revision + 1)
+
+    def record_score(self, value: float) -> None:
+        """Report an evaluation score (e.g. the validation loss after an epoch).
+
+        It is appended to :attr:`scores`. Schedules that react to scores
+        (:class:`mxopt.LearningRate.Plateau`) use the whole history from the next
+        update on. NaN counts as a score that is never an improvement.
+        """
+        self.scores.append(_score(value, "a score"))
+        object.__setattr__(self, "_revision", getattr(self, "_revision", 0) + 1)

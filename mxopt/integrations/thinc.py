@@ -1,0 +1,601 @@
+"""A drop-in optimizer for Thinc and spaCy, backed by mxopt's fused kernels.
+
+:class:`ThincOptimizer` implements Thinc's ``Optimizer`` interface with any
+mxopt optimizer and an :class:`~mxopt.Updater` underneath::
+
+    from mxopt.thinc import Adam, ThincOptimizer
+    optimizer = Adam(0.001)                     # Thinc's Adam.v1, same arguments and results
+    optimizer = ThincOptimizer(mxopt.AdamW(lr=1e-3), grad_clip=1.0, use_averages=True)
+    model.finish_update(optimizer)              # optimizer(key, weights, gradient) per parameter
+    optimizer.step_schedules()
+
+From a Thinc or spaCy config (``pip install mxopt`` registers the names through
+the ``thinc_optimizers`` entry points, so nothing needs importing)::
+
+    [training.optimizer]
+    @optimizers = "mxopt.Adam.v1"          # Thinc's Adam.v1 arguments
+    learn_rate = 0.001
+    L2 = 0.01
+    grad_clip = 1.0
+    use_averages = false
+
+    [optimizer]
+    @optimizers = "mxopt.Optimizer.v1"     # any mxopt optimizer
+    grad_clip = 1.0
+
+    [optimizer.optimizer]
+    @optimizers = "mxopt.AdamW.v1"         # mxopt's own names and options
+    lr = 0.001
+
+    [optimizer.optimizer.lr_scheduler]
+    @schedules = "mxopt.LearningRate.WarmupCosine.v1"
+    peak_lr = 0.001
+    warmup_steps = 250
+    decay_steps = 20000
+
+Once this module is imported (which resolving either entry point does) every
+mxopt name -- optimizers and schedules, the names of :func:`mxopt.config.registered`
+-- is also in Thinc's ``optimizers`` and ``schedules`` registries, building the
+plain mxopt object, for use in blocks nested in ``mxopt.Optimizer.v1`` or
+``mxopt.Adam.v1`` (e.g. ``learn_rate`` as an mxopt schedule).
+
+**Counting.** Thinc has no epochs and calls ``optimizer.step_schedules()`` *after*
+the updates of each batch; its schedules read ``step``, 0 during the first batch.
+The adapter owns an :class:`~mxopt.OptimizationState` with ``batch_size=1`` (Thinc's
+gradients are already means over the batch, so they are not divided again) that
+starts at ``curr_epoch = curr_batch = curr_iter = 1``; ``step_schedules()`` calls
+``begin_batch()``. So during Thinc step ``s`` the updates see ``curr_iter = s + 1``,
+as mxopt's own loops do, and ``optimizer.step == curr_iter - 1``. Without
+``steps_per_epoch`` the whole run is epoch 1 (use iteration-based schedules);
+with it, ``curr_epoch = s // steps_per_epoch + 1``. Bias corrections use each
+parameter's own update count, as Thinc's ``nr_update``.
+
+**Thinc's rules, as the adapter applies them.** ``grad_clip`` clips each
+parameter's gradient to an L2 norm of at most ``grad_clip`` (Thinc's
+``clip_gradient``: scale by ``grad_clip / norm`` when ``norm >= grad_clip``); the
+norm costs one read of the gradient and the scaling is a factor inside the fused
+kernel, not a pass of its own;
+``lr_scale`` multiplies the learning rate (and so a decoupled weight decay);
+after the update the gradient is zeroed in place (Thinc's contract; Thinc's
+``Model.finish_update`` relies on it); ``use_averages`` keeps an EMA of the
+weights with Thinc's decay ``min(0.9999, (1 + t) / (10 + t))``.
+
+Known differences from ``thinc.api.Adam`` (all second order or documented
+choices; the test suite bounds the first two): the decoupled decay
+(``L2_is_weight_decay``, the default) multiplies the weight by ``1 - lr * L2`` before
+the Adam step instead of after it (a difference of ``lr * L2`` times the step);
+Thinc starts each average at zero, mxopt at the weight's initial value (the
+initial value's weight in the average falls below 1e-9 after 100 updates);
+with ``L2_is_weight_decay=False`` Thinc adds ``L2 * W`` to the gradient before
+the norm clip, mxopt after it; a NaN or infinite gradient raises
+``FloatingPointError`` with nothing modified (``nonfinite="raise"``; Thinc would
+write NaN into the weights; ``nonfinite="skip"`` skips such updates); a schedule
+receives ``key=None`` (the values are computed once per step for all parameters).
+"""
+
+import math
+import numbers
+import sys
+
+import attrs
+
+from mxopt.kernels import backends
+from mxopt.optimizers.averaging import EMA
+from mxopt.optimizers.base import (
+    GRAD_MULTIPLIER,
+    AbstractLearningRateScheduler,
+    AbstractOptimizer,
+    AbstractSchedule,
+)
+from mxopt.persist.config import from_config
+from mxopt.persist.registry import KIND_KEYS, registered
+from mxopt.optimizers import ADAM, RAdam
+from mxopt.core.state import OptimizationState
+from mxopt.training.updater import Updater, multipliers
+
+try:  # an instance of Thinc's Optimizer passes spaCy's config validation
+    from thinc.optimizers import Optimizer as _ThincOptimizerBase
+except ImportError:  # the adapter works (and imports) without Thinc
+    _ThincOptimizerBase = object
+
+__all__ = ["Adam", "ThincOptimizer", "ThincSchedule", "mxopt_optimizer", "register_in_thinc"]
+
+
+class ThincSchedule(AbstractLearningRateScheduler):
+    """A Thinc schedule, or a list or generator of values, as an mxopt schedule.
+
+    Read at Thinc's step ``curr_iter - 1``: a Thinc ``Schedule`` (Thinc 9) is
+    called as ``schedule(step, key=None, last_score=...)``; a list or generator
+    (Thinc 8) gives its ``step``-th value, and its last one once exhausted.
+    Unit: iteration. Value at the first update: the schedule's value at step 0.
+    It is not a config object (it wraps Python code).
+    """
+
+    unit = "iteration"
+
+    def __init__(self, schedule, last_score=None, name: str = "learn_rate"):
+        self.name = name
+        self._last_score = last_score if last_score is not None else (lambda: None)
+        if _is_thinc_schedule(schedule):
+            self._call = schedule
+            self._values = None
+        else:
+            try:
+                self._source = iter(schedule)
+                first = next(self._source)
+            except (TypeError, StopIteration) as error:
+                raise ValueError(
+                    f"Invalid schedule for {name!r} ({type(schedule).__name__}): {error}"
+                ) from None
+            self._call = None
+            self._values = [first]
+            self._exhausted = False
+
+    def value(self, state: OptimizationState):
+        step = max(state.curr_iter - 1, 0)
+        if self._call is not None:
+            return self._call(step, key=None, last_score=self._last_score())
+        values = self._values
+        while len(values) <= step and not self._exhausted:
+            try:
+                values.append(next(self._source))
+            except StopIteration:
+                self._exhausted = True
+        return values[min(step, len(values) - 1)]
+
+    def __repr__(self) -> str:
+        inner = self._call if self._call is not None else f"values[:{len(self._values)}]"
+        return f"ThincSchedule({inner!r})"
+
+
+def _is_thinc_schedule(value) -> bool:
+    schedules = sys.modules.get("thinc.schedules")
+    return schedules is not None and isinstance(value, getattr(schedules, "Schedule", ()))
+
+
+class _Rate(float):
+    """The current value of a hyperparameter; Thinc 9 style ``rate(step)`` also works."""
+
+    def __new__(cls, value, at=None):
+        rate = super().__new__(cls, value)
+        rate._at = at
+        return rate
+
+    def __call__(self, step=None, **kwargs):
+        if step is None or self._at is None:
+            return float(self)
+        return float(self._at(step))
+
+
+class ThincOptimizer(_ThincOptimizerBase):
+    """Thinc's ``Optimizer`` interface (``optimizer(key, weights, gradient, lr_scale=...)``,
+    ``step_schedules()``, ``learn_rate``, ``last_score``, ``averages``...) over an mxopt
+    optimizer, whose fused kernels do the updates.
+
+    Args:
+        optimizer: an mxopt optimizer (``mxopt.AdamW(...)``) or its config dict.
+            The adapter sets its ``state`` to the adapter's own
+            :class:`~mxopt.OptimizationState` (``batch_size=1``; see the module
+            docstring for the counting).
+        use_averages: keep an EMA of every parameter with Thinc's rule
+            (:class:`mxopt.EMA`), for ``optimizer.averages`` and spaCy's
+            ``nlp.use_params(optimizer.averages)``.
+        averaging: instead of ``use_averages``, an explicit :class:`mxopt.EMA` or
+            :class:`mxopt.Polyak`.
+        grad_clip: Thinc's per-parameter gradient-norm clipping (0 = off); a
+            number or a schedule.
+        zero_grad: zero the gradient in place after the update, as Thinc does.
+        nonfinite: ``"raise"``, ``"skip"`` or ``"apply"`` (see :class:`mxopt.Updater`).
+        steps_per_epoch: advance ``curr_epoch`` every that many steps, for
+            epoch-based mxopt schedules (default: no epochs).
+
+    Hyperparameters (``learn_rate``, ``L2``, ``b1``, ``b2``, ``eps``, ``grad_clip``)
+    accept numbers, mxopt schedules, Thinc schedules and lists or generators
+    of values (Thinc's forms); reading them gives the current value. ``L2``,
+    ``L2_is_weight_decay``, ``b1``, ``b2`` and ``eps`` map to the mxopt options
+    ``weight_decay``, ``decoupled_weight_decay``, ``beta1``, ``beta2`` and
+    ``epsilon`` where the optimizer has them.
+    """
+
+    _OPTION_NAMES = {"L2": "weight_decay", "b1": "beta1", "b2": "beta2", "eps": "epsilon"}
+
+    def __init__(
+        self,
+        optimizer,
+        *,
+        use_averages: bool = False,
+        averaging=None,
+        grad_clip=0.0,
+        zero_grad: bool = True,
+        nonfinite: str = "raise",
+        steps_per_epoch=None,
+    ):
+        if isinstance(optimizer, ThincOptimizer):
+            optimizer = optimizer.optimizer
+        elif isinstance(optimizer, dict):
+            optimizer = from_config(optimizer, "optimizer")
+        if not isinstance(optimizer, AbstractOptimizer):
+            raise TypeError(
+                f"ThincOptimizer: optimizer must be an mxopt optimizer (e.g. mxopt.AdamW()) "
+                f"or its config dict, got {optimizer!r}"
+            )
+        if not isinstance(use_averages, bool):
+            raise TypeError(
+                f"ThincOptimizer: use_averages must be True or False, got {use_averages!r}"
+            )
+        if averaging is None and use_averages:
+            averaging = EMA()  # decay 0.9999 with Thinc's warmup, as thinc's update_averages
+        if steps_per_epoch is not None and (
+            isinstance(steps_per_epoch, bool)
+            or not isinstance(steps_per_epoch, numbers.Integral)
+            or steps_per_epoch < 1
+        ):
+            raise ValueError(
+                f"ThincOptimizer: steps_per_epoch must be None or an integer >= 1, "
+                f"got {steps_per_epoch!r}"
+            )
+        if not isinstance(zero_grad, bool):
+            raise TypeError(f"ThincOptimizer: zero_grad must be True or False, got {zero_grad!r}")
+        self._state = OptimizationState(batch_size=1, curr_epoch=1, curr_batch=1, curr_iter=1)
+        optimizer.state = self._state
+        self._optimizer = optimizer
+        self._updater = Updater(optimizer, averaging=averaging, nonfinite=nonfinite)
+        self._zero_grad = zero_grad
+        self._steps_per_epoch = None if steps_per_epoch is None else int(steps_per_epoch)
+        self._last_score_value = None
+        self.grad_clip = grad_clip
+
+    # -- what it wraps -------------------------------------------------------------------
+
+    @property
+    def optimizer(self) -> AbstractOptimizer:
+        """The mxopt optimizer doing the updates."""
+        return self._optimizer
+
+    @property
+    def updater(self) -> Updater:
+        """The :class:`mxopt.Updater` holding the per-parameter state, keyed by Thinc's keys."""
+        return self._updater
+
+    @property
+    def state(self) -> OptimizationState:
+        """The :class:`mxopt.OptimizationState` the optimizer and its schedules read."""
+        return self._state
+
+    # -- Thinc's interface ---------------------------------------------------------------
+
+    def __call__(self, key, weights, gradient, *, lr_scale: float = 1.0):
+        """Update ``weights`` in place from ``gradient`` (then zeroed in place); returns
+        ``(weights, gradient)``, as Thinc's ``Optimizer.__call__``."""
+        if gradient.size == 0:
+            return weights, gradient
+        token = None
+        clip = self._grad_clip
+        if clip.__class__ is not float:
+            clip = self._read(clip, "grad_clip")
+        if clip > 0.0:
+            flat = gradient.reshape(-1)
+            norm = math.sqrt(float(flat.dot(flat)))
+            if norm >= clip and math.isfinite(norm):
+                token = GRAD_MULTIPLIER.set(clip / norm)
+        try:
+            if lr_scale == 1.0:
+                self._updater(key, gradient, weights)
+            else:
+                with multipliers(lr_scale, 1.0):
+                    self._updater(key, gradient, weights)
+        finally:
+            if token is not None:
+                GRAD_MULTIPLIER.reset(token)
+        if self._zero_grad:
+            gradient.fill(0)
+        return weights, gradient
+
+    def step_schedules(self) -> None:
+        """End a Thinc step: ``state.begin_batch()`` (and ``begin_epoch()`` every
+        ``steps_per_epoch`` steps)."""
+        state = self._state
+        if self._steps_per_epoch is not None and state.curr_iter % self._steps_per_epoch == 0:
+            state.begin_epoch()
+        state.begin_batch()
+
+    @property
+    def step(self) -> int:
+        """Thinc's step: the number of ``step_schedules()`` calls so far (``curr_iter - 1``)."""
+        return self._state.curr_iter - 1
+
+    @property
+    def last_score(self):
+        """``(step, score)`` of the last evaluation, or ``None``; setting it to a score
+        also records it in the state (``state.record_score``) for
+        :class:`mxopt.LearningRate.Plateau`."""
+        return self._last_score_value
+
+    @last_score.setter
+    def last_score(self, score) -> None:
+        self._state.record_score(score)
+        self._last_score_value = (self.step, score)
+
+    @property
+    def learn_rate(self) -> float:
+        """The learning rate now (the mxopt schedule's value, or ``lr``); call it with a
+        step, ``optimizer.learn_rate(step)``, for the value at another step (Thinc 9).
+        Assign a number or a schedule to change it."""
+        return _Rate(self._optimizer.lr_value(self._state), self._learn_rate_at)
+
+    @learn_rate.setter
+    def learn_rate(self, value) -> None:
+        value = self._hyperparameter(value, "learn_rate")
+        opts = self._opts_with("lr_scheduler", "learn_rate")
+        if isinstance(value, AbstractSchedule):
+            if not isinstance(value, AbstractLearningRateScheduler):
+                raise TypeError(f"learn_rate: expected a learning-rate schedule, got {value!r}")
+            opts.lr_scheduler = value
+        else:
+            opts.lr = value
+            opts.lr_scheduler = None
+
+    def _learn_rate_at(self, step) -> float:
+        at = attrs.evolve(self._state, curr_iter=int(step) + 1, scores=list(self._state.scores))
+        return self._optimizer.lr_value(at)
+
+    @property
+    def grad_clip(self) -> float:
+        """Thinc's per-parameter gradient-norm clipping threshold now (0: off)."""
+        return _Rate(self._read(self._grad_clip, "grad_clip"))
+
+    @grad_clip.setter
+    def grad_clip(self, value) -> None:
+        value = self._hyperparameter(value, "grad_clip")
+        if not isinstance(value, AbstractSchedule) and not value >= 0:
+            raise ValueError(f"grad_clip must be a number >= 0 or a schedule, got {value!r}")
+        self._grad_clip = value
+
+    def _opts_with(self, name: str, thinc_name: str):
+        """The options record holding option ``name`` (a wrapper's, e.g. Lookahead's,
+        inner optimizer's if the wrapper has none)."""
+        optimizer = self._optimizer
+        while True:
+            opts = optimizer.opts
+            if name in attrs.fields_dict(type(opts)):
+                return opts
+            inner = getattr(optimizer, "inner", None)
+            if not isinstance(inner, AbstractOptimizer):
+                raise AttributeError(
+                    f"{thinc_name}: {type(self._optimizer).__name__} has no {name!r} option"
+                )
+            optimizer = inner
+
+    def _option(self, thinc_name: str):
+        name = self._OPTION_NAMES[thinc_name]
+        return name, self._opts_with(name, thinc_name)
+
+    def _get_option(self, thinc_name: str) -> float:
+        name, opts = self._option(thinc_name)
+        return _Rate(self._read(getattr(opts, name), thinc_name))
+
+    def _set_option(self, thinc_name: str, value) -> None:
+        name, opts = self._option(thinc_name)
+        setattr(opts, name, self._hyperparameter(value, thinc_name))
+
+    L2 = property(
+        lambda self: self._get_option("L2"),
+        lambda self, value: self._set_option("L2", value),
+        doc="The L2 / weight-decay coefficient (mxopt's ``weight_decay``).",
+    )
+    b1 = property(
+        lambda self: self._get_option("b1"),
+        lambda self, value: self._set_option("b1", value),
+        doc="First-moment decay (mxopt's ``beta1``).",
+    )
+    b2 = property(
+        lambda self: self._get_option("b2"),
+        lambda self, value: self._set_option("b2", value),
+        doc="Second-moment decay (mxopt's ``beta2``).",
+    )
+    eps = property(
+        lambda self: self._get_option("eps"),
+        lambda self, value: self._set_option("eps", value),
+        doc="Epsilon (mxopt's ``epsilon``).",
+    )
+
+    @property
+    def L2_is_weight_decay(self) -> bool:
+        """Whether ``L2`` decays the weights directly (AdamW style, mxopt's
+        ``decoupled_weight_decay``) rather than adding ``L2 * W`` to the gradient."""
+        try:
+            opts = self._opts_with("decoupled_weight_decay", "L2_is_weight_decay")
+        except AttributeError:
+            return False
+        return opts.decoupled_weight_decay
+
+    @L2_is_weight_decay.setter
+    def L2_is_weight_decay(self, value: bool) -> None:
+        opts = self._opts_with("decoupled_weight_decay", "L2_is_weight_decay")
+        opts.decoupled_weight_decay = value
+
+    @property
+    def use_radam(self) -> bool:
+        """Whether the optimizer is RAdam (Thinc's flag, read-only)."""
+        return isinstance(self._optimizer, RAdam)
+
+    @property
+    def use_averages(self) -> bool:
+        """Whether moving averages of the parameters are kept."""
+        return self._updater.averaging is not None
+
+    @property
+    def averages(self):
+        """``{key: average}`` of every parameter updated so far, or ``None`` without
+        averaging (as Thinc); for ``model.use_params(optimizer.averages)``."""
+        if self._updater.averaging is None:
+            return None
+        return self._updater.averages
+
+    @property
+    def nr_update(self) -> dict:
+        """``{key: number of updates}`` (Thinc's ``nr_update``)."""
+        return {key: state.step for key, state in self._updater.states.items()}
+
+    def to_gpu(self, device=None) -> None:
+        """Move every state array (moments, averages) to CuPy on ``device`` (default:
+        the current CUDA device), for a model whose parameters moved there."""
+        import cupy
+
+        device_id = cupy.cuda.Device(device).id if device is not None else cupy.cuda.Device().id
+        self._move(backends.CUPY, device_id)
+
+    def to_cpu(self) -> None:
+        """Move every state array to NumPy (host memory)."""
+        self._move(backends.NUMPY, None)
+
+    def _move(self, backend: str, device) -> None:
+        for state in self._updater.states.values():
+            state.move_to(backend, device)
+        self._updater._groups = {}
+
+    # -- helpers -------------------------------------------------------------------------
+
+    def _hyperparameter(self, value, name: str):
+        """A number, an mxopt schedule, or Thinc's forms of a schedule, for ``name``."""
+        if isinstance(value, bool):
+            raise TypeError(f"Invalid value for {name!r}: {value!r}")
+        if isinstance(value, numbers.Real):
+            return float(value)
+        if isinstance(value, AbstractSchedule):
+            return value
+        if isinstance(value, dict):
+            return from_config(value, name)
+        if (
+            _is_thinc_schedule(value)
+            or isinstance(value, (list, tuple))
+            or hasattr(value, "__next__")
+        ):
+            return ThincSchedule(value, lambda: self._last_score_value, name)
+        raise TypeError(
+            f"Invalid schedule for {name!r} ({type(value).__name__}): expected a number, an "
+            f"mxopt schedule, a Thinc schedule, or a list or generator of values"
+        )
+
+    def _read(self, value, name: str) -> float:
+        if isinstance(value, AbstractSchedule):
+            return float(value.value(self._state))
+        return value
+
+    def __repr__(self) -> str:
+        averaging = self._updater.averaging
+        return (
+            f"ThincOptimizer({self._optimizer!r}, averaging={averaging!r}, "
+            f"grad_clip={self._grad_clip!r}, step={self.step})"
+        )
+
+
+def Adam(
+    learn_rate=0.001,
+    *,
+    L2=0.0,
+    beta1=0.9,
+    beta2=0.999,
+    eps=1e-08,
+    grad_clip=1.0,
+    L2_is_weight_decay=True,
+    use_averages=True,
+):
+    """Thinc's ``Adam.v1``, same arguments and defaults, on mxopt's fused ADAM kernel.
+
+    Thinc's Adam is mxopt's :class:`~mxopt.ADAM` with MXNet's epsilon placement
+    (``epsilon_hat=True``: epsilon added to the root of the uncorrected second
+    moment, both bias corrections folded into the step size), no coupled weight
+    decay of its own, ``L2`` as ``weight_decay`` (decoupled when
+    ``L2_is_weight_decay``), Thinc's per-parameter gradient-norm clipping and
+    its EMA of the weights. Registered as ``"mxopt.Adam.v1"`` in Thinc's
+    optimizers. Every hyperparameter takes Thinc's schedules as well as mxopt's.
+    """
+    adapter = ThincOptimizer(
+        ADAM(epsilon_hat=True, weight_decay=0.0, decoupled_weight_decay=L2_is_weight_decay),
+        use_averages=use_averages,
+        grad_clip=grad_clip,
+    )
+    adapter.learn_rate = learn_rate
+    adapter.L2 = L2
+    adapter.b1 = beta1
+    adapter.b2 = beta2
+    adapter.eps = eps
+    return adapter
+
+
+def mxopt_optimizer(
+    optimizer,
+    *,
+    use_averages=False,
+    grad_clip=0.0,
+    nonfinite="raise",
+    steps_per_epoch=None,
+):
+    """Any mxopt optimizer as a Thinc optimizer (``"mxopt.Optimizer.v1"``).
+
+    ``optimizer`` is an mxopt optimizer -- in a config, a nested block naming
+    one of mxopt's optimizers with mxopt's options (``@optimizers =
+    "mxopt.AdamW.v1"``) -- or its config dict. Defaults are mxopt's semantics:
+    no averaging and no gradient-norm clipping unless asked for.
+    """
+    return ThincOptimizer(
+        optimizer,
+        use_averages=use_averages,
+        grad_clip=grad_clip,
+        nonfinite=nonfinite,
+        steps_per_epoch=steps_per_epoch,
+    )
+
+
+# -- Thinc's registries ------------------------------------------------------------------
+
+
+def _native_factory(kind: str, name: str, target):
+    """A function building mxopt's ``name`` from keyword options, for Thinc's registry."""
+    import inspect
+
+    import attrs
+
+    key = KIND_KEYS[kind]
+
+    def build(**options):
+        return from_config({key: name, **options}, name)
+
+    parameters = []
+    for parameter in inspect.signature(target).parameters.values():
+        if parameter.name == "state" or parameter.kind in (
+            parameter.VAR_POSITIONAL,
+            parameter.VAR_KEYWORD,
+        ):
+            continue
+        default = parameter.default
+        if default is attrs.NOTHING:
+            default = inspect.Parameter.empty
+        elif isinstance(default, attrs.Factory):
+            default = None if default.takes_self else default.factory()
+        parameters.append(inspect.Parameter(parameter.name, inspect.Parameter.KEYWORD_ONLY,
+                                            default=default))  # fmt: skip
+    build.__signature__ = inspect.Signature(parameters)
+    build.__name__ = build.__qualname__ = name.replace(".", "_")
+    build.__doc__ = f"mxopt's {name} (builds the mxopt object; see mxopt.thinc)."
+    return build
+
+
+def register_in_thinc() -> bool:
+    """Put ``mxopt.Adam.v1``, ``mxopt.Optimizer.v1`` and every mxopt optimizer and schedule
+    name in Thinc's registries (done on import; returns False without Thinc)."""
+    try:
+        from thinc.config import registry
+    except ImportError:
+        return False
+    registry.optimizers.register("mxopt.Adam.v1", func=Adam)
+    registry.optimizers.register("mxopt.Optimizer.v1", func=mxopt_optimizer)
+    for kind in ("optimizers", "schedules"):
+        target_registry = getattr(registry, kind)
+        for name, target in registered()[kind].items():
+            target_registry.register(name, func=_native_factory(kind, name, target))
+    return True
+
+
+register_in_thinc()

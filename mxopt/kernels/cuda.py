@@ -1,0 +1,357 @@
+"""CUDA kernels for CuPy arrays, generated from each kernel's CUDA twin.
+
+:func:`module_source` turns a :class:`~mxopt.kernels.kernel.Kernel` into one
+self-contained CUDA C++ translation unit: the shared preamble, the element as a
+``__device__`` template, and an ``extern "C"`` grid-stride kernel per dtype. The
+same text is what CuPy compiles on a GPU machine (with NVRTC, lazily, memoised
+per device) and what the tests compile-check on machines without a GPU.
+
+The build uses ``--fmad=false``: without fused multiply-adds, and with CUDA's
+IEEE-exact division and square root, a GPU step gives the same bits as the CPU
+step, so state moves between backends without drift.
+
+CuPy is imported only when a CuPy array reaches an update.
+"""
+
+from __future__ import annotations
+
+import functools
+import threading
+
+import numpy as np
+
+from mxopt.kernels.kernel import CUDA_PREAMBLE, DTYPES, REDUCE_BLOCK, Kernel, reduction_blocks
+
+__all__ = [
+    "NVRTC_OPTIONS",
+    "count_nonfinite",
+    "device_of",
+    "kernel_symbol",
+    "module_source",
+    "run",
+    "run_segments",
+]
+
+#: Options for NVRTC: C++14, no FMA contraction (bit-identical to the CPU kernels).
+NVRTC_OPTIONS = ("--std=c++14", "--fmad=false")
+
+_THREADS = 256
+_CHUNK_THREADS = 128  # reductions: one thread per chunk of REDUCE_BLOCK elements
+
+
+def kernel_symbol(kernel: Kernel, ctype: str) -> str:
+    """The name of ``kernel``'s global function for ``ctype`` (``float`` or ``double``)."""
+    return f"mxopt_{kernel.name}_{ctype}"
+
+
+def element_source(kernel: Kernel) -> str:
+    """``kernel``'s CUDA twin as a ``__device__`` function template over ``T``."""
+    params = ["const long long i", "T* w", "const T* g"]
+    params += [f"T* __restrict__ {name}" for name in kernel.state]
+    params += [f"const T {name}" for name in kernel.scalars]
+    joined = ",\n        ".join(params)
+    result = "mx_pair" if kernel.reduces else "void"
+    return (
+        f"template <typename T>\n__device__ __forceinline__ {result} {kernel.name}_element(\n"
+        f"        {joined}) {{\n{kernel.cuda.strip(chr(10))}\n}}\n"
+    )
+
+
+def _array_params(kernel: Kernel, ctype: str) -> list:
+    params = [f"{ctype}* w", f"const {ctype}* g"]
+    return params + [f"{ctype}* __restrict__ {name}" for name in kernel.state]
+
+
+def _call(kernel: Kernel, ctype: str, scalars: list) -> str:
+    args = ", ".join(["i", "w", "g", *kernel.state, *scalars])
+    return f"{kernel.name}_element<{ctype}>({args})"
+
+
+def _table_scalars(kernel: Kernel, row: str) -> list:
+    count = len(kernel.scalars)
+    return [f"{row}[{j}]" for j in range(count)]
+
+
+def _segment_lookup(offsets: str, segments: str) -> str:
+    # the last segment k with offsets[k] <= i (empty segments are skipped)
+    return (
+        f"        int lo = 0, hi = {segments};\n"
+        f"        while (hi - lo > 1) {{\n"
+        f"            const int mid = (lo + hi) / 2;\n"
+        f"            if ({offsets}[mid] <= i) lo = mid; else hi = mid;\n"
+        f"        }}\n"
+    )
+
+
+def _chunk_sum(call: str) -> str:
+    # One thread sums one chunk of REDUCE_BLOCK elements in index order, in double: the
+    # same additions, in the same order, as the CPU kernels, so the sums (and what
+    # depends on them, e.g. LAMB's trust ratio) have the same bits on both backends.
+    # The host adds the chunks' sums in order.
+    return (
+        "    double sum_a = 0.0, sum_b = 0.0;\n"
+        "    for (long long i = first; i < last; ++i) {\n"
+        f"        const mx_pair p = {call};\n"
+        "        sum_a += p.a;\n"
+        "        sum_b += p.b;\n"
+        "    }\n"
+        "    partials[2 * chunk] = sum_a;\n"
+        "    partials[2 * chunk + 1] = sum_b;\n"
+    )
+
+
+def _global_source(kernel: Kernel, ctype: str) -> str:
+    """The ``extern "C"`` kernels of ``kernel`` for ``ctype``: one flat array, and segments."""
+    symbol = kernel_symbol(kernel, ctype)
+    arrays = _array_params(kernel, ctype)
+    scalar_params = [f"const {ctype} {name}" for name in kernel.scalars]
+    row_scalars = _table_scalars(kernel, "s")
+    count = len(kernel.scalars)
+
+    def row_pointer(row: str) -> str:
+        return f"    const {ctype}* s = table + {row} * {count};\n" if count else ""
+
+    table = [f"const {ctype}* __restrict__ table"]
+    stride = "    const long long stride = (long long)blockDim.x * gridDim.x;\n"
+    first = "(long long)blockIdx.x * blockDim.x + threadIdx.x"
+    if not kernel.reduces:
+        single = (
+            f'extern "C" __global__ void {symbol}('
+            f"{', '.join([*arrays, *scalar_params, 'const long long n'])}) {{\n"
+            f"{stride}"
+            f"    for (long long i = {first}; i < n; i += stride)\n"
+            f"        {_call(kernel, ctype, list(kernel.scalars))};\n"
+            f"}}\n"
+        )
+        segment_params = [
+            *arrays, "const long long* __restrict__ offsets", *table, "const int segments",
+            "const long long start", "const long long stop",
+        ]  # fmt: skip
+        segments = (
+            f'extern "C" __global__ void {symbol}_segments({", ".join(segment_params)}) {{\n'
+            f"{stride}"
+            f"    for (long long i = start + {first}; i < stop; i += stride) {{\n"
+            f"{_segment_lookup('offsets', 'segments')}"
+            f"    {row_pointer('(long long)lo')}"
+            f"        {_call(kernel, ctype, row_scalars)};\n"
+            f"    }}\n"
+            f"}}\n"
+        )
+        return single + segments
+    chunk = "    const long long chunk = (long long)blockIdx.x * blockDim.x + threadIdx.x;\n"
+    single_params = [*arrays, *scalar_params, "const long long n", "const long long chunks",
+                     "double* __restrict__ partials"]  # fmt: skip
+    single = (
+        f'extern "C" __global__ void {symbol}({", ".join(single_params)}) {{\n'
+        f"{chunk}"
+        f"    if (chunk >= chunks) return;\n"
+        f"    const long long first = chunk * {REDUCE_BLOCK};\n"
+        f"    const long long last = first + {REDUCE_BLOCK} < n ? first + {REDUCE_BLOCK} : n;\n"
+        f"{_chunk_sum(_call(kernel, ctype, list(kernel.scalars)))}"
+        f"}}\n"
+    )
+    segment_params = [*arrays, "const long long* __restrict__ blocks", *table,
+                      "const long long chunks", "double* __restrict__ partials"]  # fmt: skip
+    segments = (
+        f'extern "C" __global__ void {symbol}_segments({", ".join(segment_params)}) {{\n'
+        f"{chunk}"
+        f"    if (chunk >= chunks) return;\n"
+        f"    const long long first = blocks[3 * chunk + 1];\n"
+        f"    const long long last = blocks[3 * chunk + 2];\n"
+        f"{row_pointer('blocks[3 * chunk]')}"
+        f"{_chunk_sum(_call(kernel, ctype, row_scalars))}"
+        f"}}\n"
+    )
+    return single + segments
+
+
+@functools.cache
+def module_source(kernel: Kernel) -> str:
+    """The complete CUDA source CuPy compiles for ``kernel`` (float and double kernels)."""
+    parts = [CUDA_PREAMBLE, element_source(kernel)]
+    parts += [_global_source(kernel, ctype) for ctype in DTYPES.values()]
+    return "\n".join(parts)
+
+
+#: Counts non-finite values of a gradient into ``*count``: an atomic add per thread that
+#: found any (none at all in the normal, all-finite case).
+NONFINITE_SOURCE = r"""
+template <typename T>
+__device__ void count_nonfinite(const T* g, const long long n, unsigned long long* count) {
+    unsigned long long mine = 0;
+    const long long stride = (long long)blockDim.x * gridDim.x;
+    for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += stride)
+        if (!isfinite(g[i])) mine += 1;
+    if (mine) atomicAdd(count, mine);
+}
+extern "C" __global__ void mxopt_count_nonfinite_float(const float* g, const long long n,
+                                                       unsigned long long* count) {
+    count_nonfinite<float>(g, n, count);
+}
+extern "C" __global__ void mxopt_count_nonfinite_double(const double* g, const long long n,
+                                                        unsigned long long* count) {
+    count_nonfinite<double>(g, n, count);
+}
+"""
+
+_lock = threading.Lock()
+_modules: dict = {}
+_launch_limits: dict = {}
+
+
+def _module(key, make_source):
+    """The compiled CuPy module for ``make_source()`` on the current device (memoised)."""
+    import cupy
+
+    device = cupy.cuda.Device().id
+    module = _modules.get((key, device))
+    if module is None:
+        with _lock:
+            module = _modules.get((key, device))
+            if module is None:
+                module = cupy.RawModule(code=make_source(), options=NVRTC_OPTIONS)
+                _modules[(key, device)] = module
+    return module
+
+
+def _grid(n: int) -> int:
+    import cupy
+
+    device = cupy.cuda.Device().id
+    limit = _launch_limits.get(device)
+    if limit is None:
+        sms = cupy.cuda.Device(device).attributes["MultiProcessorCount"]
+        limit = _launch_limits[device] = sms * 32
+    return max(1, min((n + _THREADS - 1) // _THREADS, limit))
+
+
+def runner(kernel: Kernel, dtype, size: int):
+    """``f(w, g, state, scalars, check)``: :func:`run` of ``kernel`` (same contract as
+    :func:`mxopt.kernels.cpu.runner`)."""
+    return functools.partial(run, kernel)
+
+
+def device_of(array):
+    """A context manager making ``array``'s GPU the current device: kernels, their compiled
+    modules and their outputs must live where the arrays do."""
+    import cupy
+
+    return cupy.cuda.Device(array.device.id)
+
+
+def _on_device_of(function):
+    """Run ``function(first_array, ...)`` inside :func:`device_of` its first array."""
+
+    @functools.wraps(function)
+    def on_device(array, *args, **kwargs):
+        with device_of(array):
+            return function(array, *args, **kwargs)
+
+    return on_device
+
+
+def _first_array_last(function):
+    """``f(kernel, w, ...)`` seen by :func:`_on_device_of` as ``f(w, kernel, ...)``."""
+
+    @_on_device_of
+    def swapped(w, kernel, *args, **kwargs):
+        return function(kernel, w, *args, **kwargs)
+
+    @functools.wraps(function)
+    def call(kernel, w, *args, **kwargs):
+        return swapped(w, kernel, *args, **kwargs)
+
+    return call
+
+
+@_on_device_of
+def count_nonfinite(g) -> int:
+    """The number of NaN and infinite values in the CuPy array ``g`` (synchronises)."""
+    import cupy
+
+    n = g.size
+    if n == 0:
+        return 0
+    ctype = DTYPES[g.dtype]
+    function = _module("nonfinite", lambda: NONFINITE_SOURCE).get_function(
+        f"mxopt_count_nonfinite_{ctype}"
+    )
+    count = cupy.zeros(1, dtype=np.uint64)
+    function((_grid(n),), (_THREADS,), (g, np.int64(n), count))
+    return int(count.get()[0])
+
+
+@_first_array_last
+def run(kernel: Kernel, w, g, state: tuple, scalars: tuple, check: bool):
+    """Run ``kernel`` over flat CuPy arrays (same contract as :func:`mxopt.kernels.cpu.run`).
+
+    A reducing kernel synchronises to bring its sums to the host.
+    """
+    if check:
+        bad = count_nonfinite(g)
+        if bad:
+            return (bad, 0.0, 0.0) if kernel.reduces else bad
+    n = w.size
+    if n == 0:
+        return (0, 0.0, 0.0) if kernel.reduces else 0
+    ctype = DTYPES[w.dtype]
+    module = _module(kernel, lambda: module_source(kernel))
+    function = module.get_function(kernel_symbol(kernel, ctype))
+    scalar_type = w.dtype.type
+    args = (w, g, *state, *(scalar_type(s) for s in scalars), np.int64(n))
+    if not kernel.reduces:
+        function((_grid(n),), (_THREADS,), args)
+        return 0
+    import cupy
+
+    chunks = (n + REDUCE_BLOCK - 1) // REDUCE_BLOCK
+    partials = cupy.empty(2 * chunks, dtype=np.float64)
+    grid = (chunks + _CHUNK_THREADS - 1) // _CHUNK_THREADS
+    function((grid,), (_CHUNK_THREADS,), (*args, np.int64(chunks), partials))
+    total_a = total_b = 0.0
+    for a, b in partials.get().reshape(chunks, 2):  # in chunk order, as the CPU adds them
+        total_a += float(a)
+        total_b += float(b)
+    return 0, total_a, total_b
+
+
+@_first_array_last
+def run_segments(kernel: Kernel, w, g, state: tuple, offsets, table, check: bool):
+    """Segments of flat CuPy arrays (same contract as :func:`mxopt.kernels.cpu.run_segments`).
+
+    ``offsets`` is a host (NumPy) int64 array; ``table`` a CuPy array of ``w``'s dtype.
+    """
+    import cupy
+
+    start, stop = int(offsets[0]), int(offsets[-1])
+    segments = len(offsets) - 1
+    if check:
+        bad = count_nonfinite(g[start:stop])
+        if bad:
+            return (bad, np.zeros((segments, 2))) if kernel.reduces else bad
+    ctype = DTYPES[w.dtype]
+    module = _module(kernel, lambda: module_source(kernel))
+    function = module.get_function(kernel_symbol(kernel, ctype) + "_segments")
+    if not kernel.reduces:
+        if stop > start:
+            device_offsets = cupy.asarray(offsets)
+            function(
+                (_grid(stop - start),), (_THREADS,),
+                (w, g, *state, device_offsets, table, np.int32(segments), np.int64(start),
+                 np.int64(stop)),
+            )  # fmt: skip
+        return 0
+    blocks = reduction_blocks(np.asarray(offsets, dtype=np.int64))
+    sums = np.zeros((segments, 2))
+    if len(blocks):
+        chunks = len(blocks)
+        partials = cupy.empty(2 * chunks, dtype=np.float64)
+        grid = (chunks + _CHUNK_THREADS - 1) // _CHUNK_THREADS
+        function(
+            (grid,), (_CHUNK_THREADS,),
+            (w, g, *state, cupy.asarray(blocks), table, np.int64(chunks), partials),
+        )  # fmt: skip
+        for (segment, _, _), (a, b) in zip(blocks, partials.get().reshape(-1, 2), strict=True):
+            sums[segment, 0] += a
+            sums[segment, 1] += b
+    return 0, sums

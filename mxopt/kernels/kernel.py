@@ -1,0 +1,185 @@
+"""How an optimizer describes its fused elementwise update, once for each backend.
+
+A :class:`Kernel` names the state arrays and the host-computed scalars of one
+update rule and carries two twins of the same per-element math:
+
+* ``cpu``: a plain Python function ``element(i, w, g, state, s)`` that updates
+  element ``i`` in place. ``w`` is the flat weight, ``g`` the flat gradient
+  (never written), ``state`` the tuple of flat state arrays in ``Kernel.state``
+  order and ``s`` the tuple of scalars in ``Kernel.scalars`` order. mxopt
+  compiles it with Numba on first use (see :mod:`mxopt.kernels.cpu`), so importing an
+  optimizer never imports Numba.
+* ``cuda``: the body of a CUDA C++ function template over ``T`` (``float`` or
+  ``double``) with the parameters ``i``, ``w``, ``g``, one pointer per state
+  array and one ``T`` per scalar, all under the same names (see
+  :mod:`mxopt.kernels.cuda`).
+
+Rules that keep the twins fast and bit-identical:
+
+* no floating-point literals in the math (a ``0.5`` makes Numba compute a
+  float32 kernel in float64, about ten times slower); constants such as
+  ``1 - beta1`` are scalars formed on the host in float64 and rounded once;
+* only IEEE-exact operations (``+ - * /``, ``sqrt``, comparisons), written in
+  the same order in both twins; the GPU build turns off FMA contraction;
+* read ``g[i]`` once, never write it.
+
+Helpers shared by several elements are plain functions marked with
+:func:`device`; their CUDA twins live in :data:`CUDA_PREAMBLE`.
+
+A *reducing* kernel (``reduces=True``) also sums two values over the array, for
+per-tensor norms (LAMB, LARS): its CPU element returns a pair ``(a, b)`` and its
+CUDA body ends with ``return mx_pair{a, b};``. The sums are accumulated in
+float64 over fixed blocks of :data:`REDUCE_BLOCK` elements and then over the
+blocks in order, so the result does not depend on the number of threads.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import attrs
+import numpy as np
+
+__all__ = [
+    "CUDA_PREAMBLE",
+    "adam_moments_element",
+    "KERNELS",
+    "Kernel",
+    "clip_gradient_element",
+    "device",
+    "normalize_gradient_element",
+]
+
+#: Every kernel defined so far, by name (names are unique: they key compiled code).
+KERNELS: dict[str, Kernel] = {}
+
+
+def device(function: Callable) -> Callable:
+    """Mark a helper that elements call; it is compiled (and inlined) with them."""
+    function.__mxopt_device__ = True
+    return function
+
+
+def _check_identifier(instance, attribute, value):
+    for name in value if isinstance(value, tuple) else (value,):
+        if not (isinstance(name, str) and name.isidentifier()):
+            raise ValueError(f"Kernel.{attribute.name}: {name!r} is not an identifier")
+
+
+@attrs.frozen(eq=False)
+class Kernel:
+    """One fused update rule: its state arrays, its scalars and its two twins.
+
+    Args:
+        name: unique name, used for compiled-kernel caches and CUDA symbols.
+        state: names of the state arrays, in the order ``cpu`` unpacks them.
+        scalars: names of the scalars, in the order ``cpu`` unpacks them.
+        cpu: the element function for Numba.
+        cuda: the element body in CUDA C++.
+        reduces: the element also returns two values to sum over the array.
+    """
+
+    name: str = attrs.field(validator=_check_identifier)
+    state: tuple[str, ...] = attrs.field(converter=tuple, validator=_check_identifier)
+    scalars: tuple[str, ...] = attrs.field(converter=tuple, validator=_check_identifier)
+    cpu: Callable = attrs.field(repr=False)
+    cuda: str = attrs.field(repr=False)
+    reduces: bool = False
+
+    def __attrs_post_init__(self):
+        clash = set(self.state) & (set(self.scalars) | {"i", "w", "g", "n"})
+        if clash:
+            raise ValueError(f"Kernel {self.name}: names used twice: {sorted(clash)}")
+        if KERNELS.setdefault(self.name, self) is not self:
+            raise ValueError(f"Kernel name {self.name!r} is already taken")
+
+
+@device
+def clip_gradient_element(g, rescale, clip):
+    """``clip(g * rescale, -clip, clip)``, clipping only when ``clip > 0``.
+
+    NaN passes through (as in MXNet).
+    """
+    g = g * rescale
+    if clip > 0:
+        if g > clip:
+            g = clip
+        elif g < -clip:
+            g = -clip
+    return g
+
+
+@device
+def normalize_gradient_element(g, w, rescale, clip, wd):
+    """One element of :func:`mxopt.normalized_gradient`: ``clip(g * rescale) + wd * w``.
+
+    Weight decay is added only when ``wd > 0``, after the clip.
+    """
+    g = clip_gradient_element(g, rescale, clip)
+    if wd > 0:
+        g = g + wd * w
+    return g
+
+
+@device
+def adam_moments_element(m, v, g, beta1, one_minus_beta1, beta2, one_minus_beta2):
+    """Adam's moment updates of one element: returns ``(m', v')`` with
+
+    ``m' = beta1 * m + (1 - beta1) * g`` and ``v' = beta2 * v + (1 - beta2) * g * g``.
+
+    The CUDA twin updates ``m`` and ``v`` in place (references).
+    """
+    return beta1 * m + one_minus_beta1 * g, beta2 * v + one_minus_beta2 * g * g
+
+
+#: Elements per block of a reduction (fixed, so sums do not depend on thread counts).
+REDUCE_BLOCK = 4096
+
+#: CUDA twins of the :func:`device` helpers, placed before every element.
+CUDA_PREAMBLE = r"""
+struct mx_pair {
+    double a;
+    double b;
+};
+
+template <typename T>
+__device__ __forceinline__ T clip_gradient_element(T g, const T rescale, const T clip) {
+    g = g * rescale;
+    if (clip > T(0)) {
+        if (g > clip) g = clip;
+        else if (g < -clip) g = -clip;
+    }
+    return g;
+}
+
+template <typename T>
+__device__ __forceinline__ T normalize_gradient_element(T g, const T w, const T rescale,
+                                                        const T clip, const T wd) {
+    g = clip_gradient_element(g, rescale, clip);
+    if (wd > T(0)) g = g + wd * w;
+    return g;
+}
+
+template <typename T>
+__device__ __forceinline__ void adam_moments_element(T& m, T& v, const T g, const T beta1,
+                                                     const T one_minus_beta1, const T beta2,
+                                                     const T one_minus_beta2) {
+    m = beta1 * m + one_minus_beta1 * g;
+    v = beta2 * v + one_minus_beta2 * g * g;
+}
+"""
+
+#: The dtypes every kernel supports, with their CUDA type names.
+DTYPES = {np.dtype(np.float32): "float", np.dtype(np.float64): "double"}
+
+
+def reduction_blocks(offsets: np.ndarray) -> np.ndarray:
+    """``(segment, start, stop)`` of every reduction block of every segment, in order."""
+    sizes = np.diff(offsets)
+    counts = (sizes + REDUCE_BLOCK - 1) // REDUCE_BLOCK
+    segment = np.repeat(np.arange(sizes.size, dtype=np.int64), counts)
+    first_block = np.cumsum(counts) - counts
+    within = np.arange(segment.size, dtype=np.int64) - np.repeat(first_block, counts)
+    start = offsets[:-1][segment] + within * REDUCE_BLOCK
+    stop = np.minimum(start + REDUCE_BLOCK, offsets[1:][segment])
+    return np.ascontiguousarray(np.stack([segment, start, stop], axis=1), dtype=np.int64)

@@ -1,0 +1,255 @@
+"""Many weights packed into one flat buffer, for whole-model updates in a few kernel calls.
+
+A step over a real model touches hundreds or thousands of tensors; calling a
+kernel per tensor pays a Python round-trip per tensor. A
+:class:`ParameterBuffer` allocates all the weights (and, beside them, all the
+gradients) contiguously and hands out views, so the updater can treat the
+whole model as one array::
+
+    buffer = mxopt.ParameterBuffer({"w1": (784, 256), "b1": (256,), "w2": (256, 10)})
+    buffer.weights["w1"][...] = initial_w1          # views: write into them in place
+    ...
+    loss, grads = backward(buffer.weights)          # write the gradients into buffer.grads
+    for name, grad in grads.items():
+        buffer.grads[name][...] = grad
+    state.begin_batch()
+    updater.update_buffer(buffer)                   # every weight, one fused kernel
+
+Each weight keeps its own index in ``updater.states`` (the per-index state
+arrays are views of the updater's flat state buffers), so per-tensor calls,
+checkpoints and averages work as usual, and the results are bit-identical to
+updating each weight with ``updater(index, grad, weight)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Mapping
+
+import numpy as np
+
+from mxopt.kernels import backends
+from mxopt.kernels.kernel import DTYPES
+
+__all__ = ["BufferGroup", "ParameterBuffer"]
+
+
+class _Views(list):
+    """A list of a buffer's views that knows its buffer (so update_many can take the
+    packed path)."""
+
+    buffer = None
+
+
+class ParameterBuffer:
+    """Weights and their gradients packed in two flat arrays, handed out as views.
+
+    Args:
+        shapes: ``{index: shape}``, in the order the weights are packed.
+        dtype: float32 (default) or float64.
+        xp: the array module, ``numpy`` (default) or ``cupy``.
+
+    Attributes:
+        indices: the indices, in packing order.
+        weight, grad: the flat arrays.
+        weights, grads: ``{index: view}`` shaped as given.
+        offsets: int64 array of ``len(indices) + 1`` boundaries in the flat arrays.
+    """
+
+    def __init__(self, shapes: Mapping[Hashable, tuple], dtype=np.float32, xp=np):
+        dtype = np.dtype(dtype)
+        if dtype not in DTYPES:
+            raise TypeError(
+                f"ParameterBuffer: dtype {dtype} is not supported; use float32 or float64"
+            )
+        if not isinstance(shapes, Mapping) or not shapes:
+            raise ValueError("ParameterBuffer: shapes must be a non-empty {index: shape} mapping")
+        self.indices = tuple(shapes)
+        self.shapes = {}
+        sizes = []
+        for index, shape in shapes.items():
+            shape = (shape,) if isinstance(shape, int) else tuple(shape)
+            if not all(isinstance(n, (int, np.integer)) and n >= 0 for n in shape):
+                raise ValueError(f"ParameterBuffer: index {index!r} has a bad shape {shape!r}")
+            self.shapes[index] = tuple(int(n) for n in shape)
+            sizes.append(int(np.prod(shape, dtype=np.int64)))
+        self.offsets = np.zeros(len(sizes) + 1, dtype=np.int64)
+        np.cumsum(sizes, out=self.offsets[1:])
+        total = int(self.offsets[-1])
+        self.weight = xp.zeros(total, dtype=dtype)
+        self.grad = xp.zeros(total, dtype=dtype)
+        self.weights = self._views(self.weight)
+        self.grads = self._views(self.grad)
+        self.weight_list = _Views(self.weights[i] for i in self.indices)
+        self.grad_list = _Views(self.grads[i] for i in self.indices)
+        self.weight_list.buffer = self.grad_list.buffer = self
+        self.backend = backends.backend_of(self.weight)
+
+    def _views(self, flat) -> dict:
+        views = {}
+        for k, index in enumerate(self.indices):
+            start, stop = int(self.offsets[k]), int(self.offsets[k + 1])
+            views[index] = flat[start:stop].reshape(self.shapes[index])
+        return views
+
+    @classmethod
+    def from_arrays(cls, arrays: Mapping[Hashable, object], dtype=None) -> ParameterBuffer:
+        """A buffer holding copies of ``arrays`` (NumPy or CuPy, one dtype), in their order.
+
+        Use ``buffer.weights[index]`` from then on: the originals are not updated.
+        """
+        arrays = dict(arrays)
+        if not arrays:
+            raise ValueError("ParameterBuffer.from_arrays: no arrays")
+        first = next(iter(arrays.values()))
+        backend = backends.backend_of(first)
+        if backend is None:
+            raise TypeError("ParameterBuffer.from_arrays: arrays must be NumPy or CuPy arrays")
+        xp = np if backend == backends.NUMPY else __import__("cupy")
+        dtype = np.dtype(dtype or first.dtype)
+        buffer = cls({index: a.shape for index, a in arrays.items()}, dtype=dtype, xp=xp)
+        for index, a in arrays.items():
+            buffer.weights[index][...] = a
+        return buffer
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __repr__(self) -> str:
+        return (
+            f"ParameterBuffer({len(self.indices)} weights, {self.weight.size} elements, "
+            f"{self.weight.dtype}, {self.backend})"
+        )
+
+
+class Run:
+    """Consecutive weights of a buffer that move together: the same step count,
+    per-weight scalars and multipliers, none frozen. ``state`` is a WeightState of
+    views spanning them, so the optimizer updates the run as one array; its step and
+    per-weight scalars are those of every member (``WeightState.packed``)."""
+
+    __slots__ = ("first", "last", "lr_mult", "wd_mult", "state", "offsets", "group")
+
+    def __init__(self, first, last, lr_mult, wd_mult, state, offsets):
+        self.first, self.last = first, last  # segments [first, last)
+        self.lr_mult, self.wd_mult = lr_mult, wd_mult
+        self.state = state
+        self.offsets = offsets  # the run's segment boundaries, from 0
+        self.group = None
+
+
+class BufferGroup:
+    """An updater's state for one :class:`ParameterBuffer`: flat state arrays for the
+    whole buffer, each index's :class:`~mxopt.WeightState` holding views of them, and
+    the buffer cut into :class:`Run` s of weights that move together (usually one)."""
+
+    __slots__ = ("buffer", "members", "pending", "state", "runs", "groups_version", "dirty")
+
+    def __init__(self, buffer, members, pending, state, runs, groups_version):
+        self.buffer = buffer
+        self.members = members  # WeightStates, in buffer order
+        self.pending = {id(m) for m in pending}  # created here; stored on the first success
+        self.state = state  # spans the whole buffer
+        self.runs = runs
+        self.groups_version = groups_version
+        self.dirty = False  # set when a member is updated on its own (WeightState._unpack)
+        for run in runs:
+            run.group = self
+            for member in members[run.first : run.last]:
+                member.packed = run
+
+    @classmethod
+    def build(cls, updater, buffer: ParameterBuffer) -> BufferGroup | None:
+        """Pack the state of every index of ``buffer`` into flat arrays (copying existing
+        state); ``None`` when the optimizer's state cannot be packed."""
+        from mxopt.optimizers.base import WEIGHT_COPY
+        from mxopt.training.updater import create_state
+
+        optimizer = updater.optimizer
+        existing = [updater.states.get(index) for index in buffer.indices]
+        backend = buffer.backend
+        for index, state in zip(buffer.indices, existing, strict=True):
+            if state is None:
+                continue
+            state._unpack()  # own step and scalars again, until packed below
+            weight = buffer.weights[index]
+            if state.portable:
+                state.place_like(index, weight)
+            backends.flat_weight(index, weight, state)  # same shape, dtype, backend, device
+        spec = dict(optimizer.state_spec((int(buffer.offsets[-1]),)))
+        for index in buffer.indices:
+            own = optimizer.state_spec(buffer.shapes[index])
+            if own.keys() != spec.keys() or any(isinstance(v, tuple) for v in own.values()):
+                return None  # state not shaped like the weights (Adafactor): no packed path
+        if updater.averaging is not None:
+            spec["average"] = WEIGHT_COPY
+        names = tuple(spec)
+        flat = {}
+        for name, start in spec.items():
+            if isinstance(start, str) and start == WEIGHT_COPY:
+                flat[name] = backends.flat_copy(buffer.weight)
+            else:
+                flat[name] = backends.full(
+                    buffer.weight, backend, buffer.weight.size, start, slot=len(flat)
+                )
+        members, pending = [], []
+        for k, (index, state) in enumerate(zip(buffer.indices, existing, strict=True)):
+            lo, hi = int(buffer.offsets[k]), int(buffer.offsets[k + 1])
+            if state is None:
+                state = create_state(optimizer, index, buffer.weights[index],
+                                     averaging=updater.averaging)  # fmt: skip
+                pending.append(state)
+            if sorted(state.flat) != sorted(names):
+                raise ValueError(
+                    f"index {index!r}: its state holds {sorted(state.flat)} but the optimizer "
+                    f"now keeps {sorted(names)}"
+                )
+            for name in names:
+                flat[name][lo:hi] = state.flat[name]
+            state.replace_arrays({name: flat[name][lo:hi] for name in names})
+            members.append(state)
+        whole = _span(buffer, flat, 0, len(members), members[0].step if members else 0)
+        runs = cls._runs(updater, buffer, flat, members)
+        return cls(buffer, members, pending, whole, runs, updater.groups.version)
+
+    @staticmethod
+    def _runs(updater, buffer, flat, members) -> list:
+        runs, first = [], None
+        key = None
+        for k, (index, member) in enumerate(zip(buffer.indices, members, strict=True)):
+            lr_mult, wd_mult, frozen = updater.groups.resolve(index)
+            this = None if frozen else (member.step, tuple(sorted(member.memory.items())),
+                                        lr_mult, wd_mult)  # fmt: skip
+            if this != key:
+                if key is not None:
+                    runs.append(_run(buffer, flat, first, k, key, members[first]))
+                first, key = k, this
+        if key is not None:
+            runs.append(_run(buffer, flat, first, len(members), key, members[first]))
+        return runs
+
+    def is_current(self, updater) -> bool:
+        """Whether the runs still hold: no member was updated on its own, the groups did
+        not change and the updater's states are still these (O(1))."""
+        return not self.dirty and updater.groups.version == self.groups_version
+
+
+def _span(buffer, flat, first, last, step):
+    """A WeightState of views over segments ``[first, last)`` of the flat state."""
+    from mxopt.training.updater import WeightState
+
+    lo, hi = int(buffer.offsets[first]), int(buffer.offsets[last])
+    views = {name: a[lo:hi] for name, a in flat.items()}
+    state = WeightState(
+        "<ParameterBuffer>", views, {name: (hi - lo,) for name in views}, (hi - lo,),
+        buffer.weight.dtype, buffer.backend, backends.device_of(buffer.weight, buffer.backend),
+        step=step,
+    )  # fmt: skip
+    return state
+
+
+def _run(buffer, flat, first, last, key, member):
+    step, _, lr_mult, wd_mult = key
+    state = _span(buffer, flat, first, last, step)
+    state.memory = dict(member.memory)
+    offsets = buffer.offsets[first : last + 1] - buffer.offsets[first]
+    return Run(first, last, lr_mult, wd_mult, state, offsets)

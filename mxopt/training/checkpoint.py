@@ -1,0 +1,479 @@
+"""Saving and restoring an updater exactly, without pickle.
+
+A checkpoint holds everything a run needs to continue bit for bit as if it had
+never stopped: the optimizer (type and options, as a config dict), its
+OptimizationState (counters and score history), the averaging rule, the
+non-finite policy, ``max_grad_norm``, the loss scaler's state, and for every
+index its step count, per-weight scalars and state arrays.
+
+The file is a NumPy ``.npz`` archive (a zip of ``.npy`` files) read with
+``allow_pickle=False``, so loading it cannot run code. Entry ``header`` is the
+JSON description, ``checksum`` a SHA-256 over the header and every array
+(name, dtype, shape and bytes); ``state<k>.<name>`` are the arrays. Writes go to
+a temporary file in the same folder, are flushed to disk, and replace the
+target with one atomic rename, so a crash during a save leaves the previous
+checkpoint intact.
+
+:func:`load_updater` checks the format and version, the checksum, the optimizer
+and every state (names, shapes, dtypes) before it builds anything, and raises
+:class:`CheckpointError` with a clear message for a truncated, corrupted,
+tampered, newer or mismatched file. States load onto the CPU and move to the
+weights' backend and device (NumPy or CuPy) at their first update.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import tempfile
+
+import attrs
+import numpy as np
+
+from mxopt.kernels import backends
+from mxopt.core.version import __version__
+from mxopt.persist.config import ConfigError, from_config, registry_name, to_config
+from mxopt.persist.registry import registered
+from mxopt.core.state import OptimizationState
+
+__all__ = [
+    "CheckpointError",
+    "FORMAT",
+    "FORMAT_VERSION",
+    "load_updater",
+    "save_updater",
+    "updater_state_dict",
+    "load_updater_state_dict",
+]
+
+FORMAT = "mxopt.updater"
+FORMAT_VERSION = 1
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be loaded: truncated, corrupted, newer, or mismatched."""
+
+
+# -- indices ---------------------------------------------------------------------------
+
+
+def _encode_index(index, where="index"):
+    if isinstance(index, bool):
+        return {"bool": index}
+    if isinstance(index, int):
+        return {"int": int(index)}
+    if isinstance(index, str):
+        return {"str": index}
+    if index is None:
+        return {"none": None}
+    if isinstance(index, float) and math.isfinite(index):
+        return {"float": index}
+    if isinstance(index, tuple):
+        return {"tuple": [_encode_index(item, where) for item in index]}
+    raise CheckpointError(
+        f"{where} {index!r} (a {type(index).__name__}) cannot be saved; indices saved in a "
+        f"checkpoint must be ints, strings, finite floats, bools, None or tuples of those"
+    )
+
+
+def _decode_index(encoded):
+    if not isinstance(encoded, dict) or len(encoded) != 1:
+        raise CheckpointError(f"bad index record {encoded!r}")
+    ((kind, value),) = encoded.items()
+    decoders = {
+        "bool": lambda v: v if isinstance(v, bool) else None,
+        "int": lambda v: v if isinstance(v, int) and not isinstance(v, bool) else None,
+        "str": lambda v: v if isinstance(v, str) else None,
+        "none": lambda v: None,
+        "float": lambda v: v if isinstance(v, float) else None,
+        "tuple": lambda v: (
+            tuple(_decode_index(item) for item in v) if isinstance(v, list) else None
+        ),
+    }
+    if kind not in decoders:
+        raise CheckpointError(f"bad index record {encoded!r}")
+    decoded = decoders[kind](value)
+    if decoded is None and kind != "none":
+        raise CheckpointError(f"bad index record {encoded!r}")
+    return decoded
+
+
+# -- state dicts -----------------------------------------------------------------------
+
+
+def _host_copy(array) -> np.ndarray:
+    return (
+        array.get() if backends.backend_of(array) == backends.CUPY else np.array(array, copy=True)
+    )
+
+
+def _optimization_state_dict(state):
+    return None if state is None else attrs.asdict(state)
+
+
+def updater_state_dict(updater) -> dict:
+    """``updater``'s complete state as plain values and NumPy arrays (copies).
+
+    Layout::
+
+        {"format": "mxopt.updater", "version": 1, "mxopt": "<version>",
+         "optimizer": <config dict, or None if it cannot be written>,
+         "optimizer_type": "mxopt.ADAM.v1", "optimizer_repr": "...",
+         "optimization_state": {"batch_size": ..., "curr_epoch": ..., ...} or None,
+         "averaging": <config dict> or None,
+         "nonfinite": "raise", "max_grad_norm": None, "loss_scaler": {...} or None,
+         "states": [{"index": {"str": "fc1"}, "step": 12, "skipped": 0, "memory": {},
+                     "shape": [3, 4], "dtype": "float32", "arrays": {"mean": array, ...}}]}
+    """
+    optimizer = updater.optimizer
+    try:
+        optimizer_config = to_config(optimizer, "optimizer")
+    except ConfigError:
+        optimizer_config = None  # e.g. a schedule wrapping a Python callable
+    states = []
+    for index, state in updater.states.items():
+        states.append(
+            {
+                "index": _encode_index(index),
+                "step": state.step,
+                "skipped": state.skipped,
+                "memory": dict(state.memory),
+                "shape": list(state.shape),
+                "dtype": str(np.dtype(state.dtype)),
+                "arrays": {name: _host_copy(array) for name, array in state.arrays.items()},
+            }
+        )
+    scaler = updater.loss_scaler
+    return {
+        "format": FORMAT,
+        "version": FORMAT_VERSION,
+        "mxopt": __version__,
+        "optimizer": optimizer_config,
+        "optimizer_type": registry_name(optimizer),
+        "optimizer_repr": repr(optimizer),
+        "optimization_state": _optimization_state_dict(optimizer.state),
+        "averaging": None if updater.averaging is None else to_config(updater.averaging),
+        "nonfinite": updater.nonfinite,
+        "max_grad_norm": updater.max_grad_norm,
+        "loss_scaler": None if scaler is None else scaler.state_dict(),
+        "groups": updater.groups.to_dict(_encode_index),
+        "states": states,
+    }
+
+
+def _check_header(d: dict) -> None:
+    if not isinstance(d, dict) or d.get("format") != FORMAT:
+        raise CheckpointError("not an mxopt updater checkpoint (wrong or missing 'format')")
+    version = d.get("version")
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise CheckpointError(f"checkpoint format version {version!r} is not an integer")
+    if version > FORMAT_VERSION:
+        raise CheckpointError(
+            f"checkpoint format version {version} is newer than this mxopt understands "
+            f"({FORMAT_VERSION}; written by mxopt {d.get('mxopt')!r}); upgrade mxopt"
+        )
+    missing = [
+        key
+        for key in ("optimizer", "optimizer_type", "optimization_state", "averaging", "nonfinite",
+                    "max_grad_norm", "loss_scaler", "groups", "states")
+        if key not in d
+    ]  # fmt: skip
+    if missing:
+        raise CheckpointError(f"checkpoint is missing {missing}")
+
+
+def _build_optimizer(d: dict, optimizer):
+    saved_type = d["optimizer_type"]
+    if saved_type not in registered()["optimizers"]:
+        raise CheckpointError(
+            f"unknown optimizer {saved_type!r} in checkpoint; known: "
+            f"{', '.join(sorted(registered()['optimizers']))}"
+        )
+    if optimizer is None:
+        if d["optimizer"] is None:
+            raise CheckpointError(
+                f"the saved optimizer ({d.get('optimizer_repr')}) has options that cannot be "
+                f"written as a config (e.g. a schedule from a Python callable); pass an "
+                f"equivalent optimizer: load_updater(path, optimizer=...)"
+            )
+        try:
+            optimizer = from_config(d["optimizer"], "optimizer", extensions=False)
+        except ConfigError as error:
+            raise CheckpointError(f"bad optimizer in checkpoint: {error}") from None
+    elif registry_name(optimizer) != saved_type:
+        raise CheckpointError(
+            f"the checkpoint holds a {saved_type} but the given optimizer is a "
+            f"{registry_name(optimizer)}"
+        )
+    return optimizer
+
+
+def _build_optimization_state(saved):
+    if saved is None:
+        return None
+    if not isinstance(saved, dict):
+        raise CheckpointError(f"bad OptimizationState record {saved!r}")
+    try:
+        return OptimizationState(**saved)
+    except (TypeError, ValueError) as error:
+        raise CheckpointError(f"bad OptimizationState in checkpoint: {error}") from None
+
+
+def _build_states(saved_states, optimizer, averaging) -> dict:
+    from mxopt.kernels.kernel import DTYPES
+    from mxopt.training.updater import WeightState
+
+    if not isinstance(saved_states, list):
+        raise CheckpointError("bad 'states' record: not a list")
+    states = {}
+    for position, saved in enumerate(saved_states):
+        where = f"state {position}"
+        try:
+            index = _decode_index(saved["index"])
+            where = f"index {index!r}"
+            step, skipped, memory = saved["step"], saved["skipped"], saved["memory"]
+            shape, dtype_name, arrays = tuple(saved["shape"]), saved["dtype"], saved["arrays"]
+        except (KeyError, TypeError) as error:
+            raise CheckpointError(f"{where}: incomplete state record ({error})") from None
+        for name, value in (("step", step), ("skipped", skipped)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise CheckpointError(f"{where}: {name} must be an integer >= 0, got {value!r}")
+        if not isinstance(memory, dict) or not all(
+            isinstance(k, str) and isinstance(v, float) for k, v in memory.items()
+        ):
+            raise CheckpointError(f"{where}: memory must map names to floats, got {memory!r}")
+        if not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in shape):
+            raise CheckpointError(f"{where}: bad shape {saved['shape']!r}")
+        try:
+            dtype = np.dtype(dtype_name)
+        except TypeError:
+            raise CheckpointError(f"{where}: unknown dtype {dtype_name!r}") from None
+        if dtype not in DTYPES:
+            raise CheckpointError(f"{where}: dtype {dtype} is not float32 or float64")
+        spec = dict(optimizer.state_spec(shape))
+        if averaging is not None:
+            spec["average"] = None
+        if set(arrays) != set(spec):
+            raise CheckpointError(
+                f"{where}: the saved state arrays {sorted(arrays)} do not match what "
+                f"{type(optimizer).__name__} with these options keeps: {sorted(spec)}"
+            )
+        flat, shapes = {}, {}
+        for name, array in arrays.items():
+            expected = spec[name][0] if isinstance(spec[name], tuple) else shape
+            if not isinstance(array, np.ndarray) or array.dtype != dtype:
+                raise CheckpointError(f"{where}: state array {name!r} is not a {dtype} array")
+            if tuple(array.shape) != tuple(expected):
+                raise CheckpointError(
+                    f"{where}: state array {name!r} has shape {array.shape}, expected {expected}"
+                )
+            flat[name] = np.ascontiguousarray(array).reshape(-1).copy()
+            shapes[name] = tuple(expected)
+        state = WeightState(index, flat, shapes, shape, dtype, backends.NUMPY, None, step=step)
+        state.skipped, state.memory, state.portable = skipped, dict(memory), True
+        if index in states:
+            raise CheckpointError(f"{where}: saved twice")
+        states[index] = state
+    return states
+
+
+def _check_against_weights(states: dict, weights) -> None:
+    if weights is None:
+        return
+    problems = []
+    for index, weight in dict(weights).items():
+        state = states.get(index)
+        if state is None:
+            continue
+        shape, dtype = tuple(getattr(weight, "shape", ())), getattr(weight, "dtype", None)
+        if shape != tuple(state.shape) or dtype != state.dtype:
+            problems.append(
+                f"index {index!r}: saved for shape {tuple(state.shape)} {state.dtype}, "
+                f"weight is {shape} {dtype}"
+            )
+    if problems:
+        raise CheckpointError("state does not match the weights: " + "; ".join(problems))
+
+
+def load_updater_state_dict(updater, d: dict, weights=None, optimizer=None) -> None:
+    """Restore ``d`` (from :func:`updater_state_dict`) into ``updater``, all or nothing."""
+    from mxopt.training.loss_scaling import DynamicLossScaler
+    from mxopt.training.updater import NONFINITE_POLICIES
+
+    _check_header(d)
+    if optimizer is None and d["optimizer_type"] != registry_name(updater.optimizer):
+        raise CheckpointError(
+            f"the checkpoint holds a {d['optimizer_type']} but this updater's optimizer is a "
+            f"{registry_name(updater.optimizer)}"
+        )
+    if optimizer is None and d["optimizer"] is None:
+        optimizer = updater.optimizer  # options not writable: keep the live ones
+    new_optimizer = _build_optimizer(d, optimizer)
+    new_state = _build_optimization_state(d["optimization_state"])
+    try:
+        averaging = (
+            None
+            if d["averaging"] is None
+            else from_config(d["averaging"], "averaging", extensions=False)
+        )
+    except ConfigError as error:
+        raise CheckpointError(f"bad averaging in checkpoint: {error}") from None
+    if d["nonfinite"] not in NONFINITE_POLICIES:
+        raise CheckpointError(f"bad nonfinite policy {d['nonfinite']!r}")
+    max_grad_norm = d["max_grad_norm"]
+    if max_grad_norm is not None and not (
+        isinstance(max_grad_norm, float) and 0 < max_grad_norm < math.inf
+    ):
+        raise CheckpointError(f"bad max_grad_norm {max_grad_norm!r}")
+    try:
+        scaler = (
+            None
+            if d["loss_scaler"] is None
+            else DynamicLossScaler.from_state_dict(d["loss_scaler"])
+        )
+    except (KeyError, TypeError, ValueError) as error:
+        raise CheckpointError(f"bad loss scaler in checkpoint: {error}") from None
+    if new_optimizer.state is None:
+        new_optimizer.state = new_state  # some initial values read the state (Rprop's lr)
+    from mxopt.training.groups import ParamGroups
+
+    try:
+        groups = ParamGroups.from_dict(d["groups"], _decode_index)
+    except (KeyError, TypeError, ValueError) as error:
+        raise CheckpointError(f"bad parameter groups in checkpoint: {error}") from None
+    states = _build_states(d["states"], new_optimizer, averaging)
+    _check_against_weights(states, weights)
+
+    # Everything is checked: now replace.
+    live_state = updater.optimizer.state
+    if new_optimizer is not updater.optimizer:
+        updater.optimizer.opts = new_optimizer.opts
+    if new_state is not None and live_state is not None:
+        for field in attrs.fields(OptimizationState):  # in place: the loop keeps its reference
+            setattr(live_state, field.name, getattr(new_state, field.name))
+    updater.optimizer.state = live_state if live_state is not None else new_state
+    updater.averaging = averaging
+    updater.nonfinite = d["nonfinite"]
+    updater.max_grad_norm = max_grad_norm
+    updater.loss_scaler = scaler
+    updater.groups = groups
+    updater.states = states
+    updater._groups = {}  # packed buffers re-pack the restored state on their next step
+
+
+# -- files -----------------------------------------------------------------------------
+
+
+def _checksum(header: bytes, arrays: dict) -> str:
+    digest = hashlib.sha256(header)
+    for key in sorted(arrays):
+        array = np.ascontiguousarray(arrays[key])
+        digest.update(key.encode())
+        digest.update(array.dtype.str.encode())
+        digest.update(repr(array.shape).encode())
+        digest.update(array.tobytes())
+    return digest.hexdigest()
+
+
+def save_updater(updater, path) -> None:
+    """Write ``updater``'s checkpoint to ``path`` (atomic: temporary file, fsync, rename)."""
+    state_dict = updater_state_dict(updater)
+    arrays = {}
+    for position, saved in enumerate(state_dict["states"]):
+        keys = {}
+        for name, array in saved["arrays"].items():
+            key = f"state{position}.{name}"
+            arrays[key] = array
+            keys[name] = key
+        saved["arrays"] = keys
+    header = json.dumps(state_dict, sort_keys=True, allow_nan=False).encode()
+    entries = {
+        "header": np.frombuffer(header, dtype=np.uint8),
+        "checksum": np.frombuffer(_checksum(header, arrays).encode(), dtype=np.uint8),
+        **arrays,
+    }
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    handle, temporary = tempfile.mkstemp(
+        dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".tmp"
+    )
+    try:
+        with os.fdopen(handle, "wb") as f:
+            np.savez(f, **entries)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        with _suppress_os_error():
+            os.unlink(temporary)
+        raise
+    with _suppress_os_error():  # make the rename itself durable
+        directory = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(directory)
+        finally:
+            os.close(directory)
+
+
+class _suppress_os_error:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, value, traceback):
+        return kind is not None and issubclass(kind, OSError)
+
+
+def read_checkpoint(path) -> dict:
+    """The state dict stored at ``path``, verified (format, checksum), with NumPy arrays."""
+    try:
+        with np.load(os.fspath(path), allow_pickle=False) as archive:
+            names = set(archive.files)
+            if not {"header", "checksum"} <= names:
+                raise CheckpointError(f"{path}: not an mxopt checkpoint (no header)")
+            header = archive["header"].tobytes()
+            checksum = archive["checksum"].tobytes().decode("ascii", errors="replace")
+            arrays = {name: archive[name] for name in names - {"header", "checksum"}}
+    except CheckpointError:
+        raise
+    except FileNotFoundError:
+        raise
+    except Exception as error:  # BadZipFile, EOFError, ValueError, ...: all mean unreadable
+        raise CheckpointError(
+            f"{path}: the checkpoint is truncated or corrupted and cannot be read "
+            f"({type(error).__name__}: {error})"
+        ) from None
+    if _checksum(header, arrays) != checksum:
+        raise CheckpointError(f"{path}: checksum mismatch; the checkpoint is corrupted")
+    try:
+        d = json.loads(header)
+    except ValueError as error:
+        raise CheckpointError(f"{path}: unreadable header ({error})") from None
+    _check_header(d)
+    for position, saved in enumerate(d["states"] if isinstance(d["states"], list) else []):
+        keys = saved.get("arrays") if isinstance(saved, dict) else None
+        if not isinstance(keys, dict) or not all(k in arrays for k in keys.values()):
+            raise CheckpointError(f"{path}: state {position} refers to missing arrays")
+        saved["arrays"] = {name: arrays[key] for name, key in keys.items()}
+    return d
+
+
+def load_updater(path, *, optimizer=None, weights=None):
+    """The :class:`~mxopt.Updater` saved at ``path``, with its optimizer and state restored.
+
+    Args:
+        path: a file written by ``updater.save(path)``.
+        optimizer: use this optimizer (of the saved type) instead of building one
+            from the saved config; needed when the saved one had options that
+            cannot be written as a config (e.g. a schedule from a callable).
+        weights: optional ``{index: weight}``; every saved state must match its
+            weight's shape and dtype.
+    """
+    from mxopt.training.updater import Updater
+
+    d = read_checkpoint(path)
+    built = _build_optimizer(d, optimizer)
+    updater = Updater(built)
+    load_updater_state_dict(updater, d, weights=weights, optimizer=built)
+    return updater
