@@ -12,32 +12,20 @@ from mxopt.core.schedule import (
     AbstractSchedule,
 )
 from mxopt.core.state import OptimizationState
-from mxopt.core.version import __version__
+from mxopt.core.version import __version__ as __version__
 from mxopt.kernels.statistics import global_norm
-from mxopt.optimizers import (
-    ADAM,
-    ASGD,
-    LAMB,
-    LARS,
-    OPTIMIZERS,
-    SGD,
-    AdaDelta,
-    Adafactor,
-    AdaGrad,
-    AdaMax,
-    AdamW,
-    Lion,
-    Lookahead,
-    Nadam,
-    QHAdam,
-    RAdam,
-    Ranger,
-    RMSProp,
-    Rprop,
-)
+from mxopt.optimizers import *  # noqa: F403  (every optimizer of the table, and Ranger)
+from mxopt.optimizers import __all__ as _optimizer_names
 from mxopt.optimizers.averaging import EMA, Polyak
-from mxopt.optimizers.base import AbstractOptimizer, AbstractOptimizerOptions, normalized_gradient
+from mxopt.optimizers.base import (
+    AbstractOptimizer,
+    Multipliers,
+    normalized_gradient,
+    register,
+)
+from mxopt.optimizers.options import AbstractOptimizerOptions
 from mxopt.persist import registry
+from mxopt.persist.archive import CheckpointError
 from mxopt.persist.config import ConfigError, from_config, to_config
 from mxopt.persist.config import dumps as dumps_config
 from mxopt.persist.config import save as save_config
@@ -48,67 +36,54 @@ from mxopt.schedules.momentum import get_momentum
 from mxopt.schedules.plot import plot_schedules
 from mxopt.schedules.values import schedule_values
 from mxopt.training.buffer import ParameterBuffer
-from mxopt.training.checkpoint import CheckpointError, load_updater
+from mxopt.training.engine import NONFINITE_POLICIES, StepStatistics
 from mxopt.training.groups import mxnet_wd_mult
 from mxopt.training.loss_scaling import DynamicLossScaler
 from mxopt.training.updater import (
-    NONFINITE_POLICIES,
     Updater,
     WeightState,
     create_state,
     get_updater,
+    load_updater,
     update,
 )
 
 __all__ = [
-    "CheckpointError",
-    "ConfigError",
-    "DynamicLossScaler",
-    "NONFINITE_POLICIES",
-    "dumps_config",
-    "from_config",
-    "save_config",
-    "global_norm",
-    "load_updater",
-    "to_config",
-    "ADAM",
-    "AdaDelta",
-    "Adafactor",
-    "AdaGrad",
-    "AdaMax",
-    "ASGD",
-    "AdamW",
-    "EMA",
-    "LAMB",
-    "LARS",
-    "Lion",
-    "Lookahead",
-    "Nadam",
-    "QHAdam",
-    "RAdam",
-    "Ranger",
+    *_optimizer_names,
     "AbstractLearningRateScheduler",
     "AbstractMomentumScheduler",
     "AbstractOptimizer",
     "AbstractOptimizerOptions",
     "AbstractSchedule",
+    "CheckpointError",
+    "ConfigError",
+    "DynamicLossScaler",
+    "EMA",
     "LearningRate",
     "Momentum",
-    "OPTIMIZERS",
+    "Multipliers",
+    "NONFINITE_POLICIES",
     "OptimizationState",
     "ParameterBuffer",
-    "RMSProp",
     "Polyak",
-    "Rprop",
-    "SGD",
+    "StepStatistics",
     "Updater",
     "WeightState",
     "create_state",
+    "dumps_config",
+    "from_config",
     "get_learning_rate",
     "get_momentum",
     "get_updater",
+    "global_norm",
+    "load_updater",
+    "mxnet_wd_mult",
     "normalized_gradient",
     "plot_schedules",
+    "register",
+    "registry",
+    "save_config",
     "schedule_values",
+    "to_config",
     "update",
 ]

@@ -10,7 +10,7 @@ import inspect
 
 from mxopt import LearningRate as L
 from mxopt import Momentum as M
-from mxopt.optimizers.base import AbstractSchedule
+from mxopt.core.schedule import AbstractSchedule
 
 LEARNING_RATE = {
     "Fixed": L.Fixed(0.1),

@@ -14,8 +14,9 @@ import pytest
 
 import mxopt
 from mxopt.kernels import cpu as _cpu
+from mxopt.kernels import factored
 from mxopt.kernels.kernel import CUDA_PREAMBLE, DTYPES
-from mxopt.optimizers import adafactor
+from mxopt.optimizers.base import Hyper
 from tests import cuda_tools
 from tests.cases import TOLERANCE, VARIANTS, Case, trajectory
 
@@ -209,7 +210,7 @@ def test_parallel_loops_match_serial_loops_bit_for_bit(shape, dtype, monkeypatch
         one_thread = run()
     finally:
         numba.set_num_threads(threads)
-    assert ("col_partials", True) in adafactor._compiled
+    assert ("col_partials", True) in factored._compiled
     bits = np.uint32 if dtype == np.float32 else np.uint64
     for other in (parallel, one_thread):
         for (w_s, s_s), (w_p, s_p) in zip(serial, other, strict=True):
@@ -221,7 +222,7 @@ def test_parallel_loops_match_serial_loops_bit_for_bit(shape, dtype, monkeypatch
 # ---------------------------------------------------------------------------------------
 # CUDA sources of the factored path
 
-SOURCE = adafactor.factored_module_source()
+SOURCE = factored.factored_module_source()
 
 
 @pytest.mark.skipif(not cuda_tools.have_nvrtc(), reason="NVRTC not installed (test extra)")
@@ -230,7 +231,7 @@ def test_factored_source_compiles_with_nvrtc(arch):
     ok, log = cuda_tools.nvrtc_compile(SOURCE, arch)
     assert ok, log
     assert "warning" not in log.lower(), log
-    for name in adafactor.FACTORED_ITEMS:
+    for name in factored.FACTORED_ITEMS:
         for ctype in DTYPES.values():
             assert f"mxopt_adafactor_{name}_{ctype}(" in SOURCE
 
@@ -260,7 +261,7 @@ using std::sqrt;
 def _driver(name: str, ctype: str) -> str:
     """``drive_<name>_<ctype>(..., count)``: the CUDA work item for t = 0 .. count-1."""
     params = [p.replace("T*", f"{ctype}*").replace("const T ", f"const {ctype} ")
-              for p in adafactor.FACTORED_ITEMS[name]]  # fmt: skip
+              for p in factored.FACTORED_ITEMS[name]]  # fmt: skip
     args = ", ".join(["t", *(p.split()[-1] for p in params)])
     return (
         f'extern "C" void drive_{name}_{ctype}({", ".join(params)}, long long count) {{\n'
@@ -273,8 +274,8 @@ def cuda_on_cpu(tmp_path_factory):
     """The factored path's CUDA work items built with g++ (a ctypes library)."""
     if not cuda_tools.have_cxx():
         pytest.skip("g++ not on PATH")
-    drivers = [_driver(n, c) for n in adafactor.FACTORED_ITEMS for c in DTYPES.values()]
-    source = "\n".join([_SHIM, CUDA_PREAMBLE, adafactor.FACTORED_DEVICE_SOURCE, *drivers])
+    drivers = [_driver(n, c) for n in factored.FACTORED_ITEMS for c in DTYPES.values()]
+    source = "\n".join([_SHIM, CUDA_PREAMBLE, factored.FACTORED_DEVICE_SOURCE, *drivers])
     folder = tmp_path_factory.mktemp("adafactor_twin")
     return cuda_tools.build_cpu_library(source, os.path.join(folder, "twin"))
 
@@ -287,10 +288,10 @@ class _FakeCuda(types.ModuleType):
     def __init__(self, lib):
         super().__init__("mxopt.kernels.cuda")
         self.lib = lib
-        self._THREADS = 256
+        self.THREADS = 256
         self.launches = []
 
-    def _grid(self, n):
+    def grid_size(self, n):
         return 1
 
     def count_nonfinite(self, g):
@@ -299,7 +300,7 @@ class _FakeCuda(types.ModuleType):
     def device_of(self, array):
         return contextlib.nullcontext()
 
-    def _module(self, key, make_source):
+    def compiled_module(self, key, make_source):
         assert make_source() == SOURCE
         return self
 
@@ -313,7 +314,7 @@ class _FakeCuda(types.ModuleType):
             assert grid == (1,) and block == (256,)
             params = [
                 p.replace("T*", f"{ctype}*").replace("const T ", f"const {ctype} ")
-                for p in (*adafactor.FACTORED_ITEMS[item], "const long long count")
+                for p in (*factored.FACTORED_ITEMS[item], "const long long count")
             ]
             assert len(args) == len(params), symbol
             converted = []
@@ -336,7 +337,7 @@ class _FakeCuda(types.ModuleType):
         return launch
 
 
-class _NumpyCudaFactored(adafactor._CudaFactored):
+class _NumpyCudaFactored(factored._CudaFactored):
     xp = types.SimpleNamespace(empty=np.empty, asnumpy=np.asarray)
 
 
@@ -356,7 +357,7 @@ def test_gpu_updates_run_on_the_cpu_match_the_cpu_updates_bit_for_bit(
 ):
     """Adafactor.apply with the CUDA backend, its work items built with g++, against apply
     with the Numba backend: the same bits after every update."""
-    monkeypatch.setattr(adafactor, "_CudaFactored", _NumpyCudaFactored)
+    monkeypatch.setattr(factored, "_CudaFactored", _NumpyCudaFactored)
     fake = _FakeCuda(cuda_on_cpu)
     rng = np.random.default_rng(3)
     state = mxopt.OptimizationState(batch_size=2)
@@ -374,8 +375,9 @@ def test_gpu_updates_run_on_the_cpu_match_the_cpu_updates_bit_for_bit(
             state.begin_batch()
             grad = (rng.normal(size=shape) * 3).astype(dtype) * (step != 3)
             grad.reshape(-1)[:7] = 0
-            bad = optimizer.apply(backend, weight.reshape(-1), grad.reshape(-1), wstate, state,
-                                  step, True)  # fmt: skip
+            prepared = optimizer.prepare(Hyper(optimizer.opts, state, step))
+            bad = optimizer.apply(backend, weight.reshape(-1), grad.reshape(-1), wstate, prepared,
+                                  True)  # fmt: skip
             assert bad == 0
             history.append([weight.copy(), *(a.copy() for a in wstate.arrays.values())])
         runs[name] = history
@@ -389,7 +391,7 @@ def test_gpu_updates_run_on_the_cpu_match_the_cpu_updates_bit_for_bit(
 
 
 def test_gpu_path_reports_non_finite_gradients_and_writes_nothing(cuda_on_cpu, monkeypatch):
-    monkeypatch.setattr(adafactor, "_CudaFactored", _NumpyCudaFactored)
+    monkeypatch.setattr(factored, "_CudaFactored", _NumpyCudaFactored)
     fake = _FakeCuda(cuda_on_cpu)
     state = mxopt.OptimizationState(batch_size=1, curr_epoch=1, curr_batch=1, curr_iter=1)
     optimizer = mxopt.Adafactor(state=state)
@@ -397,14 +399,15 @@ def test_gpu_path_reports_non_finite_gradients_and_writes_nothing(cuda_on_cpu, m
     wstate = mxopt.create_state(optimizer, 0, weight)
     grad = np.ones((3, 4), np.float32)
     grad[1, 2] = np.nan
-    assert optimizer.apply(fake, weight.reshape(-1), grad.reshape(-1), wstate, state, 1, True) == 1
+    prepared = optimizer.prepare(Hyper(optimizer.opts, state, 1))
+    assert optimizer.apply(fake, weight.reshape(-1), grad.reshape(-1), wstate, prepared, True) == 1
     assert fake.launches == []
     assert np.all(weight == 1) and all(np.all(a == 0) for a in wstate.arrays.values())
 
 
 def test_bit_comparison_can_fail(cuda_on_cpu, monkeypatch):
     """A change in one CPU function (here the column sums, by one ulp) is caught."""
-    original = adafactor.cpu_function
+    original = factored.cpu_function
 
     def perturbed(name, parallel):
         function = original(name, parallel)
@@ -417,7 +420,7 @@ def test_bit_comparison_can_fail(cuda_on_cpu, monkeypatch):
 
         return wrong
 
-    monkeypatch.setattr(adafactor, "cpu_function", perturbed)
+    monkeypatch.setattr(factored, "cpu_function", perturbed)
     with pytest.raises(AssertionError, match="not equal"):
         test_gpu_updates_run_on_the_cpu_match_the_cpu_updates_bit_for_bit(
             (3, 5), np.float64, {}, cuda_on_cpu, monkeypatch

@@ -6,6 +6,7 @@ import json
 import math
 
 from mxopt.cli import bench as benchmark
+from mxopt.cli import bench_report
 
 
 def test_bert_base_shapes_count_the_published_parameters():
@@ -41,7 +42,7 @@ def test_report_summarises_the_targets():
         "startup": {"import_s": 0.25},
         "peak_extra_memory_bytes": {"mxopt packed (adam)": 0},
     }
-    text = benchmark.report(json.loads(json.dumps(data)))  # the report reads saved JSON
+    text = bench_report.report(json.loads(json.dumps(data)))  # the report reads saved JSON
     assert text.startswith("machine: cpu_count=2\n")
     # times: torch fused / unchecked = 15 / 12 and torch fused / packed = 15 / 16;
     # against the limits of their own groups: 100% / 100% for torch fused / unchecked
@@ -59,7 +60,7 @@ def test_suite_runs_end_to_end(tmp_path, capsys):
     implementations = {r["implementation"] for r in data["rows"]}
     assert "mxopt, 1000 weights per step" in implementations
     assert all(r["us"] > 0 for r in data["rows"])
-    assert (out / "bench.md").read_text() == benchmark.report(data)
+    assert (out / "bench.md").read_text() == bench_report.report(data)
     # the chart leaves out the per-call regime, so a run of it alone writes no PNG, and says so
     assert not (out / "bench.png").exists()
     assert "no PNG: the per-call regime is only a table" in capsys.readouterr().out

@@ -161,7 +161,7 @@ def checkpoint(tmp_path):
 
 def _rewrite(path, edit_header=None, drop=None, extra=None):
     """Rewrite a checkpoint with an edited header (and a valid checksum)."""
-    from mxopt.training.checkpoint import _checksum
+    from mxopt.persist.archive import _checksum
 
     with np.load(path, allow_pickle=False) as archive:
         entries = {name: archive[name] for name in archive.files}

@@ -45,8 +45,8 @@ def _train(case, variant, dtype, n=257, steps=5, seed=1):
         grad[:5] = 0
         if step < steps - 1:
             updater(0, grad, weight)
-        else:
-            updater.update_many([0], [grad], [weight])  # also runs the gradient statistics
+        else:  # a step of two weights also runs the gradient statistics
+            updater.update_many([0, 1], [grad, grad.copy()], [weight, weight.copy()])
     with updater.averaged({0: weight}):
         pass
     return updater

@@ -20,8 +20,8 @@ import pytest
 
 import mxopt
 from mxopt.kernels import cuda as _cuda
+from mxopt.kernels import factored
 from mxopt.kernels.kernel import KERNELS
-from mxopt.optimizers import adafactor
 from tests import fake_cupy
 from tests.cases import CASES, SHAPES, VARIANTS, make_optimizer, trajectory
 
@@ -37,11 +37,11 @@ FIRST_CASES = [
 
 
 def _all_sources() -> list:
-    import mxopt.optimizers.averaging  # noqa: F401  (register every kernel)
     import mxopt.kernels.statistics  # noqa: F401
+    import mxopt.optimizers.averaging  # noqa: F401  (register every kernel)
 
     sources = [_cuda.module_source(kernel) for kernel in KERNELS.values()]
-    return [*sources, _cuda.NONFINITE_SOURCE, adafactor.factored_module_source()]
+    return [*sources, _cuda.NONFINITE_SOURCE, factored.factored_module_source()]
 
 
 @pytest.fixture(scope="module")
@@ -134,7 +134,7 @@ LARGE_SHAPES = {"long": (20011,), "wide": (2, 4100), "tall": (4100, 3)}
 @pytest.mark.parametrize("shape", LARGE_SHAPES.values(), ids=LARGE_SHAPES.keys())
 @pytest.mark.parametrize("case", FIRST_CASES, ids=[c.id for c in FIRST_CASES])
 def test_large_arrays_give_the_cpu_bits_on_the_gpu(case, shape, dtype, cupy):
-    assert 20011 > 32 * fake_cupy.MULTIPROCESSOR_COUNT * _cuda._THREADS
+    assert 20011 > 32 * fake_cupy.MULTIPROCESSOR_COUNT * _cuda.THREADS
     compare_trajectories(case, "decay", dtype, shape, cupy)
 
 

@@ -14,8 +14,9 @@ import pytest
 import mxopt
 from mxopt import LearningRate as L
 from mxopt import Momentum as M
+from mxopt.core.fields import hyperparameter
+from mxopt.core.schedule import AbstractLearningRateScheduler
 from mxopt.persist import config as C
-from mxopt.optimizers.base import AbstractLearningRateScheduler, hyperparameter
 from mxopt.persist.config import ConfigError
 from tests.cases import required_options
 from tests.schedule_samples import all_samples

@@ -15,7 +15,7 @@ import pytest
 
 import mxopt
 from mxopt import LearningRate, Momentum, OptimizationState
-from mxopt.optimizers.base import Interval
+from mxopt.core.checks import Interval
 from tests import cases
 
 STEPS = 6

@@ -235,12 +235,25 @@ def _comment_docstring(attribute) -> str | None:
     return "\n".join(reversed(comments)) or None
 
 
+def _add_table_aliases(pkg) -> None:
+    """``mxopt.<Name>`` for every optimizer of the table: ``mxopt`` re-exports them with
+    ``from mxopt.optimizers import *`` (their ``__all__`` is built from the table at import
+    time), which static analysis cannot follow; the table itself is the truth."""
+    import mxopt
+
+    for name in (*mxopt.OPTIMIZERS, "Ranger"):
+        if name not in pkg.members:
+            pkg.set_member(name, griffe.Alias(name, f"mxopt.optimizers.{name}", parent=pkg))
+
+
 if griffe is not None:
 
     class RstDocstrings(griffe.Extension):
         """Convert every docstring of the package once it is loaded."""
 
         def on_package(self, *, pkg, **kwargs) -> None:
+            if pkg.name == "mxopt":
+                _add_table_aliases(pkg)
             seen: set[int] = set()
             self._walk(pkg, seen)
 

@@ -79,19 +79,15 @@ import sys
 
 import attrs
 
+from mxopt.core.schedule import AbstractLearningRateScheduler, AbstractSchedule
+from mxopt.core.state import OptimizationState
 from mxopt.kernels import backends
+from mxopt.optimizers import ADAM, RAdam
 from mxopt.optimizers.averaging import EMA
-from mxopt.optimizers.base import (
-    GRAD_MULTIPLIER,
-    AbstractLearningRateScheduler,
-    AbstractOptimizer,
-    AbstractSchedule,
-)
+from mxopt.optimizers.base import AbstractOptimizer
 from mxopt.persist.config import from_config
 from mxopt.persist.registry import KIND_KEYS, registered
-from mxopt.optimizers import ADAM, RAdam
-from mxopt.core.state import OptimizationState
-from mxopt.training.updater import Updater, multipliers
+from mxopt.training.updater import Updater
 
 try:  # an instance of Thinc's Optimizer passes spaCy's config validation
     from thinc.optimizers import Optimizer as _ThincOptimizerBase
@@ -269,7 +265,7 @@ class ThincOptimizer(_ThincOptimizerBase):
         ``(weights, gradient)``, as Thinc's ``Optimizer.__call__``."""
         if gradient.size == 0:
             return weights, gradient
-        token = None
+        multiplier = 1.0
         clip = self._grad_clip
         if clip.__class__ is not float:
             clip = self._read(clip, "grad_clip")
@@ -277,16 +273,12 @@ class ThincOptimizer(_ThincOptimizerBase):
             flat = gradient.reshape(-1)
             norm = math.sqrt(float(flat.dot(flat)))
             if norm >= clip and math.isfinite(norm):
-                token = GRAD_MULTIPLIER.set(clip / norm)
-        try:
-            if lr_scale == 1.0:
-                self._updater(key, gradient, weights)
-            else:
-                with multipliers(lr_scale, 1.0):
-                    self._updater(key, gradient, weights)
-        finally:
-            if token is not None:
-                GRAD_MULTIPLIER.reset(token)
+                multiplier = clip / norm
+        if multiplier == 1.0 and lr_scale == 1.0:
+            self._updater(key, gradient, weights)
+        else:
+            self._updater.update_one(key, gradient, weights, multiplier=multiplier,
+                                     lr_scale=lr_scale)  # fmt: skip
         if self._zero_grad:
             gradient.fill(0)
         return weights, gradient

@@ -2,8 +2,10 @@
 
 Imported on first use, never by ``import mxopt`` (Numba takes about 0.3 s to
 import). For each :class:`~mxopt.kernels.kernel.Kernel` the loops below are specialised
-to its element function: the element is compiled and substituted for the
-placeholder ``_ELEMENT`` in a fresh copy of the loop. Each
+to its element function: the element is compiled, wrapped in a small adapter that
+unpacks the state and scalar tuples into its named parameters (generated for the
+kernel's arity; unpacking with ``*`` inside a loop stops SIMD, measured 2-3 times
+slower), and substituted for the placeholder ``_ELEMENT`` in a fresh copy of the loop. Each
 copy gets a name derived from the kernel's name and a digest of the element's
 code, so Numba's on-disk cache (``cache=True``) keeps one entry per kernel and
 an edited element is never served from a stale cache.
@@ -229,9 +231,38 @@ def _specialised(template, name: str, parallel: bool, **constants):
     return numba.njit(**_JIT_OPTIONS, parallel=parallel)(copy)
 
 
+def compile_loop(function, prefix: str, parallel: bool):
+    """``function`` (plain Python whose loops use ``prange``, a global that is ``range``
+    until now) compiled like the kernel loops: its device helpers compiled, ``prange``
+    made Numba's, cached on disk under ``prefix`` and a digest of its code; a parallel
+    variant runs one at a time (see :func:`_serialised`)."""
+    namespace = dict(function.__globals__)
+    namespace["prange"] = prange
+    for name, helper in _device_helpers(function).items():
+        namespace[name] = _compile_device(helper)
+    variant = "parallel" if parallel else "serial"
+    name = f"{prefix}_{variant}_{_code_digest(function).hexdigest()[:12]}"
+    copy = types.FunctionType(function.__code__, namespace, name)
+    copy.__qualname__ = name
+    compiled = numba.njit(**_JIT_OPTIONS, parallel=parallel)(copy)
+    return _serialised(compiled) if parallel else compiled
+
+
 # Inlined into each loop at Numba's IR level, so its prange becomes part of the loop's
 # own parallel region (a parallel function called from a parallel one runs serially).
 _count_nonfinite_inlined = numba.njit(inline="always", error_model="numpy")(_count_nonfinite)
+
+
+def _element_adapter(kernel: Kernel):
+    """``element(i, w, g, state, s)`` calling the kernel's element with every state array
+    and scalar as its own argument (the loops pass tuples of any length)."""
+    arguments = ["i", "w", "g"]
+    arguments += [f"state[{k}]" for k in range(len(kernel.state))]
+    arguments += [f"s[{k}]" for k in range(len(kernel.scalars))]
+    source = f"def element(i, w, g, state, s):\n    return named({', '.join(arguments)})\n"
+    namespace = {"named": _compile_device(kernel.cpu)}
+    exec(compile(source, f"<mxopt element adapter {kernel.name}>", "exec"), namespace)
+    return numba.njit(error_model="numpy")(namespace["element"])
 
 
 def _dispatcher(kernel: Kernel, loop: str, parallel: bool):
@@ -244,7 +275,7 @@ def _dispatcher(kernel: Kernel, loop: str, parallel: bool):
             _TEMPLATES[loop],
             f"mxopt_{kernel.name}_{loop}_{variant}_{digest}",
             parallel,
-            _ELEMENT=_compile_device(kernel.cpu),
+            _ELEMENT=_element_adapter(kernel),
             _NSCALARS=len(kernel.scalars),
             _COUNT_NONFINITE=_count_nonfinite_inlined,
         )

@@ -35,7 +35,7 @@ __all__ = [
 #: Options for NVRTC: C++14, no FMA contraction (bit-identical to the CPU kernels).
 NVRTC_OPTIONS = ("--std=c++14", "--fmad=false")
 
-_THREADS = 256
+THREADS = 256
 _CHUNK_THREADS = 128  # reductions: one thread per chunk of REDUCE_BLOCK elements
 
 
@@ -199,7 +199,7 @@ _modules: dict = {}
 _launch_limits: dict = {}
 
 
-def _module(key, make_source):
+def compiled_module(key, make_source):
     """The compiled CuPy module for ``make_source()`` on the current device (memoised)."""
     import cupy
 
@@ -214,7 +214,7 @@ def _module(key, make_source):
     return module
 
 
-def _grid(n: int) -> int:
+def grid_size(n: int) -> int:
     import cupy
 
     device = cupy.cuda.Device().id
@@ -222,7 +222,7 @@ def _grid(n: int) -> int:
     if limit is None:
         sms = cupy.cuda.Device(device).attributes["MultiProcessorCount"]
         limit = _launch_limits[device] = sms * 32
-    return max(1, min((n + _THREADS - 1) // _THREADS, limit))
+    return max(1, min((n + THREADS - 1) // THREADS, limit))
 
 
 def runner(kernel: Kernel, dtype, size: int):
@@ -273,11 +273,11 @@ def count_nonfinite(g) -> int:
     if n == 0:
         return 0
     ctype = DTYPES[g.dtype]
-    function = _module("nonfinite", lambda: NONFINITE_SOURCE).get_function(
+    function = compiled_module("nonfinite", lambda: NONFINITE_SOURCE).get_function(
         f"mxopt_count_nonfinite_{ctype}"
     )
     count = cupy.zeros(1, dtype=np.uint64)
-    function((_grid(n),), (_THREADS,), (g, np.int64(n), count))
+    function((grid_size(n),), (THREADS,), (g, np.int64(n), count))
     return int(count.get()[0])
 
 
@@ -295,12 +295,12 @@ def run(kernel: Kernel, w, g, state: tuple, scalars: tuple, check: bool):
     if n == 0:
         return (0, 0.0, 0.0) if kernel.reduces else 0
     ctype = DTYPES[w.dtype]
-    module = _module(kernel, lambda: module_source(kernel))
+    module = compiled_module(kernel, lambda: module_source(kernel))
     function = module.get_function(kernel_symbol(kernel, ctype))
     scalar_type = w.dtype.type
     args = (w, g, *state, *(scalar_type(s) for s in scalars), np.int64(n))
     if not kernel.reduces:
-        function((_grid(n),), (_THREADS,), args)
+        function((grid_size(n),), (THREADS,), args)
         return 0
     import cupy
 
@@ -330,13 +330,13 @@ def run_segments(kernel: Kernel, w, g, state: tuple, offsets, table, check: bool
         if bad:
             return (bad, np.zeros((segments, 2))) if kernel.reduces else bad
     ctype = DTYPES[w.dtype]
-    module = _module(kernel, lambda: module_source(kernel))
+    module = compiled_module(kernel, lambda: module_source(kernel))
     function = module.get_function(kernel_symbol(kernel, ctype) + "_segments")
     if not kernel.reduces:
         if stop > start:
             device_offsets = cupy.asarray(offsets)
             function(
-                (_grid(stop - start),), (_THREADS,),
+                (grid_size(stop - start),), (THREADS,),
                 (w, g, *state, device_offsets, table, np.int32(segments), np.int64(start),
                  np.int64(stop)),
             )  # fmt: skip

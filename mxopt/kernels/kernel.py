@@ -3,12 +3,14 @@
 A :class:`Kernel` names the state arrays and the host-computed scalars of one
 update rule and carries two twins of the same per-element math:
 
-* ``cpu``: a plain Python function ``element(i, w, g, state, s)`` that updates
-  element ``i`` in place. ``w`` is the flat weight, ``g`` the flat gradient
-  (never written), ``state`` the tuple of flat state arrays in ``Kernel.state``
-  order and ``s`` the tuple of scalars in ``Kernel.scalars`` order. mxopt
-  compiles it with Numba on first use (see :mod:`mxopt.kernels.cpu`), so importing an
-  optimizer never imports Numba.
+* ``cpu``: a plain Python function ``element(i, w, g, <state arrays>, <scalars>)``
+  that updates element ``i`` in place. ``w`` is the flat weight, ``g`` the flat
+  gradient (never written), then one flat array per name of ``Kernel.state``, then
+  the scalars. **The signature is the one place the scalars are listed**:
+  ``Kernel.scalars`` is read from it, the CUDA twin gets its parameters under the
+  same names in the same order, and optimizers hand their scalars over by name
+  (:meth:`Kernel.pack`). mxopt compiles the element with Numba on first use (see
+  :mod:`mxopt.kernels.cpu`), so importing an optimizer never imports Numba.
 * ``cuda``: the body of a CUDA C++ function template over ``T`` (``float`` or
   ``double``) with the parameters ``i``, ``w``, ``g``, one pointer per state
   array and one ``T`` per scalar, all under the same names (see
@@ -35,7 +37,8 @@ blocks in order, so the result does not depend on the number of threads.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import inspect
+from collections.abc import Callable, Mapping
 
 import attrs
 import numpy as np
@@ -66,25 +69,43 @@ def _check_identifier(instance, attribute, value):
             raise ValueError(f"Kernel.{attribute.name}: {name!r} is not an identifier")
 
 
+def _scalars_from_signature(kernel) -> tuple:
+    """The element's parameters after ``i, w, g`` and the state arrays."""
+    names = tuple(inspect.signature(kernel.cpu).parameters)
+    head = ("i", "w", "g", *kernel.state)
+    if names[: len(head)] != head:
+        raise ValueError(
+            f"Kernel {kernel.name}: the cpu element must start with the parameters "
+            f"{', '.join(head)} (its state arrays in order), got {', '.join(names)}"
+        )
+    return names[len(head) :]
+
+
 @attrs.frozen(eq=False)
 class Kernel:
     """One fused update rule: its state arrays, its scalars and its two twins.
 
     Args:
         name: unique name, used for compiled-kernel caches and CUDA symbols.
-        state: names of the state arrays, in the order ``cpu`` unpacks them.
-        scalars: names of the scalars, in the order ``cpu`` unpacks them.
-        cpu: the element function for Numba.
+        state: names of the state arrays, in the order of the element's parameters.
+        cpu: the element function for Numba, ``(i, w, g, *state, *scalars)``.
         cuda: the element body in CUDA C++.
         reduces: the element also returns two values to sum over the array.
+
+    Attributes:
+        scalars: the names of the scalars, read from the element's signature.
     """
 
     name: str = attrs.field(validator=_check_identifier)
     state: tuple[str, ...] = attrs.field(converter=tuple, validator=_check_identifier)
-    scalars: tuple[str, ...] = attrs.field(converter=tuple, validator=_check_identifier)
     cpu: Callable = attrs.field(repr=False)
     cuda: str = attrs.field(repr=False)
     reduces: bool = False
+    scalars: tuple[str, ...] = attrs.field(init=False)
+
+    @scalars.default
+    def _read_scalars(self):
+        return _scalars_from_signature(self)
 
     def __attrs_post_init__(self):
         clash = set(self.state) & (set(self.scalars) | {"i", "w", "g", "n"})
@@ -92,6 +113,24 @@ class Kernel:
             raise ValueError(f"Kernel {self.name}: names used twice: {sorted(clash)}")
         if KERNELS.setdefault(self.name, self) is not self:
             raise ValueError(f"Kernel name {self.name!r} is already taken")
+
+    def rows(self, values: Mapping, segments: int) -> np.ndarray:
+        """The scalars of ``segments`` segments as a float64 table, one row per segment, in
+        the element's order; each value is a number (the same for all) or one per segment."""
+        table = np.empty((segments, len(self.scalars)))
+        for column, name in enumerate(self.scalars):
+            table[:, column] = values[name]
+        return table
+
+    def pack(self, values: Mapping) -> tuple:
+        """The scalars in the element's order, from a mapping of (at least) their names."""
+        try:
+            return tuple([values[name] for name in self.scalars])
+        except KeyError as error:
+            raise KeyError(
+                f"kernel {self.name} needs the scalar {error.args[0]!r}; got "
+                f"{', '.join(map(repr, values))}"
+            ) from None
 
 
 @device

@@ -22,7 +22,7 @@ from mxopt.kernels.kernel import Kernel
 __all__ = ["global_norm", "GradientStatistics"]
 
 
-def grad_squares_element(i, w, g, state, s):
+def grad_squares_element(i, w, g):
     x = g[i]
     if np.isfinite(x):
         return np.float64(x) * np.float64(x), np.float64(0)
@@ -33,7 +33,6 @@ def grad_squares_element(i, w, g, state, s):
 GRAD_SQUARES_KERNEL = Kernel(
     name="grad_squares",
     state=(),
-    scalars=(),
     cpu=grad_squares_element,
     reduces=True,
     cuda="""

@@ -1,50 +1,34 @@
-"""Every optimizer, one file each; :data:`OPTIMIZERS` is the registry.
+"""Layer 3: every optimizer, one file each, and :data:`OPTIMIZERS`, the table of them.
 
-Adding an optimizer: write ``mxopt/optimizers/<name>.py`` (options, kernels,
-class), add one line to :data:`OPTIMIZERS`, and an oracle in
-``tests/reference/``. The generic tests, the docs and the benchmarks read this
-registry; a test fails if an optimizer has no oracle or no test case.
+Adding an optimizer: write ``mxopt/optimizers/<name>.py`` (its math in the docstring,
+its options, its kernel, the class marked ``@register``), import it below as
+``from mxopt.optimizers.<name> import X as X`` (the one registration line; the
+redundant alias makes it a re-export for linters and type checkers, and ``mxopt``
+re-exports everything here), and write its oracle in ``tests/reference/<name>.py``
+(which also declares its test cases, its convergence setting and its peers). The generic tests, the
+reference pages of the docs, the registry of config names and the benchmarks read the
+table; see ``docs/architecture.md``.
 """
 
-from mxopt.optimizers.adadelta import AdaDelta
-from mxopt.optimizers.adafactor import Adafactor
-from mxopt.optimizers.adagrad import AdaGrad
-from mxopt.optimizers.adam import ADAM
-from mxopt.optimizers.adamax import AdaMax
-from mxopt.optimizers.adamw import AdamW
-from mxopt.optimizers.asgd import ASGD
-from mxopt.optimizers.lamb import LAMB
-from mxopt.optimizers.lars import LARS
-from mxopt.optimizers.lion import Lion
-from mxopt.optimizers.lookahead import Lookahead
-from mxopt.optimizers.nadam import Nadam
-from mxopt.optimizers.qhadam import QHAdam
-from mxopt.optimizers.radam import RAdam
-from mxopt.optimizers.ranger import Ranger
-from mxopt.optimizers.rmsprop import RMSProp
-from mxopt.optimizers.rprop import Rprop
-from mxopt.optimizers.sgd import SGD
-
-#: All optimizer classes, by name.
-OPTIMIZERS = {
-    "SGD": SGD,
-    "Adafactor": Adafactor,
-    "ADAM": ADAM,
-    "AdamW": AdamW,
-    "LAMB": LAMB,
-    "LARS": LARS,
-    "AdaGrad": AdaGrad,
-    "AdaDelta": AdaDelta,
-    "AdaMax": AdaMax,
-    "RMSProp": RMSProp,
-    "Rprop": Rprop,
-    "ASGD": ASGD,
-    "Lookahead": Lookahead,
-    "Nadam": Nadam,
-    "RAdam": RAdam,
-    "QHAdam": QHAdam,
-    "Lion": Lion,
-}
+from mxopt.optimizers.adadelta import AdaDelta as AdaDelta
+from mxopt.optimizers.adafactor import Adafactor as Adafactor
+from mxopt.optimizers.adagrad import AdaGrad as AdaGrad
+from mxopt.optimizers.adam import ADAM as ADAM
+from mxopt.optimizers.adamax import AdaMax as AdaMax
+from mxopt.optimizers.adamw import AdamW as AdamW
+from mxopt.optimizers.asgd import ASGD as ASGD
+from mxopt.optimizers.base import OPTIMIZERS
+from mxopt.optimizers.lamb import LAMB as LAMB
+from mxopt.optimizers.lars import LARS as LARS
+from mxopt.optimizers.lion import Lion as Lion
+from mxopt.optimizers.lookahead import Lookahead as Lookahead
+from mxopt.optimizers.nadam import Nadam as Nadam
+from mxopt.optimizers.qhadam import QHAdam as QHAdam
+from mxopt.optimizers.radam import RAdam as RAdam
+from mxopt.optimizers.ranger import Ranger as Ranger
+from mxopt.optimizers.rmsprop import RMSProp as RMSProp
+from mxopt.optimizers.rprop import Rprop as Rprop
+from mxopt.optimizers.sgd import SGD as SGD
 
 #: Ranger is a factory returning a Lookahead, so it is not in OPTIMIZERS.
 __all__ = ["OPTIMIZERS", *OPTIMIZERS, "Ranger"]

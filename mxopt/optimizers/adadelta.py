@@ -21,22 +21,15 @@ from __future__ import annotations
 
 import numpy as np
 
-from mxopt.optimizers.base import (
-    AbstractOptimizer,
-    AbstractOptimizerOptions,
-    gradient_scalars,
-    hyperparameter,
-    options,
-    read_hyperparameter,
-)
+from mxopt.core.fields import hyperparameter
 from mxopt.kernels.kernel import Kernel, normalize_gradient_element
+from mxopt.optimizers.base import AbstractOptimizer, register
+from mxopt.optimizers.options import AbstractOptimizerOptions, options
 
 __all__ = ["AdaDelta", "AdaDeltaOptions"]
 
 
-def adadelta_element(i, w, g, state, s):
-    acc, delta_acc = state
-    rescale, clip, wd, lr, rho, one_minus_rho, eps = s
+def adadelta_element(i, w, g, acc, delta_acc, rescale, clip, wd, lr, rho, one_minus_rho, eps):
     gi = normalize_gradient_element(g[i], w[i], rescale, clip, wd)
     a = rho * acc[i] + one_minus_rho * gi * gi
     d = delta_acc[i]
@@ -49,7 +42,6 @@ def adadelta_element(i, w, g, state, s):
 ADADELTA_KERNEL = Kernel(
     name="adadelta",
     state=("acc", "delta_acc"),
-    scalars=("rescale", "clip", "wd", "lr", "rho", "one_minus_rho", "eps"),
     cpu=adadelta_element,
     cuda="""
     const T gi = normalize_gradient_element(g[i], w[i], rescale, clip, wd);
@@ -73,6 +65,7 @@ class AdaDeltaOptions(AbstractOptimizerOptions):
     weight_decay: float = hyperparameter(1e-5, ge=0.0, doc="coupled L2 coefficient lambda")
 
 
+@register
 class AdaDelta(AbstractOptimizer):
     """AdaDelta (Zeiler 2012, arXiv:1212.5701): the gradient scaled by
     RMS(past steps) / RMS(past gradients).
@@ -109,11 +102,8 @@ class AdaDelta(AbstractOptimizer):
     def kernel(self) -> Kernel:
         return ADADELTA_KERNEL
 
-    def kernel_scalars(self, state, step, memory):
-        opts = self.opts
-        rescale, clip, wd = gradient_scalars(opts, state)
-        rho = read_hyperparameter(opts, "rho", state)
-        return (
-            rescale, clip, wd, self.lr_value(state), rho, 1.0 - rho,
-            read_hyperparameter(opts, "epsilon", state),
-        )  # fmt: skip
+    def kernel_scalars(self, hp):
+        rescale, clip, wd = hp.gradient()
+        rho = hp["rho"]
+        return {"rescale": rescale, "clip": clip, "wd": wd, "lr": hp.lr, "rho": rho,
+                "one_minus_rho": 1.0 - rho, "eps": hp["epsilon"]}  # fmt: skip

@@ -20,25 +20,17 @@ from __future__ import annotations
 
 import numpy as np
 
-from mxopt.optimizers.base import (
-    AbstractOptimizer,
-    AbstractOptimizerOptions,
-    flag,
-    gradient_scalars,
-    hyperparameter,
-    options,
-    read_hyperparameter,
-)
+from mxopt.core.fields import flag, hyperparameter
 from mxopt.kernels.kernel import Kernel, normalize_gradient_element
+from mxopt.optimizers.base import AbstractOptimizer, register
+from mxopt.optimizers.options import AbstractOptimizerOptions, options
 
 __all__ = ["AdaGrad", "AdaGradOptions"]
 
 
 # Both epsilon placements share one kernel: the unused one is passed as 0, and
 # sqrt(h + 0) + 0 is exactly sqrt(h).
-def adagrad_element(i, w, g, state, s):
-    (history,) = state
-    rescale, clip, wd, lr, eps_in, eps_out = s
+def adagrad_element(i, w, g, history, rescale, clip, wd, lr, eps_in, eps_out):
     gi = normalize_gradient_element(g[i], w[i], rescale, clip, wd)
     h = history[i] + gi * gi
     history[i] = h
@@ -48,7 +40,6 @@ def adagrad_element(i, w, g, state, s):
 ADAGRAD_KERNEL = Kernel(
     name="adagrad",
     state=("history",),
-    scalars=("rescale", "clip", "wd", "lr", "eps_in", "eps_out"),
     cpu=adagrad_element,
     cuda="""
     const T gi = normalize_gradient_element(g[i], w[i], rescale, clip, wd);
@@ -77,6 +68,7 @@ class AdaGradOptions(AbstractOptimizerOptions):
     weight_decay: float = hyperparameter(1e-5, ge=0.0, doc="coupled L2 coefficient lambda")
 
 
+@register
 class AdaGrad(AbstractOptimizer):
     """AdaGrad (Duchi, Hazan & Singer, JMLR 2011): steps scaled by the root of the
     sum of squared gradients.
@@ -123,12 +115,10 @@ class AdaGrad(AbstractOptimizer):
     def initial_state_value(self, name: str) -> float:
         return self.opts.initial_accumulator_value
 
-    def kernel_scalars(self, state, step, memory):
-        opts = self.opts
-        rescale, clip, wd = gradient_scalars(opts, state)
-        lr_decay = read_hyperparameter(opts, "lr_decay", state)
-        lr = self.lr_value(state) / (1.0 + (step - 1) * lr_decay)
-        epsilon = read_hyperparameter(opts, "epsilon", state)
-        if opts.epsilon_inside_sqrt:
-            return (rescale, clip, wd, lr, epsilon, 0.0)
-        return (rescale, clip, wd, lr, 0.0, epsilon)
+    def kernel_scalars(self, hp):
+        rescale, clip, wd = hp.gradient()
+        lr = hp.lr / (1.0 + (hp.step - 1) * hp["lr_decay"])
+        epsilon = hp["epsilon"]
+        eps_in, eps_out = (epsilon, 0.0) if self.opts.epsilon_inside_sqrt else (0.0, epsilon)
+        return {"rescale": rescale, "clip": clip, "wd": wd, "lr": lr,
+                "eps_in": eps_in, "eps_out": eps_out}  # fmt: skip

@@ -24,25 +24,22 @@ import math
 
 import numpy as np
 
-from mxopt.optimizers.base import (
-    AbstractOptimizer,
-    AbstractOptimizerOptions,
-    decay_factor,
-    decoupled_weight_decay_option,
-    flag,
-    gradient_scalars,
-    hyperparameter,
-    options,
-    read_hyperparameter,
-)
+from mxopt.core.fields import flag, hyperparameter
 from mxopt.kernels.kernel import Kernel, adam_moments_element, normalize_gradient_element
+from mxopt.optimizers.base import AbstractOptimizer, register
+from mxopt.optimizers.options import (
+    AbstractOptimizerOptions,
+    decoupled_weight_decay_option,
+    options,
+)
 
 __all__ = ["ADAM", "ADAMOptions"]
 
 
-def adam_element(i, w, g, state, s):
-    mean, var = state
-    rescale, clip, wd, decay, lr_t, beta1, one_minus_beta1, beta2, one_minus_beta2, eps = s
+def adam_element(
+    i, w, g, mean, var, rescale, clip, wd, decay, lr_t, beta1, one_minus_beta1, beta2,
+    one_minus_beta2, eps,
+):  # fmt: skip
     gi = normalize_gradient_element(g[i], w[i], rescale, clip, wd)
     wi = w[i] * decay
     m, v = adam_moments_element(mean[i], var[i], gi, beta1, one_minus_beta1, beta2, one_minus_beta2)
@@ -51,15 +48,9 @@ def adam_element(i, w, g, state, s):
     w[i] = wi - lr_t * m / (np.sqrt(v) + eps)
 
 
-ADAM_SCALARS = (
-    "rescale", "clip", "wd", "decay", "lr_t", "beta1", "one_minus_beta1", "beta2",
-    "one_minus_beta2", "eps",
-)  # fmt: skip
-
 ADAM_KERNEL = Kernel(
     name="adam",
     state=("mean", "var"),
-    scalars=ADAM_SCALARS,
     cpu=adam_element,
     cuda="""
     const T gi = normalize_gradient_element(g[i], w[i], rescale, clip, wd);
@@ -73,9 +64,10 @@ ADAM_KERNEL = Kernel(
 )
 
 
-def adam_amsgrad_element(i, w, g, state, s):
-    mean, var, max_var = state
-    rescale, clip, wd, decay, lr_t, beta1, one_minus_beta1, beta2, one_minus_beta2, eps = s
+def adam_amsgrad_element(
+    i, w, g, mean, var, max_var, rescale, clip, wd, decay, lr_t, beta1, one_minus_beta1, beta2,
+    one_minus_beta2, eps,
+):  # fmt: skip
     gi = normalize_gradient_element(g[i], w[i], rescale, clip, wd)
     wi = w[i] * decay
     m, v = adam_moments_element(mean[i], var[i], gi, beta1, one_minus_beta1, beta2, one_minus_beta2)
@@ -91,7 +83,6 @@ def adam_amsgrad_element(i, w, g, state, s):
 ADAM_AMSGRAD_KERNEL = Kernel(
     name="adam_amsgrad",
     state=("mean", "var", "max_var"),
-    scalars=ADAM_SCALARS,
     cpu=adam_amsgrad_element,
     cuda="""
     const T gi = normalize_gradient_element(g[i], w[i], rescale, clip, wd);
@@ -124,6 +115,7 @@ class ADAMOptions(AbstractOptimizerOptions):
     decoupled_weight_decay: bool = decoupled_weight_decay_option(False)
 
 
+@register
 class ADAM(AbstractOptimizer):
     """Adam with MXNet.jl's epsilon placement and bias corrections folded into the step.
 
@@ -166,18 +158,15 @@ class ADAM(AbstractOptimizer):
     def kernel(self) -> Kernel:
         return ADAM_AMSGRAD_KERNEL if self.opts.amsgrad else ADAM_KERNEL
 
-    def kernel_scalars(self, state, step, memory):
-        opts = self.opts
-        rescale, clip, wd = gradient_scalars(opts, state)
-        lr = self.lr_value(state)
-        beta1 = read_hyperparameter(opts, "beta1", state)
-        beta2 = read_hyperparameter(opts, "beta2", state)
+    def kernel_scalars(self, hp):
+        rescale, clip, wd = hp.gradient()
+        lr, beta1, beta2, step = hp.lr, hp["beta1"], hp["beta2"], hp.step
         correction2 = math.sqrt(1.0 - beta2**step)
-        lr_t = lr * correction2 / (1.0 - beta1**step)
-        epsilon = read_hyperparameter(opts, "epsilon", state)
-        if not opts.epsilon_hat:
-            epsilon *= correction2
-        return (
-            rescale, clip, wd, decay_factor(opts, state, lr), lr_t,
-            beta1, 1.0 - beta1, beta2, 1.0 - beta2, epsilon,
-        )  # fmt: skip
+        epsilon = hp["epsilon"]
+        return {
+            "rescale": rescale, "clip": clip, "wd": wd, "decay": hp.decay(lr),
+            "lr_t": lr * correction2 / (1.0 - beta1**step),
+            "beta1": beta1, "one_minus_beta1": 1.0 - beta1,
+            "beta2": beta2, "one_minus_beta2": 1.0 - beta2,
+            "eps": epsilon if self.opts.epsilon_hat else epsilon * correction2,
+        }  # fmt: skip

@@ -18,25 +18,19 @@ maximum instead (option ``epsilon_inside_max``).
 
 from __future__ import annotations
 
-from mxopt.optimizers.base import (
-    AbstractOptimizer,
-    AbstractOptimizerOptions,
-    flag,
-    gradient_scalars,
-    hyperparameter,
-    options,
-    read_hyperparameter,
-)
+from mxopt.core.fields import flag, hyperparameter
 from mxopt.kernels.kernel import Kernel, normalize_gradient_element
+from mxopt.optimizers.base import AbstractOptimizer, register
+from mxopt.optimizers.options import AbstractOptimizerOptions, options
 
 __all__ = ["AdaMax", "AdaMaxOptions"]
 
 
 # Both epsilon placements share one kernel: the unused one is passed as 0, and
 # |g| + 0 and u + 0 are exact.
-def adamax_element(i, w, g, state, s):
-    mean, inf_norm = state
-    rescale, clip, wd, lr_t, beta1, one_minus_beta1, beta2, eps_in, eps_out = s
+def adamax_element(
+    i, w, g, mean, inf_norm, rescale, clip, wd, lr_t, beta1, one_minus_beta1, beta2, eps_in, eps_out
+):
     gi = normalize_gradient_element(g[i], w[i], rescale, clip, wd)
     m = beta1 * mean[i] + one_minus_beta1 * gi
     u = beta2 * inf_norm[i]
@@ -48,14 +42,9 @@ def adamax_element(i, w, g, state, s):
     w[i] = w[i] - lr_t * m / (u + eps_out)
 
 
-ADAMAX_SCALARS = (
-    "rescale", "clip", "wd", "lr_t", "beta1", "one_minus_beta1", "beta2", "eps_in", "eps_out",
-)  # fmt: skip
-
 ADAMAX_KERNEL = Kernel(
     name="adamax",
     state=("mean", "inf_norm"),
-    scalars=ADAMAX_SCALARS,
     cpu=adamax_element,
     cuda="""
     const T gi = normalize_gradient_element(g[i], w[i], rescale, clip, wd);
@@ -84,6 +73,7 @@ class AdaMaxOptions(AbstractOptimizerOptions):
     weight_decay: float = hyperparameter(1e-5, ge=0.0, doc="coupled L2 coefficient lambda")
 
 
+@register
 class AdaMax(AbstractOptimizer):
     """AdaMax (Kingma & Ba, arXiv:1412.6980, section 7.1): Adam with an infinity norm.
 
@@ -125,12 +115,12 @@ class AdaMax(AbstractOptimizer):
     def kernel(self) -> Kernel:
         return ADAMAX_KERNEL
 
-    def kernel_scalars(self, state, step, memory):
-        opts = self.opts
-        rescale, clip, wd = gradient_scalars(opts, state)
-        beta1 = read_hyperparameter(opts, "beta1", state)
-        beta2 = read_hyperparameter(opts, "beta2", state)
-        lr_t = self.lr_value(state) / (1.0 - beta1**step)
-        epsilon = read_hyperparameter(opts, "epsilon", state)
-        eps_in, eps_out = (epsilon, 0.0) if opts.epsilon_inside_max else (0.0, epsilon)
-        return (rescale, clip, wd, lr_t, beta1, 1.0 - beta1, beta2, eps_in, eps_out)
+    def kernel_scalars(self, hp):
+        rescale, clip, wd = hp.gradient()
+        beta1, epsilon = hp["beta1"], hp["epsilon"]
+        eps_in, eps_out = (epsilon, 0.0) if self.opts.epsilon_inside_max else (0.0, epsilon)
+        return {
+            "rescale": rescale, "clip": clip, "wd": wd, "lr_t": hp.lr / (1.0 - beta1**hp.step),
+            "beta1": beta1, "one_minus_beta1": 1.0 - beta1, "beta2": hp["beta2"],
+            "eps_in": eps_in, "eps_out": eps_out,
+        }  # fmt: skip

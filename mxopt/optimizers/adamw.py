@@ -17,8 +17,10 @@ It shares ADAM's kernels; only its defaults differ.
 
 from __future__ import annotations
 
-from mxopt.optimizers.base import decoupled_weight_decay_option, flag, hyperparameter, options
+from mxopt.core.fields import flag, hyperparameter
 from mxopt.optimizers.adam import ADAM, ADAMOptions
+from mxopt.optimizers.base import register
+from mxopt.optimizers.options import decoupled_weight_decay_option, options
 
 __all__ = ["AdamW", "AdamWOptions"]
 
@@ -34,6 +36,7 @@ class AdamWOptions(ADAMOptions):
     decoupled_weight_decay: bool = decoupled_weight_decay_option(True)
 
 
+@register
 class AdamW(ADAM):
     """Adam with decoupled weight decay, as torch.optim.AdamW.
 

@@ -23,24 +23,15 @@ is what one evaluates with (see :class:`ASGD`).
 
 from __future__ import annotations
 
-from mxopt.optimizers.base import (
-    AbstractOptimizer,
-    AbstractOptimizerOptions,
-    gradient_scalars,
-    hyperparameter,
-    options,
-    read_hyperparameter,
-)
+from mxopt.core.fields import hyperparameter
 from mxopt.kernels.kernel import Kernel, normalize_gradient_element
+from mxopt.optimizers.base import AbstractOptimizer, register
+from mxopt.optimizers.options import AbstractOptimizerOptions, options
 
 __all__ = ["ASGD", "ASGDOptions"]
 
-ASGD_SCALARS = ("rescale", "clip", "wd", "decay", "eta", "mu")
 
-
-def asgd_element(i, w, g, state, s):
-    (ax,) = state
-    rescale, clip, wd, decay, eta, mu = s
+def asgd_element(i, w, g, ax, rescale, clip, wd, decay, eta, mu):
     gi = normalize_gradient_element(g[i], w[i], rescale, clip, wd)
     wi = w[i] * decay
     wi = wi - eta * gi
@@ -52,7 +43,6 @@ def asgd_element(i, w, g, state, s):
 ASGD_KERNEL = Kernel(
     name="asgd",
     state=("ax",),
-    scalars=ASGD_SCALARS,
     cpu=asgd_element,
     cuda="""
     const T gi = normalize_gradient_element(g[i], w[i], rescale, clip, wd);
@@ -64,9 +54,7 @@ ASGD_KERNEL = Kernel(
 )
 
 
-def asgd_average_element(i, w, g, state, s):
-    (ax,) = state
-    rescale, clip, wd, decay, eta, mu = s
+def asgd_average_element(i, w, g, ax, rescale, clip, wd, decay, eta, mu):
     gi = normalize_gradient_element(g[i], w[i], rescale, clip, wd)
     wi = w[i] * decay
     wi = wi - eta * gi
@@ -79,7 +67,6 @@ def asgd_average_element(i, w, g, state, s):
 ASGD_AVERAGE_KERNEL = Kernel(
     name="asgd_average",
     state=("ax",),
-    scalars=ASGD_SCALARS,
     cpu=asgd_average_element,
     cuda="""
     const T gi = normalize_gradient_element(g[i], w[i], rescale, clip, wd);
@@ -103,6 +90,7 @@ class ASGDOptions(AbstractOptimizerOptions):
     weight_decay: float = hyperparameter(0.0, ge=0.0, doc="coupled L2 coefficient")
 
 
+@register
 class ASGD(AbstractOptimizer):
     """Averaged SGD: SGD with a decaying step, and a running average of the weights.
 
@@ -156,18 +144,20 @@ class ASGD(AbstractOptimizer):
     def kernel(self) -> Kernel:
         return ASGD_KERNEL
 
-    def kernel_scalars(self, state, step, memory):
-        opts = self.opts
-        rescale, clip, wd = gradient_scalars(opts, state)
-        lr = self.lr_value(state)
-        lambd = read_hyperparameter(opts, "lambd", state)
-        alpha = read_hyperparameter(opts, "alpha", state)
-        t0 = read_hyperparameter(opts, "t0", state)
-        eta = lr / (1.0 + lambd * lr * (step - 1)) ** alpha
-        mu = 1.0 / max(1.0, step - 1 - t0)
-        return (rescale, clip, wd, 1.0 - lambd * eta, eta, mu)
+    def kernel_scalars(self, hp):
+        rescale, clip, wd = hp.gradient()
+        lr, lambd, step = hp.lr, hp["lambd"], hp.step
+        eta = lr / (1.0 + lambd * lr * (step - 1)) ** hp["alpha"]
+        return {
+            "rescale": rescale, "clip": clip, "wd": wd, "decay": 1.0 - lambd * eta, "eta": eta,
+            "mu": 1.0 / max(1.0, step - 1 - hp["t0"]),
+        }  # fmt: skip
 
-    def apply(self, backend, w, g, wstate, state, step, check):
-        scalars = self.kernel_scalars(state, step, wstate.memory)
-        kernel = ASGD_AVERAGE_KERNEL if scalars[-1] != 1.0 else ASGD_KERNEL
-        return backend.run(kernel, w, g, wstate.arrays_for(kernel), scalars, check)
+    def prepare(self, hp):
+        scalars = self.kernel_scalars(hp)
+        kernel = ASGD_AVERAGE_KERNEL if scalars["mu"] != 1.0 else ASGD_KERNEL
+        return kernel, kernel.pack(scalars)
+
+    def apply(self, backend, w, g, arrays, prepared, check):
+        kernel, scalars = prepared
+        return backend.run(kernel, w, g, arrays.arrays_for(kernel), scalars, check)

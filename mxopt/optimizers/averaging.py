@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import attrs
 
-from mxopt.optimizers.base import flag, hyperparameter
+from mxopt.core.fields import flag, hyperparameter
 from mxopt.kernels.kernel import Kernel
 
 __all__ = ["EMA", "Polyak", "AVERAGE_KERNEL", "SWAP_KERNEL"]
@@ -56,9 +56,7 @@ class Polyak:
         return 1.0 / t
 
 
-def average_element(i, w, g, state, s):
-    (average,) = state
-    (rate,) = s
+def average_element(i, w, g, average, rate):
     a = average[i]
     average[i] = a + rate * (w[i] - a)
 
@@ -66,7 +64,6 @@ def average_element(i, w, g, state, s):
 AVERAGE_KERNEL = Kernel(
     name="average",
     state=("average",),
-    scalars=("rate",),
     cpu=average_element,
     cuda="""
     const T a = average[i];
@@ -75,8 +72,7 @@ AVERAGE_KERNEL = Kernel(
 )
 
 
-def swap_element(i, w, g, state, s):
-    (average,) = state
+def swap_element(i, w, g, average):
     a = average[i]
     average[i] = w[i]
     w[i] = a
@@ -85,7 +81,6 @@ def swap_element(i, w, g, state, s):
 SWAP_KERNEL = Kernel(
     name="swap_average",
     state=("average",),
-    scalars=(),
     cpu=swap_element,
     cuda="""
     const T a = average[i];

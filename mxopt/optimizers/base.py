@@ -1,80 +1,183 @@
-"""Abstract bases, hyperparameter fields and the shared gradient normalisation.
+"""The optimizer protocol: what an optimizer declares, and how it reads its options.
 
-Every optimizer is an :class:`AbstractOptimizer` holding an options record
-(:class:`AbstractOptimizerOptions`, an attrs class whose fields are the keyword
-arguments of the optimizer's constructor) and the :class:`~mxopt.OptimizationState`
-it reads. Options are validated when they are built and whenever a field is
-assigned, with messages that name the optimizer, the parameter, the value and
-the allowed range.
+An optimizer is an :class:`AbstractOptimizer` holding an options record (``opts``, see
+:mod:`mxopt.optimizers.options`) and the :class:`~mxopt.OptimizationState` it reads.
+Its update of one weight has two halves, which the step engine
+(:mod:`mxopt.training.engine`) runs in this order for every weight of a step before
+anything is written:
 
-The per-element work of an update is a fused kernel (see :mod:`mxopt.kernels.kernel`).
-An optimizer says which kernel it uses and computes, on the host and once per
-update, the scalars that kernel needs (learning rate, bias corrections,
-``grad_scale / batch_size``...).
+1. **host**: :meth:`AbstractOptimizer.prepare` turns a :class:`Hyper` (the options read
+   at the state, the weight's update count and per-weight scalars, and the step's
+   multipliers) into the kernel's scalars. Everything that can fail (a schedule
+   giving a bad value, a bias correction of 0) fails here.
+2. **device**: :meth:`AbstractOptimizer.apply` runs the kernel(s) over the flat
+   arrays, with nothing left to check.
+
+Most optimizers only declare a :class:`~mxopt.kernels.kernel.Kernel` (:meth:`kernel`)
+and its scalars by name (:meth:`kernel_scalars`); multi-pass ones (LAMB, LARS,
+Adafactor) and wrappers (Lookahead) override :meth:`prepare` and :meth:`apply`.
 """
 
 from __future__ import annotations
 
 import abc
-import contextvars
 import inspect
 import math
-from typing import ClassVar
+from collections.abc import Mapping
+from typing import ClassVar, NamedTuple
 
 import attrs
 
-from mxopt.core.checks import Interval, check_integer, check_number, owner_name, to_float, to_int
-from mxopt.core.fields import flag, hyperparameter, integer, optional_instance
-from mxopt.core.schedule import (
-    AbstractLearningRateScheduler,
-    AbstractMomentumScheduler,
-    AbstractSchedule,
-    value_at,
-)
+from mxopt.core.checks import check_number, owner_name
+from mxopt.core.schedule import AbstractSchedule
 from mxopt.core.state import OptimizationState
+from mxopt.kernels.kernel import Kernel
+from mxopt.kernels.statistics import GRAD_SQUARES_KERNEL
 
 __all__ = [
-    "AbstractSchedule",
-    "AbstractLearningRateScheduler",
-    "AbstractMomentumScheduler",
-    "AbstractOptimizerOptions",
+    "OPTIMIZERS",
+    "WEIGHT_COPY",
+    "About",
     "AbstractOptimizer",
-    "hyperparameter",
-    "options",
+    "Hyper",
+    "Multipliers",
+    "StateArrays",
+    "momentum_value",
     "normalized_gradient",
-    "gradient_scalars",
-    "value_at",
+    "register",
 ]
 
-
-# --------------------------------------------------------------------------------------
-# Reading options
-
-
-def momentum_value(scheduler, state: OptimizationState) -> float:
-    """A momentum scheduler's value at ``state``, checked to be a number in [0, 1)."""
-    value = scheduler.value(state)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
-        raise ValueError(
-            f"momentum_scheduler {scheduler!r} gave {value!r}; a momentum must be a "
-            f"number in [0, 1)"
-        )
-    return float(value)
+#: Every optimizer class by name: the one table the tests, the docs, the registry of
+#: config names and the benchmarks read. Filled by :func:`register`.
+OPTIMIZERS: dict[str, type] = {}
 
 
-def read_hyperparameter(opts, name: str, state: OptimizationState) -> float:
-    """The value of option ``name`` at ``state``; a schedule's value is range-checked."""
-    value = getattr(opts, name)
-    if name == "weight_decay":
-        multiplier = WD_MULTIPLIER.get()
-        if multiplier != 1.0:
-            return _read_schedulable(opts, name, value, state) * multiplier
-    if type(value) is float:  # the common case, without the (slow) ABC isinstance check
+def register(cls):
+    """Class decorator: add an optimizer to :data:`OPTIMIZERS` under its class name."""
+    if not (isinstance(cls, type) and issubclass(cls, AbstractOptimizer)):
+        raise TypeError(f"register: {cls!r} is not an AbstractOptimizer subclass")
+    if OPTIMIZERS.setdefault(cls.__name__, cls) is not cls:
+        raise ValueError(f"register: an optimizer called {cls.__name__!r} is already registered")
+    return cls
+
+
+@attrs.frozen
+class About:
+    """What the documentation says of an optimizer besides its docstring.
+
+    Args:
+        family: the page of the optimizer reference it belongs on (``"sgd"``,
+            ``"adam-family"``, ``"adaptive"``, ``"others"``, ``"wrappers"``).
+        same_as: the updates of other libraries it reproduces, and with which settings.
+        weight_decay: how it applies ``weight_decay`` (coupled L2, decoupled...).
+        epsilon: where its epsilon goes (``""`` if it has none).
+        examples: option sets whose state the memory table shows (``{}``: the defaults).
+    """
+
+    family: str
+    same_as: str = ""
+    weight_decay: str = ""
+    epsilon: str = ""
+    examples: tuple = ({},)
+
+
+#: Marks a state array that starts as a copy of the weight (see ``state_spec``).
+WEIGHT_COPY = "weight"
+
+
+class Multipliers(NamedTuple):
+    """Factors one weight's step applies: on the learning rate and the weight decay (its
+    parameter group's ``lr_mult`` and ``wd_mult``) and on the gradient (global-norm
+    clipping, loss scaling). Explicit arguments of every step, never hidden state."""
+
+    lr: float = 1.0
+    wd: float = 1.0
+    grad: float = 1.0
+
+
+NO_MULTIPLIERS = Multipliers()
+
+
+class Hyper:
+    """The host side of one weight's step: its options read at the state.
+
+    Attributes:
+        opts: the optimizer's options.
+        state: the :class:`~mxopt.OptimizationState` (schedules read it).
+        step: the weight's update count, 1 at its first update (bias corrections).
+        memory: the per-weight scalars kept between updates (e.g. Nadam's product).
+        mult: the step's :class:`Multipliers`.
+    """
+
+    __slots__ = ("opts", "state", "step", "memory", "mult")
+
+    def __init__(self, opts, state: OptimizationState, step: int, memory=None,
+                 mult: Multipliers = NO_MULTIPLIERS):  # fmt: skip
+        self.opts = opts
+        self.state = state
+        self.step = step
+        self.memory = {} if memory is None else memory
+        self.mult = mult
+
+    def inner(self, opts) -> Hyper:
+        """The same step, reading another options record (a wrapped optimizer's)."""
+        return Hyper(opts, self.state, self.step, self.memory, self.mult)
+
+    def __getitem__(self, name: str) -> float:
+        """Option ``name`` at the state: a schedule's value is read and range-checked;
+        ``weight_decay`` comes times the weight's ``wd`` multiplier."""
+        value = getattr(self.opts, name)
+        if type(value) is not float:  # the common case skips the (slow) ABC check
+            value = _scheduled(self.opts, name, value, self.state)
+        if name == "weight_decay" and self.mult.wd != 1.0:
+            value *= self.mult.wd
         return value
-    return _read_schedulable(opts, name, value, state)
+
+    @property
+    def lr(self) -> float:
+        """The learning rate: the scheduler's if one is set, else ``lr``; times the
+        weight's ``lr`` multiplier."""
+        scheduler = self.opts.lr_scheduler
+        if scheduler is not None:
+            lr = scheduler.value(self.state)
+            if (
+                isinstance(lr, bool)
+                or not isinstance(lr, (int, float))
+                or not (math.isfinite(lr) and lr >= 0)
+            ):
+                raise ValueError(
+                    f"{owner_name(self.opts)}: lr_scheduler {scheduler!r} gave {lr!r}; a "
+                    f"learning rate must be a finite number >= 0"
+                )
+            lr = float(lr)
+        else:
+            lr = self["lr"]
+        return lr if self.mult.lr == 1.0 else lr * self.mult.lr
+
+    def gradient(self) -> tuple[float, float, float]:
+        """``(rescale, clip, weight_decay)`` of :func:`normalized_gradient` and the kernels.
+
+        ``rescale = ±grad_scale / batch_size`` is formed once in float64 (negative with
+        ``maximize``, times the ``grad`` multiplier during a clipped or loss-scaled
+        step). The weight decay is 0 when the optimizer decays weights directly
+        (``decoupled_weight_decay``); see :meth:`decay`.
+        """
+        rescale = self["grad_scale"] / self.state.batch_size
+        if self.mult.grad != 1.0:
+            rescale *= self.mult.grad
+        if self.opts.maximize:
+            rescale = -rescale
+        wd = 0.0 if getattr(self.opts, "decoupled_weight_decay", False) else self["weight_decay"]
+        return (rescale, self["grad_clip"], wd)
+
+    def decay(self, lr: float) -> float:
+        """``1 - lr * weight_decay`` with ``decoupled_weight_decay``, else exactly 1."""
+        if getattr(self.opts, "decoupled_weight_decay", False):
+            return 1.0 - lr * self["weight_decay"]
+        return 1.0
 
 
-def _read_schedulable(opts, name: str, value, state: OptimizationState) -> float:
+def _scheduled(opts, name: str, value, state: OptimizationState) -> float:
     if isinstance(value, AbstractSchedule):
         scheduled = value.value(state)
         try:
@@ -89,126 +192,15 @@ def _read_schedulable(opts, name: str, value, state: OptimizationState) -> float
     return value
 
 
-# --------------------------------------------------------------------------------------
-# Options and optimizers
-
-
-#: Options every optimizer shares, placed last and in this order in signatures and reprs.
-SHARED_OPTIONS = (
-    "grad_clip",
-    "weight_decay",
-    "decoupled_weight_decay",
-    "grad_scale",
-    "maximize",
-    "lr_scheduler",
-    "momentum_scheduler",
-)
-
-
-def _shared_options_last(cls, fields):
-    own = [f for f in fields if f.name not in SHARED_OPTIONS]
-    shared = sorted(
-        (f for f in fields if f.name in SHARED_OPTIONS), key=lambda f: SHARED_OPTIONS.index(f.name)
-    )
-    return own + shared
-
-
-def _count_revision(instance, attribute, value):
-    # Every assignment bumps ``_revision``, which keys the optimizer's cache of kernel
-    # scalars (see AbstractOptimizer.cached_kernel_scalars).
-    object.__setattr__(instance, "_revision", getattr(instance, "_revision", 0) + 1)
-    return value
-
-
-def options(cls):
-    """Class decorator for optimizer options: keyword-only attrs fields, validated on
-    construction and assignment, with the optimizer's own options first and the shared
-    ones (:data:`SHARED_OPTIONS`) last."""
-    cls._revision = 0  # bumped by _count_revision
-    return attrs.define(
-        cls,
-        kw_only=True,
-        slots=False,  # room for the _revision counter
-        field_transformer=_shared_options_last,
-        on_setattr=[attrs.setters.convert, attrs.setters.validate, _count_revision],
-    )
-
-
-@options
-class AbstractOptimizerOptions:
-    """Base class of optimizer options.
-
-    The fields every optimizer shares are the inputs of
-    :func:`normalized_gradient`: ``grad_clip``, ``grad_scale``, ``maximize`` and
-    (declared by each optimizer, whose defaults differ) ``weight_decay``; plus
-    ``lr_scheduler``, which wins over ``lr`` when given.
-    """
-
-    grad_clip: float = hyperparameter(
-        0.0, ge=0.0, doc="clip the rescaled gradient to [-grad_clip, grad_clip] when > 0"
-    )
-    grad_scale: float = hyperparameter(
-        1.0, gt=0.0, doc="multiplies the gradient before it is divided by batch_size"
-    )
-    maximize: bool = flag(False, doc="ascend the objective instead of descending it")
-    lr_scheduler: AbstractLearningRateScheduler | None = optional_instance(
-        AbstractLearningRateScheduler, doc="learning-rate scheduler; wins over lr when given"
-    )
-
-
-def decoupled_weight_decay_option(default: bool = False):
-    """The ``decoupled_weight_decay`` option of optimizers that offer both kinds of decay.
-
-    False: coupled L2, ``weight_decay * W`` is added to the gradient (MXNet.jl).
-    True: decoupled decay, ``W *= 1 - lr * weight_decay`` before the step
-    (Loshchilov & Hutter's AdamW; Thinc's ``L2_is_weight_decay``, fastai's
-    ``decouple_wd``).
-    """
-    return flag(default, doc="decay the weight directly (AdamW) instead of adding L2 to g")
-
-
-#: An extra factor on every gradient, set by the updater for the duration of one call
-#: (global norm clipping, loss scaling). A context variable, so threads do not share it.
-GRAD_MULTIPLIER: contextvars.ContextVar[float] = contextvars.ContextVar(
-    "mxopt_grad_multiplier", default=1.0
-)
-#: Per-index factors on the learning rate and the weight decay (MXNet's lr_mult and
-#: wd_mult, parameter groups), set by the updater around each weight's update.
-LR_MULTIPLIER: contextvars.ContextVar[float] = contextvars.ContextVar(
-    "mxopt_lr_multiplier", default=1.0
-)
-WD_MULTIPLIER: contextvars.ContextVar[float] = contextvars.ContextVar(
-    "mxopt_wd_multiplier", default=1.0
-)
-
-
-def gradient_scalars(opts, state: OptimizationState) -> tuple[float, float, float]:
-    """``(rescale, clip, weight_decay)`` for :func:`normalized_gradient` and the kernels.
-
-    ``rescale = ±grad_scale / batch_size`` is formed once in float64 (negative
-    with ``maximize``, times the updater's :data:`GRAD_MULTIPLIER` during a
-    clipped or loss-scaled update). The weight decay is 0 here when the
-    optimizer decays weights directly (``decoupled_weight_decay``); see
-    :func:`decay_factor`.
-    """
-    rescale = read_hyperparameter(opts, "grad_scale", state) / state.batch_size
-    multiplier = GRAD_MULTIPLIER.get()
-    if multiplier != 1.0:
-        rescale *= multiplier
-    if opts.maximize:
-        rescale = -rescale
-    if getattr(opts, "decoupled_weight_decay", False):
-        wd = 0.0
-    else:
-        wd = read_hyperparameter(opts, "weight_decay", state)
-    return (rescale, read_hyperparameter(opts, "grad_clip", state), wd)
-
-
-def decay_factor(opts, state: OptimizationState, lr: float) -> float:
-    """``1 - lr * weight_decay`` with ``decoupled_weight_decay``, else exactly 1."""
-    if getattr(opts, "decoupled_weight_decay", False):
-        return 1.0 - lr * read_hyperparameter(opts, "weight_decay", state)
-    return 1.0
+def momentum_value(scheduler, state: OptimizationState) -> float:
+    """A momentum scheduler's value at ``state``, checked to be a number in [0, 1)."""
+    value = scheduler.value(state)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
+        raise ValueError(
+            f"momentum_scheduler {scheduler!r} gave {value!r}; a momentum must be a "
+            f"number in [0, 1)"
+        )
+    return float(value)
 
 
 def normalized_gradient(opts, state: OptimizationState, weight, grad):
@@ -229,7 +221,7 @@ def normalized_gradient(opts, state: OptimizationState, weight, grad):
         raise RuntimeError(
             "normalized_gradient: state is None; pass the OptimizationState of the training loop"
         )
-    rescale, clip, wd = gradient_scalars(opts, state)
+    rescale, clip, wd = Hyper(opts, state, 1).gradient()
     g = grad * rescale
     if clip > 0:
         g.clip(-clip, clip, out=g)
@@ -238,8 +230,42 @@ def normalized_gradient(opts, state: OptimizationState, weight, grad):
     return g
 
 
-#: Marks a state array that starts as a copy of the weight (see ``state_spec``).
-WEIGHT_COPY = "weight"
+class StateArrays:
+    """The flat state arrays of a weight, or of a slice of a packed buffer, by name.
+
+    What :meth:`AbstractOptimizer.apply` works on: ``flat`` (``{name: 1-D array}``),
+    ``shape`` (the weight's) and :meth:`arrays_for`.
+    """
+
+    __slots__ = ("_by_kernel", "flat", "shape")
+
+    def __init__(self, flat: dict, shape: tuple):
+        self.flat = flat
+        self.shape = shape
+        self._by_kernel = {}
+
+    def describe(self) -> str:
+        """How error messages name these arrays."""
+        return "this state"
+
+    def arrays_for(self, kernel: Kernel) -> tuple:
+        """The flat state arrays ``kernel`` works on, in its order."""
+        arrays = self._by_kernel.get(kernel)
+        if arrays is None:
+            missing = [name for name in kernel.state if name not in self.flat]
+            if missing:
+                raise ValueError(
+                    f"{self.describe()}: the optimizer's options now call for the "
+                    f"{kernel.name!r} kernel, which needs state arrays {missing} that this "
+                    f"state (made for {tuple(self.flat)}) does not have; create new "
+                    f"state (a new updater) after changing such options"
+                )
+            arrays = self._by_kernel[kernel] = tuple(self.flat[name] for name in kernel.state)
+        return arrays
+
+    def slice(self, lo: int, hi: int) -> StateArrays:
+        """The arrays of elements ``[lo, hi)`` (a segment of a packed buffer)."""
+        return StateArrays({name: a[lo:hi] for name, a in self.flat.items()}, (hi - lo,))
 
 
 class AbstractOptimizer(abc.ABC):
@@ -249,15 +275,26 @@ class AbstractOptimizer(abc.ABC):
     ``state`` (the :class:`~mxopt.OptimizationState` it reads; it may be given at
     construction or assigned later, and must be set before the first update).
 
-    Subclasses set ``Options`` and implement :meth:`kernel` and
-    :meth:`kernel_scalars`; :func:`mxopt.create_state` and :func:`mxopt.update`
-    do the rest.
+    Subclasses set ``Options`` (and ``about`` for the docs) and implement
+    :meth:`kernel` and :meth:`kernel_scalars`; :func:`mxopt.create_state` and the
+    updater do the rest.
     """
 
-    Options: ClassVar[type[AbstractOptimizerOptions]]
+    Options: ClassVar[type]
+    #: What the documentation says of it besides the docstring.
+    about: ClassVar[About | None] = None
+    #: True when an update needs each tensor whole (per-tensor norms: LAMB, LARS), so a
+    #: packed buffer is updated segment by segment, never as one array.
+    per_tensor: ClassVar[bool] = False
+    #: True for optimizers that keep per-weight scalars between updates.
+    has_memory: ClassVar[bool] = False
+    #: True when an update is one call of :meth:`kernel` (``apply`` is not overridden):
+    #: the updater keeps a ready-to-run plan per weight for such optimizers.
+    single_kernel: ClassVar[bool] = True
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
+        cls.single_kernel = cls.apply is AbstractOptimizer.apply
         if "Options" in cls.__dict__ and "__signature__" not in cls.__dict__:
             # help() and inspect.signature show the real keyword options.
             keyword = inspect.Parameter.KEYWORD_ONLY
@@ -304,57 +341,41 @@ class AbstractOptimizer(abc.ABC):
             )
         return state
 
+    def revision(self):
+        """Changes whenever an option changes (keys the caches of host scalars)."""
+        return self.opts._revision
+
     def gradient_rescale(self, state: OptimizationState) -> float:
         """``grad_scale / batch_size``: what the gradient is multiplied by before use."""
-        return read_hyperparameter(self.opts, "grad_scale", state) / state.batch_size
+        return Hyper(self.opts, state, 1)["grad_scale"] / state.batch_size
 
     def lr_value(self, state: OptimizationState) -> float:
-        """The learning rate at ``state``: the scheduler's if one is set, else ``lr``
-        (times the index's multiplier, :data:`LR_MULTIPLIER`, during an update)."""
-        scheduler = self.opts.lr_scheduler
-        if scheduler is not None:
-            lr = scheduler.value(state)
-            if (
-                isinstance(lr, bool)
-                or not isinstance(lr, (int, float))
-                or not (math.isfinite(lr) and lr >= 0)
-            ):
-                raise ValueError(
-                    f"{type(self).__name__}: lr_scheduler {scheduler!r} gave {lr!r}; a "
-                    f"learning rate must be a finite number >= 0"
-                )
-            lr = float(lr)
-        else:
-            lr = read_hyperparameter(self.opts, "lr", state)
-        multiplier = LR_MULTIPLIER.get()
-        return lr if multiplier == 1.0 else lr * multiplier
+        """The learning rate at ``state``: the scheduler's if one is set, else ``lr``."""
+        return Hyper(self.opts, state, 1).lr
 
-    # -- the kernel protocol -------------------------------------------------------------
-    #
-    # An update of one weight is: checks, then ``apply``, which runs the kernel(s) with
-    # scalars computed on the host. Most optimizers only say which kernel they use
-    # (``kernel``) and compute its scalars (``kernel_scalars``); composite ones
-    # (Lookahead) or multi-pass ones (LAMB, LARS, Adafactor) override ``apply``.
+    # -- the protocol ------------------------------------------------------------------
 
     @abc.abstractmethod
-    def kernel(self):
-        """The :class:`mxopt.kernels.kernel.Kernel` this optimizer's options call for."""
+    def kernel(self) -> Kernel:
+        """The :class:`~mxopt.kernels.kernel.Kernel` this optimizer's options call for
+        (the first one, for multi-pass optimizers)."""
 
     @abc.abstractmethod
-    def kernel_scalars(self, state: OptimizationState, step: int, memory: dict) -> tuple:
-        """The kernel's scalars for the ``step``-th update (1-based) of one weight.
+    def kernel_scalars(self, hp: Hyper) -> Mapping:
+        """The kernel's scalars by name for the step ``hp`` describes."""
 
-        ``memory`` holds the per-weight scalars kept between updates (see
-        :meth:`next_memory`); it must not be modified here.
+    def prepare(self, hp: Hyper):
+        """Everything :meth:`apply` needs from the host, computed before any write.
+
+        The default packs :meth:`kernel_scalars` in the kernel's order. It must not
+        modify ``hp.memory``.
         """
+        return self.kernel().pack(self.kernel_scalars(hp))
 
-    #: True for optimizers that keep per-weight scalars between updates.
-    has_memory: ClassVar[bool] = False
-
-    def next_memory(self, state: OptimizationState, step: int, memory: dict) -> dict:
-        """The per-weight scalars after a successful ``step``-th update (e.g. Nadam's
-        running momentum product). Only called when :attr:`has_memory`."""
-        return memory
+    def next_memory(self, hp: Hyper) -> dict:
+        """The per-weight scalars after a successful step (e.g. Nadam's running momentum
+        product). Only called when :attr:`has_memory`."""
+        return hp.memory
 
     def state_spec(self, shape: tuple) -> dict:
         """The state arrays a weight of ``shape`` needs: ``{name: initial value}``.
@@ -370,86 +391,32 @@ class AbstractOptimizer(abc.ABC):
         """The value a state array starts from (0 unless an optimizer says otherwise)."""
         return 0.0
 
-    def cached_kernel_scalars(self, state: OptimizationState, step: int, memory: dict) -> tuple:
-        """:meth:`kernel_scalars`, computed once per (state, options, step).
+    def apply(self, backend, w, g, arrays: StateArrays, prepared, check: bool) -> int:
+        """Run the update's kernel(s) over the flat arrays ``w``, ``g``.
 
-        Every weight updated in the same mini-batch usually has the same step
-        count, so the host math runs once per batch, not once per weight. The
-        cache is keyed on the state and the options objects and their
-        revisions (bumped by every assignment, ``begin_batch``, ``record_score``...),
-        the step and the updater's multipliers; optimizers with per-weight memory
-        are not cached.
+        ``backend`` is :mod:`mxopt.kernels.cpu` or :mod:`mxopt.kernels.cuda`, ``prepared``
+        what :meth:`prepare` returned. With ``check``, the first kernel counts the
+        non-finite gradient values and, if there are any, returns their number
+        without writing anything. Returns 0 on success.
         """
-        if memory:
-            return self.kernel_scalars(state, step, memory)
-        opts = self.opts
-        key = (
-            state,
-            state._revision,  # bumped by every change of the state
-            opts,
-            getattr(opts, "_revision", 0),
-            step,
-            GRAD_MULTIPLIER.get(),
-            LR_MULTIPLIER.get(),
-            WD_MULTIPLIER.get(),
-        )
-        cached = self._scalars_cache
-        # the objects compared by identity, the rest by value
-        if (
-            cached is not None
-            and cached[0] is state
-            and cached[2] is opts
-            and cached[1] == key[1]
-            and cached[3:8] == key[3:8]
-        ):
-            return cached[8]
-        scalars = self.kernel_scalars(state, step, memory)
-        self._scalars_cache = (*key, scalars)
-        return scalars
+        kernel = self.kernel()
+        return backend.run(kernel, w, g, arrays.arrays_for(kernel), prepared, check)
 
-    _scalars_cache = None
+    def apply_segments(self, backend, w, g, arrays: StateArrays, offsets, prepared,
+                       check: bool) -> int:  # fmt: skip
+        """:meth:`apply` over a packed buffer whose weights are ``w[offsets[k]:offsets[k+1]]``.
 
-    #: True when an update needs the tensor as a whole (per-tensor norms: LAMB, LARS),
-    #: so that a ParameterBuffer is updated segment by segment, never as one array.
-    per_tensor: ClassVar[bool] = False
-
-    def apply_segments(self, backend, w, g, wstate, offsets, state, step: int, check: bool):
-        """:meth:`apply` for a packed buffer whose weights are ``w[offsets[k]:offsets[k+1]]``.
-
-        This default runs :meth:`apply` on each segment in turn (after checking
-        every gradient first). LAMB and LARS override it with segmented kernels
-        that do all the tensors in a few calls.
+        This default checks the whole gradient first (with ``check``), then applies each
+        segment in turn; LAMB and LARS override it with segmented kernels.
         """
-        from mxopt.kernels.statistics import GRAD_SQUARES_KERNEL
-        from mxopt.training.updater import WeightState
-
         if check:
             bad = backend.run(GRAD_SQUARES_KERNEL, g, g, (), (), False)[2]
             if bad:
                 return int(bad)
         for k in range(len(offsets) - 1):
             lo, hi = int(offsets[k]), int(offsets[k + 1])
-            flat = {name: a[lo:hi] for name, a in wstate.flat.items()}
-            piece = WeightState(
-                wstate.index, flat, {name: (hi - lo,) for name in flat}, (hi - lo,),
-                wstate.dtype, wstate.backend, wstate.device, step=wstate.step,
-            )  # fmt: skip
-            piece.memory = wstate.memory
-            self.apply(backend, w[lo:hi], g[lo:hi], piece, state, step, False)
+            self.apply(backend, w[lo:hi], g[lo:hi], arrays.slice(lo, hi), prepared, False)
         return 0
-
-    def apply(self, backend, w, g, wstate, state: OptimizationState, step: int, check: bool):
-        """Run the update's kernel(s) over the flat arrays ``w``, ``g``.
-
-        ``backend`` is :mod:`mxopt.kernels.cpu` or :mod:`mxopt.kernels.cuda`. Everything that
-        can fail must happen before the first kernel runs. With ``check``, the
-        first kernel counts non-finite gradient values and, if there are any,
-        returns their number without writing anything. Returns 0 on success.
-        """
-        kernel = self.kernel()
-        arrays = wstate.arrays_for(kernel)
-        scalars = self.cached_kernel_scalars(state, step, wstate.memory)
-        return backend.run(kernel, w, g, arrays, scalars, check)
 
     def __repr__(self) -> str:
         fields = ", ".join(

@@ -24,23 +24,19 @@ from __future__ import annotations
 
 import numpy as np
 
+from mxopt.core.fields import hyperparameter
 from mxopt.kernels import backends
-from mxopt.optimizers.base import (
-    AbstractOptimizer,
-    AbstractOptimizerOptions,
-    gradient_scalars,
-    hyperparameter,
-    options,
-    read_hyperparameter,
-)
 from mxopt.kernels.kernel import Kernel, adam_moments_element, clip_gradient_element
+from mxopt.optimizers.base import AbstractOptimizer, register
+from mxopt.optimizers.options import AbstractOptimizerOptions, options
 
 __all__ = ["LAMB", "LAMBOptions"]
 
 
-def lamb_moments_element(i, w, g, state, s):
-    mean, var = state
-    rescale, clip, beta1, one_minus_beta1, beta2, one_minus_beta2, c1, c2, eps, lam = s
+def lamb_moments_element(
+    i, w, g, mean, var, rescale, clip, beta1, one_minus_beta1, beta2, one_minus_beta2, c1, c2,
+    eps, lam,
+):  # fmt: skip
     wi = w[i]
     gi = clip_gradient_element(g[i], rescale, clip)
     m, v = adam_moments_element(mean[i], var[i], gi, beta1, one_minus_beta1, beta2, one_minus_beta2)
@@ -50,15 +46,9 @@ def lamb_moments_element(i, w, g, state, s):
     return np.float64(wi) * np.float64(wi), np.float64(u) * np.float64(u)
 
 
-LAMB_SCALARS = (
-    "rescale", "clip", "beta1", "one_minus_beta1", "beta2", "one_minus_beta2", "c1", "c2",
-    "eps", "lam",
-)  # fmt: skip
-
 LAMB_MOMENTS_KERNEL = Kernel(
     name="lamb_moments",
     state=("mean", "var"),
-    scalars=LAMB_SCALARS,
     cpu=lamb_moments_element,
     reduces=True,
     cuda="""
@@ -74,9 +64,7 @@ LAMB_MOMENTS_KERNEL = Kernel(
 )
 
 
-def lamb_step_element(i, w, g, state, s):
-    mean, var = state
-    c1, c2, eps, lam, lr_trust = s
+def lamb_step_element(i, w, g, mean, var, c1, c2, eps, lam, lr_trust):
     wi = w[i]
     u = (mean[i] * c1) / (np.sqrt(var[i] * c2) + eps) + lam * wi
     w[i] = wi - lr_trust * u
@@ -85,7 +73,6 @@ def lamb_step_element(i, w, g, state, s):
 LAMB_STEP_KERNEL = Kernel(
     name="lamb_step",
     state=("mean", "var"),
-    scalars=("c1", "c2", "eps", "lam", "lr_trust"),
     cpu=lamb_step_element,
     cuda="""
     const T wi = w[i];
@@ -109,6 +96,7 @@ class LAMBOptions(AbstractOptimizerOptions):
     weight_decay: float = hyperparameter(0.01, ge=0.0, doc="decoupled decay, inside u")
 
 
+@register
 class LAMB(AbstractOptimizer):
     """LAMB (You et al. 2019): Adam's step with decoupled decay, scaled per tensor.
 
@@ -134,47 +122,43 @@ class LAMB(AbstractOptimizer):
     def kernel(self) -> Kernel:
         return LAMB_MOMENTS_KERNEL
 
-    def kernel_scalars(self, state, step, memory):
-        opts = self.opts
-        rescale, clip, _ = gradient_scalars(opts, state)
-        beta1 = read_hyperparameter(opts, "beta1", state)
-        beta2 = read_hyperparameter(opts, "beta2", state)
-        return (
-            rescale, clip, beta1, 1.0 - beta1, beta2, 1.0 - beta2,
-            1.0 / (1.0 - beta1**step), 1.0 / (1.0 - beta2**step),
-            read_hyperparameter(opts, "epsilon", state),
-            read_hyperparameter(opts, "weight_decay", state),
-        )  # fmt: skip
+    def kernel_scalars(self, hp):
+        rescale, clip, _ = hp.gradient()
+        beta1, beta2, step = hp["beta1"], hp["beta2"], hp.step
+        return {
+            "rescale": rescale, "clip": clip, "beta1": beta1, "one_minus_beta1": 1.0 - beta1,
+            "beta2": beta2, "one_minus_beta2": 1.0 - beta2,
+            "c1": 1.0 / (1.0 - beta1**step), "c2": 1.0 / (1.0 - beta2**step),
+            "eps": hp["epsilon"], "lam": hp["weight_decay"],
+            "lr": hp.lr, "max_ratio": hp["max_trust_ratio"],
+        }  # fmt: skip
 
-    def apply(self, backend, w, g, wstate, state, step, check):
-        scalars = self.cached_kernel_scalars(state, step, wstate.memory)
-        lr = self.lr_value(state)
-        max_ratio = read_hyperparameter(self.opts, "max_trust_ratio", state)
-        arrays = wstate.arrays_for(LAMB_MOMENTS_KERNEL)
-        bad, w_squares, u_squares = backend.run(LAMB_MOMENTS_KERNEL, w, g, arrays, scalars, check)
+    def prepare(self, hp):
+        return self.kernel_scalars(hp)
+
+    def apply(self, backend, w, g, arrays, x, check):
+        state = arrays.arrays_for(LAMB_MOMENTS_KERNEL)
+        moments = LAMB_MOMENTS_KERNEL.pack(x)
+        bad, w_squares, u_squares = backend.run(LAMB_MOMENTS_KERNEL, w, g, state, moments, check)
         if bad:
             return bad
-        ratio = trust_ratios(np.array([w_squares]), np.array([u_squares]), max_ratio)[0]
-        backend.run(LAMB_STEP_KERNEL, w, g, arrays, (*scalars[6:], lr * float(ratio)), False)
+        ratio = trust_ratios(np.array([w_squares]), np.array([u_squares]), x["max_ratio"])[0]
+        step = LAMB_STEP_KERNEL.pack({**x, "lr_trust": x["lr"] * float(ratio)})
+        backend.run(LAMB_STEP_KERNEL, w, g, state, step, False)
         return 0
 
-    def apply_segments(self, backend, w, g, wstate, offsets, state, step, check):
+    def apply_segments(self, backend, w, g, arrays, offsets, x, check):
         """Every tensor of a packed buffer, with its own trust ratio, in two calls."""
-        scalars = self.cached_kernel_scalars(state, step, wstate.memory)
-        lr = self.lr_value(state)
-        max_ratio = read_hyperparameter(self.opts, "max_trust_ratio", state)
-        arrays = wstate.arrays_for(LAMB_MOMENTS_KERNEL)
+        state = arrays.arrays_for(LAMB_MOMENTS_KERNEL)
         segments = len(offsets) - 1
-        table = backends.scalar_table(w, np.broadcast_to(scalars, (segments, len(scalars))))
-        bad, sums = backend.run_segments(LAMB_MOMENTS_KERNEL, w, g, arrays, offsets, table, check)
+        table = backends.scalar_table(w, LAMB_MOMENTS_KERNEL.rows(x, segments))
+        bad, sums = backend.run_segments(LAMB_MOMENTS_KERNEL, w, g, state, offsets, table, check)
         if bad:
             return bad
         sums = backends.to_host(sums)
-        rows = np.empty((segments, 5))
-        rows[:, :4] = scalars[6:]
-        rows[:, 4] = lr * trust_ratios(sums[:, 0], sums[:, 1], max_ratio)
-        table = backends.scalar_table(w, rows)
-        backend.run_segments(LAMB_STEP_KERNEL, w, g, arrays, offsets, table, False)
+        ratios = x["lr"] * trust_ratios(sums[:, 0], sums[:, 1], x["max_ratio"])
+        table = backends.scalar_table(w, LAMB_STEP_KERNEL.rows({**x, "lr_trust": ratios}, segments))
+        backend.run_segments(LAMB_STEP_KERNEL, w, g, state, offsets, table, False)
         return 0
 
 

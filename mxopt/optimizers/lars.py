@@ -23,23 +23,16 @@ from __future__ import annotations
 
 import numpy as np
 
+from mxopt.core.fields import flag, hyperparameter
 from mxopt.kernels import backends
-from mxopt.optimizers.base import (
-    AbstractOptimizer,
-    AbstractOptimizerOptions,
-    flag,
-    gradient_scalars,
-    hyperparameter,
-    options,
-    read_hyperparameter,
-)
 from mxopt.kernels.kernel import Kernel, clip_gradient_element
+from mxopt.optimizers.base import AbstractOptimizer, register
+from mxopt.optimizers.options import AbstractOptimizerOptions, options
 
 __all__ = ["LARS", "LARSOptions"]
 
 
-def lars_norms_element(i, w, g, state, s):
-    rescale, clip = s
+def lars_norms_element(i, w, g, rescale, clip):
     wi = w[i]
     gi = clip_gradient_element(g[i], rescale, clip)
     return np.float64(wi) * np.float64(wi), np.float64(gi) * np.float64(gi)
@@ -48,7 +41,6 @@ def lars_norms_element(i, w, g, state, s):
 LARS_NORMS_KERNEL = Kernel(
     name="lars_norms",
     state=(),
-    scalars=("rescale", "clip"),
     cpu=lars_norms_element,
     reduces=True,
     cuda="""
@@ -59,9 +51,7 @@ LARS_NORMS_KERNEL = Kernel(
 )
 
 
-def lars_step_element(i, w, g, state, s):
-    (velocity,) = state
-    rescale, clip, wd, mu, lr_ratio = s
+def lars_step_element(i, w, g, velocity, rescale, clip, wd, mu, lr_ratio):
     wi = w[i]
     gi = clip_gradient_element(g[i], rescale, clip)
     v = mu * velocity[i] - lr_ratio * (gi + wd * wi)
@@ -72,7 +62,6 @@ def lars_step_element(i, w, g, state, s):
 LARS_STEP_KERNEL = Kernel(
     name="lars_step",
     state=("velocity",),
-    scalars=("rescale", "clip", "wd", "mu", "lr_ratio"),
     cpu=lars_step_element,
     cuda="""
     const T wi = w[i];
@@ -96,6 +85,7 @@ class LARSOptions(AbstractOptimizerOptions):
     weight_decay: float = hyperparameter(5e-4, ge=0.0, doc="lambda, inside the trust ratio")
 
 
+@register
 class LARS(AbstractOptimizer):
     """LARS (You et al. 2017), or LARC with ``clip=True``: SGD-momentum with a per-tensor rate.
 
@@ -120,56 +110,47 @@ class LARS(AbstractOptimizer):
     def kernel(self) -> Kernel:
         return LARS_STEP_KERNEL
 
-    def kernel_scalars(self, state, step, memory):
-        rescale, clip, _ = gradient_scalars(self.opts, state)
-        return (rescale, clip)
+    def kernel_scalars(self, hp):
+        rescale, clip, _ = hp.gradient()
+        return {
+            "rescale": rescale, "clip": clip, "wd": hp["weight_decay"], "mu": hp["momentum"],
+            "lr": hp.lr, "coefficient": hp["trust_coefficient"], "epsilon": hp["epsilon"],
+        }  # fmt: skip
 
-    def trust_ratios(self, state, w_squares, g_squares):
-        """The ratios :math:`r` (float64 array) from squared norms of weights and gradients."""
-        opts = self.opts
-        wd = read_hyperparameter(opts, "weight_decay", state)
-        coefficient = read_hyperparameter(opts, "trust_coefficient", state)
-        epsilon = read_hyperparameter(opts, "epsilon", state)
+    def prepare(self, hp):
+        return self.kernel_scalars(hp)
+
+    def trust_ratios(self, x, w_squares, g_squares):
+        """The ratios :math:`r` (float64 array) from squared norms of weights and
+        gradients, with ``x`` what :meth:`prepare` returned."""
         w_norm = np.sqrt(w_squares)
         with np.errstate(divide="ignore", invalid="ignore"):
-            ratio = coefficient * w_norm / (np.sqrt(g_squares) + wd * w_norm + epsilon)
-        if opts.clip:
+            ratio = x["coefficient"] * w_norm / (np.sqrt(g_squares) + x["wd"] * w_norm
+                                                 + x["epsilon"])  # fmt: skip
+        if self.opts.clip:
             ratio = np.minimum(ratio, 1.0)
         return np.where((w_squares > 0) & (g_squares > 0), ratio, 1.0)
 
-    def _step_scalars(self, state, norms_scalars):
-        wd = read_hyperparameter(self.opts, "weight_decay", state)
-        mu = read_hyperparameter(self.opts, "momentum", state)
-        return (*norms_scalars, wd, mu)
-
-    def apply(self, backend, w, g, wstate, state, step, check):
-        norms_scalars = self.cached_kernel_scalars(state, step, wstate.memory)
-        lr = self.lr_value(state)
-        step_scalars = self._step_scalars(state, norms_scalars)
-        arrays = wstate.arrays_for(LARS_STEP_KERNEL)
-        bad, w_squares, g_squares = backend.run(LARS_NORMS_KERNEL, w, g, (), norms_scalars, check)
+    def apply(self, backend, w, g, arrays, x, check):
+        norms = LARS_NORMS_KERNEL.pack(x)
+        bad, w_squares, g_squares = backend.run(LARS_NORMS_KERNEL, w, g, (), norms, check)
         if bad:
             return bad
-        ratio = self.trust_ratios(state, np.array([w_squares]), np.array([g_squares]))[0]
-        backend.run(LARS_STEP_KERNEL, w, g, arrays, (*step_scalars, lr * float(ratio)), False)
+        ratio = self.trust_ratios(x, np.array([w_squares]), np.array([g_squares]))[0]
+        step = LARS_STEP_KERNEL.pack({**x, "lr_ratio": x["lr"] * float(ratio)})
+        backend.run(LARS_STEP_KERNEL, w, g, arrays.arrays_for(LARS_STEP_KERNEL), step, False)
         return 0
 
-    def apply_segments(self, backend, w, g, wstate, offsets, state, step, check):
+    def apply_segments(self, backend, w, g, arrays, offsets, x, check):
         """Every tensor of a packed buffer, with its own trust ratio, in two calls."""
-        norms_scalars = self.cached_kernel_scalars(state, step, wstate.memory)
-        lr = self.lr_value(state)
-        step_scalars = self._step_scalars(state, norms_scalars)
-        arrays = wstate.arrays_for(LARS_STEP_KERNEL)
         segments = len(offsets) - 1
-        table = backends.scalar_table(w, np.broadcast_to(norms_scalars, (segments, 2)))
+        table = backends.scalar_table(w, LARS_NORMS_KERNEL.rows(x, segments))
         bad, sums = backend.run_segments(LARS_NORMS_KERNEL, w, g, (), offsets, table, check)
         if bad:
             return bad
         sums = backends.to_host(sums)
-        rows = np.empty((segments, 5))
-        rows[:, :4] = step_scalars
-        rows[:, 4] = lr * self.trust_ratios(state, sums[:, 0], sums[:, 1])
-        backend.run_segments(
-            LARS_STEP_KERNEL, w, g, arrays, offsets, backends.scalar_table(w, rows), False
-        )
+        ratios = x["lr"] * self.trust_ratios(x, sums[:, 0], sums[:, 1])
+        table = backends.scalar_table(w, LARS_STEP_KERNEL.rows({**x, "lr_ratio": ratios}, segments))
+        state = arrays.arrays_for(LARS_STEP_KERNEL)
+        backend.run_segments(LARS_STEP_KERNEL, w, g, state, offsets, table, False)
         return 0

@@ -19,22 +19,17 @@ array, half of Adam's memory.
 
 from __future__ import annotations
 
-from mxopt.optimizers.base import (
-    AbstractOptimizer,
-    AbstractOptimizerOptions,
-    gradient_scalars,
-    hyperparameter,
-    options,
-    read_hyperparameter,
-)
+from mxopt.core.fields import hyperparameter
 from mxopt.kernels.kernel import Kernel, clip_gradient_element
+from mxopt.optimizers.base import AbstractOptimizer, register
+from mxopt.optimizers.options import AbstractOptimizerOptions, options
 
 __all__ = ["Lion", "LionOptions"]
 
 
-def lion_element(i, w, g, state, s):
-    (mean,) = state
-    rescale, clip, decay, lr, beta1, one_minus_beta1, beta2, one_minus_beta2 = s
+def lion_element(
+    i, w, g, mean, rescale, clip, decay, lr, beta1, one_minus_beta1, beta2, one_minus_beta2
+):
     gi = clip_gradient_element(g[i], rescale, clip)
     mi = mean[i]
     c = beta1 * mi + one_minus_beta1 * gi
@@ -48,14 +43,9 @@ def lion_element(i, w, g, state, s):
     mean[i] = beta2 * mi + one_minus_beta2 * gi
 
 
-LION_SCALARS = (
-    "rescale", "clip", "decay", "lr", "beta1", "one_minus_beta1", "beta2", "one_minus_beta2",
-)  # fmt: skip
-
 LION_KERNEL = Kernel(
     name="lion",
     state=("mean",),
-    scalars=LION_SCALARS,
     cpu=lion_element,
     cuda="""
     const T gi = clip_gradient_element(g[i], rescale, clip);
@@ -84,6 +74,7 @@ class LionOptions(AbstractOptimizerOptions):
     )
 
 
+@register
 class Lion(AbstractOptimizer):
     """Lion (Chen et al. 2023): the sign of an interpolated momentum, decoupled decay.
 
@@ -119,11 +110,11 @@ class Lion(AbstractOptimizer):
     def kernel(self) -> Kernel:
         return LION_KERNEL
 
-    def kernel_scalars(self, state, step, memory):
-        opts = self.opts
-        rescale, clip, _ = gradient_scalars(opts, state)  # the decay never enters g
-        lr = self.lr_value(state)
-        decay = 1.0 - lr * read_hyperparameter(opts, "weight_decay", state)
-        beta1 = read_hyperparameter(opts, "beta1", state)
-        beta2 = read_hyperparameter(opts, "beta2", state)
-        return (rescale, clip, decay, lr, beta1, 1.0 - beta1, beta2, 1.0 - beta2)
+    def kernel_scalars(self, hp):
+        rescale, clip, _ = hp.gradient()  # the decay never enters g
+        lr, beta1, beta2 = hp.lr, hp["beta1"], hp["beta2"]
+        return {
+            "rescale": rescale, "clip": clip, "decay": 1.0 - lr * hp["weight_decay"], "lr": lr,
+            "beta1": beta1, "one_minus_beta1": 1.0 - beta1,
+            "beta2": beta2, "one_minus_beta2": 1.0 - beta2,
+        }  # fmt: skip

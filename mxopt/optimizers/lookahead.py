@@ -21,31 +21,24 @@ import inspect
 
 import attrs
 
-from mxopt.optimizers.base import (
-    WEIGHT_COPY,
-    AbstractOptimizer,
-    hyperparameter,
-    integer,
-    read_hyperparameter,
-)
+from mxopt.core.fields import hyperparameter, integer
 from mxopt.kernels.kernel import Kernel
+from mxopt.optimizers.base import WEIGHT_COPY, AbstractOptimizer, register
+from mxopt.optimizers.options import options
 
 __all__ = ["Lookahead", "LookaheadOptions"]
 
 
-def lookahead_sync_element(i, w, g, state, s):
-    (slow,) = state
-    (alpha,) = s
-    p = slow[i]
+def lookahead_sync_element(i, w, g, lookahead_slow, alpha):
+    p = lookahead_slow[i]
     p = p + alpha * (w[i] - p)
-    slow[i] = p
+    lookahead_slow[i] = p
     w[i] = p
 
 
 LOOKAHEAD_SYNC_KERNEL = Kernel(
     name="lookahead_sync",
     state=("lookahead_slow",),
-    scalars=("alpha",),
     cpu=lookahead_sync_element,
     cuda="""
     T p = lookahead_slow[i];
@@ -65,7 +58,7 @@ def _check_inner(instance, attribute, value):
         raise ValueError("Lookahead: inner must not itself be a Lookahead")
 
 
-@attrs.define(kw_only=True)
+@options
 class LookaheadOptions:
     """Options of :class:`Lookahead`."""
 
@@ -74,6 +67,7 @@ class LookaheadOptions:
     alpha: float = hyperparameter(0.5, ge=0.0, le=1.0, doc="step of the slow weights")
 
 
+@register
 class Lookahead(AbstractOptimizer):
     """Lookahead around any optimizer: every ``k`` updates, pull back towards slow weights.
 
@@ -127,8 +121,11 @@ class Lookahead(AbstractOptimizer):
     def has_memory(self) -> bool:
         return self.inner.has_memory
 
-    def next_memory(self, state, step, memory):
-        return self.inner.next_memory(state, step, memory)
+    def revision(self):
+        return (self.opts._revision, self.inner.revision())
+
+    def next_memory(self, hp):
+        return self.inner.next_memory(hp.inner(self.inner.opts))
 
     def require_state(self):
         return self.inner.require_state()
@@ -139,14 +136,17 @@ class Lookahead(AbstractOptimizer):
     def gradient_rescale(self, state) -> float:
         return self.inner.gradient_rescale(state)
 
-    def cached_kernel_scalars(self, state, step, memory):
-        return self.inner.cached_kernel_scalars(state, step, memory)
-
     def kernel(self) -> Kernel:
         return self.inner.kernel()
 
-    def kernel_scalars(self, state, step, memory):
-        return self.inner.kernel_scalars(state, step, memory)
+    def kernel_scalars(self, hp):
+        return self.inner.kernel_scalars(hp.inner(self.inner.opts))
+
+    def prepare(self, hp):
+        """The inner optimizer's prepared step, and ``alpha`` when this step synchronises
+        (``None`` otherwise)."""
+        sync = hp.step % self.opts.k == 0
+        return self.inner.prepare(hp.inner(self.inner.opts)), hp["alpha"] if sync else None
 
     def state_spec(self, shape) -> dict:
         spec = dict(self.inner.state_spec(shape))
@@ -157,26 +157,21 @@ class Lookahead(AbstractOptimizer):
     def per_tensor(self) -> bool:
         return self.inner.per_tensor
 
-    def apply_segments(self, backend, w, g, wstate, offsets, state, step, check):
-        sync = step % self.opts.k == 0
-        if sync:
-            alpha = read_hyperparameter(self.opts, "alpha", state)
-            slow = wstate.arrays_for(LOOKAHEAD_SYNC_KERNEL)
-        bad = self.inner.apply_segments(backend, w, g, wstate, offsets, state, step, check)
-        if bad:
-            return bad
-        if sync:  # elementwise: one call over the whole buffer
-            backend.run(LOOKAHEAD_SYNC_KERNEL, w, g, slow, (alpha,), False)
-        return 0
+    def apply_segments(self, backend, w, g, arrays, offsets, prepared, check):
+        inner, alpha = prepared
+        bad = self.inner.apply_segments(backend, w, g, arrays, offsets, inner, check)
+        if not bad and alpha is not None:  # elementwise: one call over the whole buffer
+            self._sync(backend, w, g, arrays, alpha)
+        return bad
 
-    def apply(self, backend, w, g, wstate, state, step, check):
-        sync = step % self.opts.k == 0
-        if sync:  # read (and check) alpha before the first kernel runs
-            alpha = read_hyperparameter(self.opts, "alpha", state)
-            slow = wstate.arrays_for(LOOKAHEAD_SYNC_KERNEL)
-        bad = self.inner.apply(backend, w, g, wstate, state, step, check)
-        if bad:
-            return bad
-        if sync:
-            backend.run(LOOKAHEAD_SYNC_KERNEL, w, g, slow, (alpha,), False)
-        return 0
+    def apply(self, backend, w, g, arrays, prepared, check):
+        inner, alpha = prepared
+        bad = self.inner.apply(backend, w, g, arrays, inner, check)
+        if not bad and alpha is not None:
+            self._sync(backend, w, g, arrays, alpha)
+        return bad
+
+    @staticmethod
+    def _sync(backend, w, g, arrays, alpha):
+        slow = arrays.arrays_for(LOOKAHEAD_SYNC_KERNEL)
+        backend.run(LOOKAHEAD_SYNC_KERNEL, w, g, slow, (alpha,), False)

@@ -28,27 +28,25 @@ import numbers
 import attrs
 import numpy as np
 
-from mxopt.optimizers.base import (
-    AbstractMomentumScheduler,
-    AbstractOptimizer,
-    AbstractOptimizerOptions,
-    decay_factor,
-    decoupled_weight_decay_option,
-    gradient_scalars,
-    hyperparameter,
-    options,
-    read_hyperparameter,
-)
-from mxopt.kernels.kernel import Kernel, adam_moments_element, normalize_gradient_element
-from mxopt.schedules.momentum import Fixed, NadamScheduler, Null
+from mxopt.core.fields import hyperparameter
+from mxopt.core.schedule import AbstractMomentumScheduler
 from mxopt.core.state import OptimizationState
+from mxopt.kernels.kernel import Kernel, adam_moments_element, normalize_gradient_element
+from mxopt.optimizers.base import AbstractOptimizer, register
+from mxopt.optimizers.options import (
+    AbstractOptimizerOptions,
+    decoupled_weight_decay_option,
+    options,
+)
+from mxopt.schedules.momentum import Fixed, NadamScheduler, Null
 
 __all__ = ["Nadam", "NadamOptions"]
 
 
-def nadam_element(i, w, g, state, s):
-    mean, var = state
-    rescale, clip, wd, decay, lr_g, lr_m, beta1, one_minus_beta1, beta2, one_minus_beta2, eps = s
+def nadam_element(
+    i, w, g, mean, var, rescale, clip, wd, decay, lr_g, lr_m, beta1, one_minus_beta1, beta2,
+    one_minus_beta2, eps,
+):  # fmt: skip
     gi = normalize_gradient_element(g[i], w[i], rescale, clip, wd)
     wi = w[i] * decay
     m, v = adam_moments_element(mean[i], var[i], gi, beta1, one_minus_beta1, beta2, one_minus_beta2)
@@ -57,15 +55,9 @@ def nadam_element(i, w, g, state, s):
     w[i] = wi - (lr_g * gi + lr_m * m) / (np.sqrt(v) + eps)
 
 
-NADAM_SCALARS = (
-    "rescale", "clip", "wd", "decay", "lr_g", "lr_m", "beta1", "one_minus_beta1",
-    "beta2", "one_minus_beta2", "eps",
-)  # fmt: skip
-
 NADAM_KERNEL = Kernel(
     name="nadam",
     state=("mean", "var"),
-    scalars=NADAM_SCALARS,
     cpu=nadam_element,
     cuda="""
     const T gi = normalize_gradient_element(g[i], w[i], rescale, clip, wd);
@@ -134,6 +126,7 @@ class NadamOptions(AbstractOptimizerOptions):
     )
 
 
+@register
 class Nadam(AbstractOptimizer):
     """Nadam (Dozat 2016) as MXNet.jl: Adam with a scheduled Nesterov momentum.
 
@@ -183,36 +176,35 @@ class Nadam(AbstractOptimizer):
     def kernel(self) -> Kernel:
         return NADAM_KERNEL
 
-    def _momenta(self, state) -> tuple[float, float]:
+    def _momenta(self, hp) -> tuple[float, float]:
         scheduler = self.opts.momentum_scheduler
         if scheduler is None:
-            scheduler = NadamScheduler(mu0=read_hyperparameter(self.opts, "beta1", state))
-        return _momentum_pair(scheduler, state)
+            scheduler = NadamScheduler(mu0=hp["beta1"])
+        return _momentum_pair(scheduler, hp.state)
 
-    def next_memory(self, state, step, memory):
-        mu_t, _ = self._momenta(state)
-        return {"mu_product": memory.get("mu_product", 1.0) * mu_t}
+    def next_memory(self, hp):
+        mu_t, _ = self._momenta(hp)
+        return {"mu_product": hp.memory.get("mu_product", 1.0) * mu_t}
 
-    def kernel_scalars(self, state, step, memory):
-        opts = self.opts
-        rescale, clip, wd = gradient_scalars(opts, state)
-        lr = self.lr_value(state)
-        mu_t, mu_next = self._momenta(state)
-        product = memory.get("mu_product", 1.0) * mu_t
+    def kernel_scalars(self, hp):
+        rescale, clip, wd = hp.gradient()
+        lr = hp.lr
+        mu_t, mu_next = self._momenta(hp)
+        product = hp.memory.get("mu_product", 1.0) * mu_t
         if not product < 1.0:
             raise ValueError(
                 f"Nadam: the running product of the momenta reached {product!r} at "
-                f"curr_iter={state.curr_iter}, so its bias correction 1 - product is 0; "
+                f"curr_iter={hp.state.curr_iter}, so its bias correction 1 - product is 0; "
                 f"use a schedule whose momenta stay below 1"
             )
-        beta1 = read_hyperparameter(opts, "beta1", state)
-        beta2 = read_hyperparameter(opts, "beta2", state)
-        root = math.sqrt(1.0 - beta2**step)
+        beta1, beta2 = hp["beta1"], hp["beta2"]
+        root = math.sqrt(1.0 - beta2**hp.step)
         lr_root = lr * root
-        return (
-            rescale, clip, wd, decay_factor(opts, state, lr),
-            lr_root * (1.0 - mu_t) / (1.0 - product),
-            lr_root * mu_next / (1.0 - product * mu_next),
-            beta1, 1.0 - beta1, beta2, 1.0 - beta2,
-            read_hyperparameter(opts, "epsilon", state) * root,
-        )  # fmt: skip
+        return {
+            "rescale": rescale, "clip": clip, "wd": wd, "decay": hp.decay(lr),
+            "lr_g": lr_root * (1.0 - mu_t) / (1.0 - product),
+            "lr_m": lr_root * mu_next / (1.0 - product * mu_next),
+            "beta1": beta1, "one_minus_beta1": 1.0 - beta1,
+            "beta2": beta2, "one_minus_beta2": 1.0 - beta2,
+            "eps": hp["epsilon"] * root,
+        }  # fmt: skip

@@ -21,27 +21,22 @@ from __future__ import annotations
 
 import numpy as np
 
-from mxopt.optimizers.base import (
-    AbstractOptimizer,
-    AbstractOptimizerOptions,
-    decay_factor,
-    decoupled_weight_decay_option,
-    gradient_scalars,
-    hyperparameter,
-    options,
-    read_hyperparameter,
-)
+from mxopt.core.fields import hyperparameter
 from mxopt.kernels.kernel import Kernel, adam_moments_element, normalize_gradient_element
+from mxopt.optimizers.base import AbstractOptimizer, register
+from mxopt.optimizers.options import (
+    AbstractOptimizerOptions,
+    decoupled_weight_decay_option,
+    options,
+)
 
 __all__ = ["QHAdam", "QHAdamOptions"]
 
 
-def qhadam_element(i, w, g, state, s):
-    mean, var = state
-    (
-        rescale, clip, wd, decay, beta1, one_minus_beta1, beta2, one_minus_beta2,
-        lr_g, lr_m, nu_g, nu_v, eps,
-    ) = s  # fmt: skip
+def qhadam_element(
+    i, w, g, mean, var, rescale, clip, wd, decay, beta1, one_minus_beta1, beta2,
+    one_minus_beta2, lr_g, lr_m, nu_g, nu_v, eps,
+):  # fmt: skip
     gi = normalize_gradient_element(g[i], w[i], rescale, clip, wd)
     wi = w[i] * decay
     m, v = adam_moments_element(mean[i], var[i], gi, beta1, one_minus_beta1, beta2, one_minus_beta2)
@@ -50,15 +45,9 @@ def qhadam_element(i, w, g, state, s):
     w[i] = wi - (lr_g * gi + lr_m * m) / (np.sqrt(nu_g * gi * gi + nu_v * v) + eps)
 
 
-QHADAM_SCALARS = (
-    "rescale", "clip", "wd", "decay", "beta1", "one_minus_beta1", "beta2",
-    "one_minus_beta2", "lr_g", "lr_m", "nu_g", "nu_v", "eps",
-)  # fmt: skip
-
 QHADAM_KERNEL = Kernel(
     name="qhadam",
     state=("mean", "var"),
-    scalars=QHADAM_SCALARS,
     cpu=qhadam_element,
     cuda="""
     const T gi = normalize_gradient_element(g[i], w[i], rescale, clip, wd);
@@ -90,6 +79,7 @@ class QHAdamOptions(AbstractOptimizerOptions):
     decoupled_weight_decay: bool = decoupled_weight_decay_option(False)
 
 
+@register
 class QHAdam(AbstractOptimizer):
     """Quasi-hyperbolic Adam (Ma & Yarats 2019), as fastai's ``QHAdam``.
 
@@ -127,18 +117,14 @@ class QHAdam(AbstractOptimizer):
     def kernel(self) -> Kernel:
         return QHADAM_KERNEL
 
-    def kernel_scalars(self, state, step, memory):
-        opts = self.opts
-        rescale, clip, wd = gradient_scalars(opts, state)
-        lr = self.lr_value(state)
-        beta1 = read_hyperparameter(opts, "beta1", state)
-        beta2 = read_hyperparameter(opts, "beta2", state)
-        nu1 = read_hyperparameter(opts, "nu1", state)
-        nu2 = read_hyperparameter(opts, "nu2", state)
-        return (
-            rescale, clip, wd, decay_factor(opts, state, lr),
-            beta1, 1.0 - beta1, beta2, 1.0 - beta2,
-            lr * (1.0 - nu1), lr * nu1 / (1.0 - beta1**step),
-            1.0 - nu2, nu2 / (1.0 - beta2**step),
-            read_hyperparameter(opts, "epsilon", state),
-        )  # fmt: skip
+    def kernel_scalars(self, hp):
+        rescale, clip, wd = hp.gradient()
+        lr, beta1, beta2, nu1, nu2 = hp.lr, hp["beta1"], hp["beta2"], hp["nu1"], hp["nu2"]
+        return {
+            "rescale": rescale, "clip": clip, "wd": wd, "decay": hp.decay(lr),
+            "beta1": beta1, "one_minus_beta1": 1.0 - beta1,
+            "beta2": beta2, "one_minus_beta2": 1.0 - beta2,
+            "lr_g": lr * (1.0 - nu1), "lr_m": lr * nu1 / (1.0 - beta1**hp.step),
+            "nu_g": 1.0 - nu2, "nu_v": nu2 / (1.0 - beta2**hp.step),
+            "eps": hp["epsilon"],
+        }  # fmt: skip

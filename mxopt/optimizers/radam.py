@@ -36,24 +36,22 @@ import math
 
 import numpy as np
 
-from mxopt.optimizers.base import (
-    AbstractOptimizer,
-    AbstractOptimizerOptions,
-    decay_factor,
-    decoupled_weight_decay_option,
-    gradient_scalars,
-    hyperparameter,
-    options,
-    read_hyperparameter,
-)
+from mxopt.core.fields import hyperparameter
 from mxopt.kernels.kernel import Kernel, adam_moments_element, normalize_gradient_element
+from mxopt.optimizers.base import AbstractOptimizer, register
+from mxopt.optimizers.options import (
+    AbstractOptimizerOptions,
+    decoupled_weight_decay_option,
+    options,
+)
 
 __all__ = ["RAdam", "RAdamOptions"]
 
 
-def radam_element(i, w, g, state, s):
-    mean, var = state
-    rescale, clip, wd, decay, lr_t, beta1, one_minus_beta1, beta2, one_minus_beta2, root, eps = s
+def radam_element(
+    i, w, g, mean, var, rescale, clip, wd, decay, lr_t, beta1, one_minus_beta1, beta2,
+    one_minus_beta2, root, eps,
+):  # fmt: skip
     gi = normalize_gradient_element(g[i], w[i], rescale, clip, wd)
     wi = w[i] * decay
     m, v = adam_moments_element(mean[i], var[i], gi, beta1, one_minus_beta1, beta2, one_minus_beta2)
@@ -62,15 +60,9 @@ def radam_element(i, w, g, state, s):
     w[i] = wi - lr_t * m / (np.sqrt(v) * root + eps)
 
 
-RADAM_SCALARS = (
-    "rescale", "clip", "wd", "decay", "lr_t", "beta1", "one_minus_beta1", "beta2",
-    "one_minus_beta2", "root", "eps",
-)  # fmt: skip
-
 RADAM_KERNEL = Kernel(
     name="radam",
     state=("mean", "var"),
-    scalars=RADAM_SCALARS,
     cpu=radam_element,
     cuda="""
     const T gi = normalize_gradient_element(g[i], w[i], rescale, clip, wd);
@@ -108,6 +100,7 @@ class RAdamOptions(AbstractOptimizerOptions):
     decoupled_weight_decay: bool = decoupled_weight_decay_option(False)
 
 
+@register
 class RAdam(AbstractOptimizer):
     """Rectified Adam (Liu et al. 2019), as torch.optim.RAdam.
 
@@ -155,20 +148,18 @@ class RAdam(AbstractOptimizer):
     def kernel(self) -> Kernel:
         return RADAM_KERNEL
 
-    def kernel_scalars(self, state, step, memory):
-        opts = self.opts
-        rescale, clip, wd = gradient_scalars(opts, state)
-        lr = self.lr_value(state)
-        beta1 = read_hyperparameter(opts, "beta1", state)
-        beta2 = read_hyperparameter(opts, "beta2", state)
+    def kernel_scalars(self, hp):
+        rescale, clip, wd = hp.gradient()
+        lr, beta1, beta2, step = hp.lr, hp["beta1"], hp["beta2"], hp.step
         lr_m = lr / (1.0 - beta1**step)
         rect = rectification(beta2, step)
         if rect is None:
             lr_t, root, eps = lr_m, 0.0, 1.0
         else:
             lr_t = lr_m * rect * math.sqrt(1.0 - beta2**step)
-            root, eps = 1.0, read_hyperparameter(opts, "epsilon", state)
-        return (
-            rescale, clip, wd, decay_factor(opts, state, lr), lr_t,
-            beta1, 1.0 - beta1, beta2, 1.0 - beta2, root, eps,
-        )  # fmt: skip
+            root, eps = 1.0, hp["epsilon"]
+        return {
+            "rescale": rescale, "clip": clip, "wd": wd, "decay": hp.decay(lr), "lr_t": lr_t,
+            "beta1": beta1, "one_minus_beta1": 1.0 - beta1,
+            "beta2": beta2, "one_minus_beta2": 1.0 - beta2, "root": root, "eps": eps,
+        }  # fmt: skip

@@ -23,28 +23,20 @@ from __future__ import annotations
 
 import numpy as np
 
-from mxopt.optimizers.base import (
-    AbstractOptimizer,
-    AbstractOptimizerOptions,
-    flag,
-    gradient_scalars,
-    hyperparameter,
-    options,
-    read_hyperparameter,
-)
+from mxopt.core.fields import flag, hyperparameter
 from mxopt.kernels.kernel import Kernel, normalize_gradient_element
+from mxopt.optimizers.base import AbstractOptimizer, register
+from mxopt.optimizers.options import AbstractOptimizerOptions, options
 
 __all__ = ["RMSProp", "RMSPropOptions"]
 
 # Both epsilon placements share each kernel: the unused one is passed as 0, and
 # sqrt(x + 0) + 0 is exactly sqrt(x).
 
-RMSPROP_SCALARS = ("rescale", "clip", "wd", "lr", "rho", "one_minus_rho", "eps_in", "eps_out")
 
-
-def rmsprop_element(i, w, g, state, s):
-    (square_avg,) = state
-    rescale, clip, wd, lr, rho, one_minus_rho, eps_in, eps_out = s
+def rmsprop_element(
+    i, w, g, square_avg, rescale, clip, wd, lr, rho, one_minus_rho, eps_in, eps_out
+):
     gi = normalize_gradient_element(g[i], w[i], rescale, clip, wd)
     r = rho * square_avg[i] + one_minus_rho * gi * gi
     square_avg[i] = r
@@ -54,7 +46,6 @@ def rmsprop_element(i, w, g, state, s):
 RMSPROP_KERNEL = Kernel(
     name="rmsprop",
     state=("square_avg",),
-    scalars=RMSPROP_SCALARS,
     cpu=rmsprop_element,
     cuda="""
     const T gi = normalize_gradient_element(g[i], w[i], rescale, clip, wd);
@@ -65,9 +56,9 @@ RMSPROP_KERNEL = Kernel(
 )
 
 
-def rmsprop_centered_element(i, w, g, state, s):
-    square_avg, grad_avg = state
-    rescale, clip, wd, lr, rho, one_minus_rho, eps_in, eps_out = s
+def rmsprop_centered_element(
+    i, w, g, square_avg, grad_avg, rescale, clip, wd, lr, rho, one_minus_rho, eps_in, eps_out
+):
     gi = normalize_gradient_element(g[i], w[i], rescale, clip, wd)
     r = rho * square_avg[i] + one_minus_rho * gi * gi
     a = rho * grad_avg[i] + one_minus_rho * gi
@@ -79,7 +70,6 @@ def rmsprop_centered_element(i, w, g, state, s):
 RMSPROP_CENTERED_KERNEL = Kernel(
     name="rmsprop_centered",
     state=("square_avg", "grad_avg"),
-    scalars=RMSPROP_SCALARS,
     cpu=rmsprop_centered_element,
     cuda="""
     const T gi = normalize_gradient_element(g[i], w[i], rescale, clip, wd);
@@ -91,12 +81,10 @@ RMSPROP_CENTERED_KERNEL = Kernel(
 """,
 )
 
-RMSPROP_MOMENTUM_SCALARS = (*RMSPROP_SCALARS, "mu")
 
-
-def rmsprop_momentum_element(i, w, g, state, s):
-    square_avg, velocity = state
-    rescale, clip, wd, lr, rho, one_minus_rho, eps_in, eps_out, mu = s
+def rmsprop_momentum_element(
+    i, w, g, square_avg, velocity, rescale, clip, wd, lr, rho, one_minus_rho, eps_in, eps_out, mu
+):
     gi = normalize_gradient_element(g[i], w[i], rescale, clip, wd)
     r = rho * square_avg[i] + one_minus_rho * gi * gi
     v = mu * velocity[i] - lr * gi / (np.sqrt(r + eps_in) + eps_out)
@@ -108,7 +96,6 @@ def rmsprop_momentum_element(i, w, g, state, s):
 RMSPROP_MOMENTUM_KERNEL = Kernel(
     name="rmsprop_momentum",
     state=("square_avg", "velocity"),
-    scalars=RMSPROP_MOMENTUM_SCALARS,
     cpu=rmsprop_momentum_element,
     cuda="""
     const T gi = normalize_gradient_element(g[i], w[i], rescale, clip, wd);
@@ -121,9 +108,10 @@ RMSPROP_MOMENTUM_KERNEL = Kernel(
 )
 
 
-def rmsprop_centered_momentum_element(i, w, g, state, s):
-    square_avg, grad_avg, velocity = state
-    rescale, clip, wd, lr, rho, one_minus_rho, eps_in, eps_out, mu = s
+def rmsprop_centered_momentum_element(
+    i, w, g, square_avg, grad_avg, velocity, rescale, clip, wd, lr, rho, one_minus_rho, eps_in,
+    eps_out, mu,
+):  # fmt: skip
     gi = normalize_gradient_element(g[i], w[i], rescale, clip, wd)
     r = rho * square_avg[i] + one_minus_rho * gi * gi
     a = rho * grad_avg[i] + one_minus_rho * gi
@@ -137,7 +125,6 @@ def rmsprop_centered_momentum_element(i, w, g, state, s):
 RMSPROP_CENTERED_MOMENTUM_KERNEL = Kernel(
     name="rmsprop_centered_momentum",
     state=("square_avg", "grad_avg", "velocity"),
-    scalars=RMSPROP_MOMENTUM_SCALARS,
     cpu=rmsprop_centered_momentum_element,
     cuda="""
     const T gi = normalize_gradient_element(g[i], w[i], rescale, clip, wd);
@@ -169,6 +156,7 @@ class RMSPropOptions(AbstractOptimizerOptions):
     weight_decay: float = hyperparameter(1e-5, ge=0.0, doc="coupled L2 coefficient lambda")
 
 
+@register
 class RMSProp(AbstractOptimizer):
     """RMSProp (Tieleman & Hinton 2012), optionally centered and with momentum
     (Graves 2013, arXiv:1308.0850).
@@ -222,13 +210,12 @@ class RMSProp(AbstractOptimizer):
             return RMSPROP_CENTERED_MOMENTUM_KERNEL if momentum else RMSPROP_CENTERED_KERNEL
         return RMSPROP_MOMENTUM_KERNEL if momentum else RMSPROP_KERNEL
 
-    def kernel_scalars(self, state, step, memory):
-        opts = self.opts
-        rescale, clip, wd = gradient_scalars(opts, state)
-        rho = read_hyperparameter(opts, "rho", state)
-        epsilon = read_hyperparameter(opts, "epsilon", state)
-        eps_in, eps_out = (epsilon, 0.0) if opts.epsilon_inside_sqrt else (0.0, epsilon)
-        scalars = (rescale, clip, wd, self.lr_value(state), rho, 1.0 - rho, eps_in, eps_out)
-        if opts.momentum > 0:
-            return (*scalars, opts.momentum)
-        return scalars
+    def kernel_scalars(self, hp):
+        rescale, clip, wd = hp.gradient()
+        rho, epsilon = hp["rho"], hp["epsilon"]
+        eps_in, eps_out = (epsilon, 0.0) if self.opts.epsilon_inside_sqrt else (0.0, epsilon)
+        return {
+            "rescale": rescale, "clip": clip, "wd": wd, "lr": hp.lr, "rho": rho,
+            "one_minus_rho": 1.0 - rho, "eps_in": eps_in, "eps_out": eps_out,
+            "mu": self.opts.momentum,
+        }  # fmt: skip

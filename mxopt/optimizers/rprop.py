@@ -24,22 +24,17 @@ call iRprop-.
 
 from __future__ import annotations
 
-from mxopt.optimizers.base import (
-    AbstractOptimizer,
-    AbstractOptimizerOptions,
-    gradient_scalars,
-    hyperparameter,
-    options,
-    read_hyperparameter,
-)
+from mxopt.core.fields import hyperparameter
 from mxopt.kernels.kernel import Kernel, normalize_gradient_element
+from mxopt.optimizers.base import AbstractOptimizer, register
+from mxopt.optimizers.options import AbstractOptimizerOptions, options
 
 __all__ = ["Rprop", "RpropOptions"]
 
 
-def rprop_element(i, w, g, state, s):
-    prev, step_size = state
-    rescale, clip, wd, etaminus, etaplus, step_min, step_max = s
+def rprop_element(
+    i, w, g, prev, step_size, rescale, clip, wd, etaminus, etaplus, step_min, step_max
+):
     gi = normalize_gradient_element(g[i], w[i], rescale, clip, wd)
     product = gi * prev[i]
     step = step_size[i]
@@ -66,7 +61,6 @@ def rprop_element(i, w, g, state, s):
 RPROP_KERNEL = Kernel(
     name="rprop",
     state=("prev", "step_size"),
-    scalars=("rescale", "clip", "wd", "etaminus", "etaplus", "step_min", "step_max"),
     cpu=rprop_element,
     cuda="""
     const T gi = normalize_gradient_element(g[i], w[i], rescale, clip, wd);
@@ -106,6 +100,7 @@ class RpropOptions(AbstractOptimizerOptions):
     weight_decay: float = hyperparameter(0.0, ge=0.0, doc="coupled L2 coefficient lambda")
 
 
+@register
 class Rprop(AbstractOptimizer):
     """Resilient backpropagation: per-element step sizes driven by gradient signs.
 
@@ -175,16 +170,12 @@ class Rprop(AbstractOptimizer):
             return self.opts.lr
         return self.lr_value(self.require_state())
 
-    def kernel_scalars(self, state, step, memory):
-        opts = self.opts
-        rescale, clip, wd = gradient_scalars(opts, state)
-        step_min = read_hyperparameter(opts, "step_min", state)
-        step_max = read_hyperparameter(opts, "step_max", state)
+    def kernel_scalars(self, hp):
+        rescale, clip, wd = hp.gradient()
+        step_min, step_max = hp["step_min"], hp["step_max"]
         # Options may be reassigned one by one, so the pair is checked at each update.
         self._check_step_bounds(step_min, step_max)
-        return (
-            rescale, clip, wd,
-            read_hyperparameter(opts, "etaminus", state),
-            read_hyperparameter(opts, "etaplus", state),
-            step_min, step_max,
-        )  # fmt: skip
+        return {
+            "rescale": rescale, "clip": clip, "wd": wd, "etaminus": hp["etaminus"],
+            "etaplus": hp["etaplus"], "step_min": step_min, "step_max": step_max,
+        }  # fmt: skip

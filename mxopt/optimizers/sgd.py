@@ -20,26 +20,17 @@ The velocity exists exactly when the momentum scheduler is not
 
 from __future__ import annotations
 
-from mxopt.optimizers.base import (
-    AbstractMomentumScheduler,
-    AbstractOptimizer,
-    AbstractOptimizerOptions,
-    flag,
-    gradient_scalars,
-    hyperparameter,
-    momentum_value,
-    optional_instance,
-    options,
-    read_hyperparameter,
-)
+from mxopt.core.fields import flag, hyperparameter, optional_instance
+from mxopt.core.schedule import AbstractMomentumScheduler
 from mxopt.kernels.kernel import Kernel, normalize_gradient_element
+from mxopt.optimizers.base import AbstractOptimizer, momentum_value, register
+from mxopt.optimizers.options import AbstractOptimizerOptions, options
 from mxopt.schedules.momentum import Null, get_momentum_scheduler
 
 __all__ = ["SGD", "SGDOptions"]
 
 
-def sgd_element(i, w, g, state, s):
-    rescale, clip, wd, lr = s
+def sgd_element(i, w, g, rescale, clip, wd, lr):
     gi = normalize_gradient_element(g[i], w[i], rescale, clip, wd)
     w[i] = w[i] - lr * gi
 
@@ -47,7 +38,6 @@ def sgd_element(i, w, g, state, s):
 SGD_KERNEL = Kernel(
     name="sgd",
     state=(),
-    scalars=("rescale", "clip", "wd", "lr"),
     cpu=sgd_element,
     cuda="""
     const T gi = normalize_gradient_element(g[i], w[i], rescale, clip, wd);
@@ -56,9 +46,7 @@ SGD_KERNEL = Kernel(
 )
 
 
-def sgd_momentum_element(i, w, g, state, s):
-    (velocity,) = state
-    rescale, clip, wd, lr, mu, lr_damped = s
+def sgd_momentum_element(i, w, g, velocity, rescale, clip, wd, lr, mu, lr_damped):
     gi = normalize_gradient_element(g[i], w[i], rescale, clip, wd)
     v = mu * velocity[i] - lr_damped * gi
     velocity[i] = v
@@ -68,7 +56,6 @@ def sgd_momentum_element(i, w, g, state, s):
 SGD_MOMENTUM_KERNEL = Kernel(
     name="sgd_momentum",
     state=("velocity",),
-    scalars=("rescale", "clip", "wd", "lr", "mu", "lr_damped"),
     cpu=sgd_momentum_element,
     cuda="""
     const T gi = normalize_gradient_element(g[i], w[i], rescale, clip, wd);
@@ -79,9 +66,7 @@ SGD_MOMENTUM_KERNEL = Kernel(
 )
 
 
-def sgd_nesterov_element(i, w, g, state, s):
-    (velocity,) = state
-    rescale, clip, wd, lr, mu, lr_damped = s
+def sgd_nesterov_element(i, w, g, velocity, rescale, clip, wd, lr, mu, lr_damped):
     gi = normalize_gradient_element(g[i], w[i], rescale, clip, wd)
     v = mu * velocity[i] - lr_damped * gi
     velocity[i] = v
@@ -91,7 +76,6 @@ def sgd_nesterov_element(i, w, g, state, s):
 SGD_NESTEROV_KERNEL = Kernel(
     name="sgd_nesterov",
     state=("velocity",),
-    scalars=("rescale", "clip", "wd", "lr", "mu", "lr_damped"),
     cpu=sgd_nesterov_element,
     cuda="""
     const T gi = normalize_gradient_element(g[i], w[i], rescale, clip, wd);
@@ -118,6 +102,7 @@ class SGDOptions(AbstractOptimizerOptions):
     )
 
 
+@register
 class SGD(AbstractOptimizer):
     """Stochastic gradient descent, with momentum when asked.
 
@@ -177,16 +162,13 @@ class SGD(AbstractOptimizer):
             return SGD_NESTEROV_KERNEL
         return SGD_MOMENTUM_KERNEL
 
-    def kernel_scalars(self, state, step, memory):
-        rescale, clip, wd = gradient_scalars(self.opts, state)
-        lr = self.lr_value(state)
+    def kernel_scalars(self, hp):
+        rescale, clip, wd = hp.gradient()
+        lr = hp.lr
+        scalars = {"rescale": rescale, "clip": clip, "wd": wd, "lr": lr}
         if not self._has_momentum():
-            return (rescale, clip, wd, lr)
+            return scalars
         scheduler = self.opts.momentum_scheduler
-        if scheduler is None:
-            mu = read_hyperparameter(self.opts, "momentum", state)
-        else:
-            mu = momentum_value(scheduler, state)
-        dampening = read_hyperparameter(self.opts, "dampening", state)
-        lr_damped = lr if step == 1 else lr * (1.0 - dampening)
-        return (rescale, clip, wd, lr, mu, lr_damped)
+        scalars["mu"] = hp["momentum"] if scheduler is None else momentum_value(scheduler, hp.state)
+        scalars["lr_damped"] = lr if hp.step == 1 else lr * (1.0 - hp["dampening"])
+        return scalars

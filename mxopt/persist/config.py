@@ -29,8 +29,8 @@ see :mod:`mxopt.persist.files`), and :func:`dumps` / :func:`save` write them::
     base_lr = 0.001
 
 Names outside the built-in table (:func:`mxopt.persist.registry.registered`) can be
-added through the catalogue registries of :mod:`mxopt.persist.registry` (decorators or the entry-point
-groups ``mxopt_optimizers``, ``mxopt_schedules``, ``mxopt_averaging``); the
+added through the catalogue registries of :mod:`mxopt.persist.registry` (decorators or the
+entry-point groups ``mxopt_optimizers``, ``mxopt_schedules``, ``mxopt_averaging``); the
 built-in names always win. Errors name the path inside the config, e.g.
 ``optimizer.lr_scheduler.gamma``, and suggest close matches for unknown names
 and options.

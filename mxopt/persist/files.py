@@ -197,9 +197,7 @@ def read(source) -> tuple[dict, str]:
     raise TypeError(f"expected a config dict, config text or a path, got {type(source).__name__}")
 
 
-
 # -- writing ---------------------------------------------------------------------------
-
 
 
 def dumps(config: dict, format: str = "cfg", *, section: str | None = "optimizer") -> str:

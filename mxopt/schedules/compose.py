@@ -3,13 +3,10 @@
 
 from __future__ import annotations
 
-import attrs
-
-from mxopt.core.fields import hyperparameter
 from mxopt.core.schedule import AbstractLearningRateScheduler
 from mxopt.core.state import OptimizationState
 from mxopt.schedules import fields as _s
-from mxopt.schedules import formulas, shapes
+from mxopt.schedules import shapes
 
 __all__ = ["FromList", "FromGenerator", "FromCallable", "Warmup", "Join", "Product"]
 

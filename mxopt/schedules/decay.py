@@ -9,7 +9,6 @@ scores the loop records instead.
 from __future__ import annotations
 
 import bisect
-import math
 
 import attrs
 
@@ -20,7 +19,20 @@ from mxopt.core.state import OptimizationState
 from mxopt.schedules import fields as _s
 from mxopt.schedules import formulas, shapes
 
-__all__ = ["Step", "MultiStep", "Exponential", "Linear", "Polynomial", "CosineAnnealing", "WarmupCosine", "Decaying", "Compounding", "WarmupLinear", "PiecewiseConstant", "Plateau"]
+__all__ = [
+    "Step",
+    "MultiStep",
+    "Exponential",
+    "Linear",
+    "Polynomial",
+    "CosineAnnealing",
+    "WarmupCosine",
+    "Decaying",
+    "Compounding",
+    "WarmupLinear",
+    "PiecewiseConstant",
+    "Plateau",
+]
 
 
 @_s.learning_rate_schedule

@@ -12,8 +12,6 @@ from __future__ import annotations
 import bisect
 import math
 
-import attrs
-
 from mxopt.core.fields import flag, hyperparameter
 from mxopt.core.schedule import AbstractLearningRateScheduler
 from mxopt.core.state import OptimizationState

@@ -29,6 +29,9 @@ import numpy as np
 
 from mxopt.kernels import backends
 from mxopt.kernels.kernel import DTYPES
+from mxopt.optimizers.base import WEIGHT_COPY, Multipliers
+from mxopt.training.engine import Item
+from mxopt.training.weights import WeightState, create_state
 
 __all__ = ["BufferGroup", "ParameterBuffer"]
 
@@ -161,9 +164,6 @@ class BufferGroup:
     def build(cls, updater, buffer: ParameterBuffer) -> BufferGroup | None:
         """Pack the state of every index of ``buffer`` into flat arrays (copying existing
         state); ``None`` when the optimizer's state cannot be packed."""
-        from mxopt.optimizers.base import WEIGHT_COPY
-        from mxopt.training.updater import create_state
-
         optimizer = updater.optimizer
         existing = [updater.states.get(index) for index in buffer.indices]
         backend = buffer.backend
@@ -232,11 +232,31 @@ class BufferGroup:
         not change and the updater's states are still these (O(1))."""
         return not self.dirty and updater.groups.version == self.groups_version
 
+    def items(self) -> list:
+        """The step's items: one per run, its arrays checked once for the whole buffer."""
+        buffer = self.buffer
+        w, g = backends.flat_arrays("<ParameterBuffer>", buffer.weight, buffer.grad, self.state)
+        offsets, items = buffer.offsets, []
+        for run in self.runs:
+            lo, hi = int(offsets[run.first]), int(offsets[run.last])
+            items.append(Item(
+                "<ParameterBuffer>", w[lo:hi], g[lo:hi], run.state,
+                mult=Multipliers(run.lr_mult, run.wd_mult), offsets=run.offsets,
+                members=self.members[run.first : run.last], pending=self.pending,
+            ))  # fmt: skip
+        return items
+
+    def commit(self, updater) -> None:
+        """After the first applied step: store the states this group created."""
+        if self.pending:
+            for index, member in zip(self.buffer.indices, self.members, strict=True):
+                if id(member) in self.pending:
+                    updater.states[index] = member
+            self.pending = set()
+
 
 def _span(buffer, flat, first, last, step):
     """A WeightState of views over segments ``[first, last)`` of the flat state."""
-    from mxopt.training.updater import WeightState
-
     lo, hi = int(buffer.offsets[first]), int(buffer.offsets[last])
     views = {name: a[lo:hi] for name, a in flat.items()}
     state = WeightState(

@@ -3,104 +3,56 @@
 A checkpoint holds everything a run needs to continue bit for bit as if it had
 never stopped: the optimizer (type and options, as a config dict), its
 OptimizationState (counters and score history), the averaging rule, the
-non-finite policy, ``max_grad_norm``, the loss scaler's state, and for every
-index its step count, per-weight scalars and state arrays.
+non-finite policy, ``max_grad_norm``, the loss scaler's state, the parameter groups,
+and for every index its step count, per-weight scalars and state arrays. The file is
+a checksummed archive written atomically (:mod:`mxopt.persist.archive`).
 
-The file is a NumPy ``.npz`` archive (a zip of ``.npy`` files) read with
-``allow_pickle=False``, so loading it cannot run code. Entry ``header`` is the
-JSON description, ``checksum`` a SHA-256 over the header and every array
-(name, dtype, shape and bytes); ``state<k>.<name>`` are the arrays. Writes go to
-a temporary file in the same folder, are flushed to disk, and replace the
-target with one atomic rename, so a crash during a save leaves the previous
-checkpoint intact.
-
-:func:`load_updater` checks the format and version, the checksum, the optimizer
+:func:`~mxopt.load_updater` checks the format and version, the checksum, the optimizer
 and every state (names, shapes, dtypes) before it builds anything, and raises
-:class:`CheckpointError` with a clear message for a truncated, corrupted,
+:class:`~mxopt.CheckpointError` with a clear message for a truncated, corrupted,
 tampered, newer or mismatched file. States load onto the CPU and move to the
 weights' backend and device (NumPy or CuPy) at their first update.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
-import os
-import tempfile
 
 import attrs
 import numpy as np
 
-from mxopt.kernels import backends
+from mxopt.core.state import OptimizationState
 from mxopt.core.version import __version__
+from mxopt.kernels import backends
+from mxopt.kernels.kernel import DTYPES
+from mxopt.persist.archive import (
+    CheckpointError,
+    decode_index,
+    encode_index,
+    read_archive,
+    write_archive,
+)
 from mxopt.persist.config import ConfigError, from_config, registry_name, to_config
 from mxopt.persist.registry import registered
-from mxopt.core.state import OptimizationState
+from mxopt.training.engine import NONFINITE_POLICIES
+from mxopt.training.groups import ParamGroups
+from mxopt.training.loss_scaling import DynamicLossScaler
+from mxopt.training.weights import WeightState
 
 __all__ = [
     "CheckpointError",
     "FORMAT",
     "FORMAT_VERSION",
-    "load_updater",
+    "load_updater_state_dict",
+    "read_checkpoint",
     "save_updater",
     "updater_state_dict",
-    "load_updater_state_dict",
 ]
 
 FORMAT = "mxopt.updater"
+
+
 FORMAT_VERSION = 1
-
-
-class CheckpointError(ValueError):
-    """A checkpoint that cannot be loaded: truncated, corrupted, newer, or mismatched."""
-
-
-# -- indices ---------------------------------------------------------------------------
-
-
-def _encode_index(index, where="index"):
-    if isinstance(index, bool):
-        return {"bool": index}
-    if isinstance(index, int):
-        return {"int": int(index)}
-    if isinstance(index, str):
-        return {"str": index}
-    if index is None:
-        return {"none": None}
-    if isinstance(index, float) and math.isfinite(index):
-        return {"float": index}
-    if isinstance(index, tuple):
-        return {"tuple": [_encode_index(item, where) for item in index]}
-    raise CheckpointError(
-        f"{where} {index!r} (a {type(index).__name__}) cannot be saved; indices saved in a "
-        f"checkpoint must be ints, strings, finite floats, bools, None or tuples of those"
-    )
-
-
-def _decode_index(encoded):
-    if not isinstance(encoded, dict) or len(encoded) != 1:
-        raise CheckpointError(f"bad index record {encoded!r}")
-    ((kind, value),) = encoded.items()
-    decoders = {
-        "bool": lambda v: v if isinstance(v, bool) else None,
-        "int": lambda v: v if isinstance(v, int) and not isinstance(v, bool) else None,
-        "str": lambda v: v if isinstance(v, str) else None,
-        "none": lambda v: None,
-        "float": lambda v: v if isinstance(v, float) else None,
-        "tuple": lambda v: (
-            tuple(_decode_index(item) for item in v) if isinstance(v, list) else None
-        ),
-    }
-    if kind not in decoders:
-        raise CheckpointError(f"bad index record {encoded!r}")
-    decoded = decoders[kind](value)
-    if decoded is None and kind != "none":
-        raise CheckpointError(f"bad index record {encoded!r}")
-    return decoded
-
-
-# -- state dicts -----------------------------------------------------------------------
 
 
 def _host_copy(array) -> np.ndarray:
@@ -136,7 +88,7 @@ def updater_state_dict(updater) -> dict:
     for index, state in updater.states.items():
         states.append(
             {
-                "index": _encode_index(index),
+                "index": encode_index(index),
                 "step": state.step,
                 "skipped": state.skipped,
                 "memory": dict(state.memory),
@@ -158,7 +110,7 @@ def updater_state_dict(updater) -> dict:
         "nonfinite": updater.nonfinite,
         "max_grad_norm": updater.max_grad_norm,
         "loss_scaler": None if scaler is None else scaler.state_dict(),
-        "groups": updater.groups.to_dict(_encode_index),
+        "groups": updater.groups.to_dict(encode_index),
         "states": states,
     }
 
@@ -184,7 +136,7 @@ def _check_header(d: dict) -> None:
         raise CheckpointError(f"checkpoint is missing {missing}")
 
 
-def _build_optimizer(d: dict, optimizer):
+def build_optimizer(d: dict, optimizer):
     saved_type = d["optimizer_type"]
     if saved_type not in registered()["optimizers"]:
         raise CheckpointError(
@@ -222,8 +174,6 @@ def _build_optimization_state(saved):
 
 
 def _build_states(saved_states, optimizer, averaging) -> dict:
-    from mxopt.kernels.kernel import DTYPES
-    from mxopt.training.updater import WeightState
 
     if not isinstance(saved_states, list):
         raise CheckpointError("bad 'states' record: not a list")
@@ -231,7 +181,7 @@ def _build_states(saved_states, optimizer, averaging) -> dict:
     for position, saved in enumerate(saved_states):
         where = f"state {position}"
         try:
-            index = _decode_index(saved["index"])
+            index = decode_index(saved["index"])
             where = f"index {index!r}"
             step, skipped, memory = saved["step"], saved["skipped"], saved["memory"]
             shape, dtype_name, arrays = tuple(saved["shape"]), saved["dtype"], saved["arrays"]
@@ -299,8 +249,6 @@ def _check_against_weights(states: dict, weights) -> None:
 
 def load_updater_state_dict(updater, d: dict, weights=None, optimizer=None) -> None:
     """Restore ``d`` (from :func:`updater_state_dict`) into ``updater``, all or nothing."""
-    from mxopt.training.loss_scaling import DynamicLossScaler
-    from mxopt.training.updater import NONFINITE_POLICIES
 
     _check_header(d)
     if optimizer is None and d["optimizer_type"] != registry_name(updater.optimizer):
@@ -310,7 +258,7 @@ def load_updater_state_dict(updater, d: dict, weights=None, optimizer=None) -> N
         )
     if optimizer is None and d["optimizer"] is None:
         optimizer = updater.optimizer  # options not writable: keep the live ones
-    new_optimizer = _build_optimizer(d, optimizer)
+    new_optimizer = build_optimizer(d, optimizer)
     new_state = _build_optimization_state(d["optimization_state"])
     try:
         averaging = (
@@ -337,10 +285,9 @@ def load_updater_state_dict(updater, d: dict, weights=None, optimizer=None) -> N
         raise CheckpointError(f"bad loss scaler in checkpoint: {error}") from None
     if new_optimizer.state is None:
         new_optimizer.state = new_state  # some initial values read the state (Rprop's lr)
-    from mxopt.training.groups import ParamGroups
 
     try:
-        groups = ParamGroups.from_dict(d["groups"], _decode_index)
+        groups = ParamGroups.from_dict(d["groups"], decode_index)
     except (KeyError, TypeError, ValueError) as error:
         raise CheckpointError(f"bad parameter groups in checkpoint: {error}") from None
     states = _build_states(d["states"], new_optimizer, averaging)
@@ -363,20 +310,6 @@ def load_updater_state_dict(updater, d: dict, weights=None, optimizer=None) -> N
     updater._groups = {}  # packed buffers re-pack the restored state on their next step
 
 
-# -- files -----------------------------------------------------------------------------
-
-
-def _checksum(header: bytes, arrays: dict) -> str:
-    digest = hashlib.sha256(header)
-    for key in sorted(arrays):
-        array = np.ascontiguousarray(arrays[key])
-        digest.update(key.encode())
-        digest.update(array.dtype.str.encode())
-        digest.update(repr(array.shape).encode())
-        digest.update(array.tobytes())
-    return digest.hexdigest()
-
-
 def save_updater(updater, path) -> None:
     """Write ``updater``'s checkpoint to ``path`` (atomic: temporary file, fsync, rename)."""
     state_dict = updater_state_dict(updater)
@@ -388,68 +321,12 @@ def save_updater(updater, path) -> None:
             arrays[key] = array
             keys[name] = key
         saved["arrays"] = keys
-    header = json.dumps(state_dict, sort_keys=True, allow_nan=False).encode()
-    entries = {
-        "header": np.frombuffer(header, dtype=np.uint8),
-        "checksum": np.frombuffer(_checksum(header, arrays).encode(), dtype=np.uint8),
-        **arrays,
-    }
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    handle, temporary = tempfile.mkstemp(
-        dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".tmp"
-    )
-    try:
-        with os.fdopen(handle, "wb") as f:
-            np.savez(f, **entries)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        with _suppress_os_error():
-            os.unlink(temporary)
-        raise
-    with _suppress_os_error():  # make the rename itself durable
-        directory = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(directory)
-        finally:
-            os.close(directory)
-
-
-class _suppress_os_error:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, kind, value, traceback):
-        return kind is not None and issubclass(kind, OSError)
+    write_archive(path, state_dict, arrays)
 
 
 def read_checkpoint(path) -> dict:
     """The state dict stored at ``path``, verified (format, checksum), with NumPy arrays."""
-    try:
-        with np.load(os.fspath(path), allow_pickle=False) as archive:
-            names = set(archive.files)
-            if not {"header", "checksum"} <= names:
-                raise CheckpointError(f"{path}: not an mxopt checkpoint (no header)")
-            header = archive["header"].tobytes()
-            checksum = archive["checksum"].tobytes().decode("ascii", errors="replace")
-            arrays = {name: archive[name] for name in names - {"header", "checksum"}}
-    except CheckpointError:
-        raise
-    except FileNotFoundError:
-        raise
-    except Exception as error:  # BadZipFile, EOFError, ValueError, ...: all mean unreadable
-        raise CheckpointError(
-            f"{path}: the checkpoint is truncated or corrupted and cannot be read "
-            f"({type(error).__name__}: {error})"
-        ) from None
-    if _checksum(header, arrays) != checksum:
-        raise CheckpointError(f"{path}: checksum mismatch; the checkpoint is corrupted")
-    try:
-        d = json.loads(header)
-    except ValueError as error:
-        raise CheckpointError(f"{path}: unreadable header ({error})") from None
+    d, arrays = read_archive(path)
     _check_header(d)
     for position, saved in enumerate(d["states"] if isinstance(d["states"], list) else []):
         keys = saved.get("arrays") if isinstance(saved, dict) else None
@@ -457,23 +334,3 @@ def read_checkpoint(path) -> dict:
             raise CheckpointError(f"{path}: state {position} refers to missing arrays")
         saved["arrays"] = {name: arrays[key] for name, key in keys.items()}
     return d
-
-
-def load_updater(path, *, optimizer=None, weights=None):
-    """The :class:`~mxopt.Updater` saved at ``path``, with its optimizer and state restored.
-
-    Args:
-        path: a file written by ``updater.save(path)``.
-        optimizer: use this optimizer (of the saved type) instead of building one
-            from the saved config; needed when the saved one had options that
-            cannot be written as a config (e.g. a schedule from a callable).
-        weights: optional ``{index: weight}``; every saved state must match its
-            weight's shape and dtype.
-    """
-    from mxopt.training.updater import Updater
-
-    d = read_checkpoint(path)
-    built = _build_optimizer(d, optimizer)
-    updater = Updater(built)
-    load_updater_state_dict(updater, d, weights=weights, optimizer=built)
-    return updater

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import attrs
 
-from mxopt.optimizers.base import hyperparameter, integer
+from mxopt.core.fields import hyperparameter, integer
 
 __all__ = ["DynamicLossScaler"]
 

@@ -1,0 +1,327 @@
+"""The step engine: the one path every update takes.
+
+A *step* is a list of :class:`Item` s: single weights (``updater(index, grad, weight)``,
+``update_many``) or runs of a packed buffer (``update_buffer``). :func:`run_step` takes
+it through the same phases whatever its origin:
+
+1. **check** (when the items are made, :func:`make_item`): every array against the
+   weight's state; state found, or created but not yet stored;
+2. **decide**: the step's gradient statistics (computed here, or handed in by the caller,
+   e.g. global ones from a distributed step) against the non-finite policy, the loss
+   scaler and ``max_grad_norm``: skip, raise, or go on with a gradient multiplier;
+3. **prepare**: for every item its update count, per-weight scalars, host scalars
+   (computed once per step and shared by the items that have the same step count and
+   multipliers), averaging rate, and the presence of every state array the optimizer's
+   current options need;
+4. **apply**: kernels only; nothing is written before this phase;
+5. **commit**: step counts, per-weight scalars, new states, the loss scaler's record.
+
+Everything that can fail happens in phases 1 to 3, so a step is applied completely or
+not at all. When a step has a single item and needs no statistics beyond the
+non-finite check, that check is fused into the item's first kernel (which returns
+before writing anything when it finds a NaN or an infinity).
+
+The updater's per-weight *plan* (:class:`Plan`) is the same step for one weight with
+the results of phases 2 and 3 that do not change from call to call kept ready: it is a
+cache of this path, not a second copy of it.
+"""
+
+from __future__ import annotations
+
+import math
+
+from mxopt.kernels import backend_module, backends
+from mxopt.kernels.statistics import GRAD_SQUARES_KERNEL
+from mxopt.optimizers.averaging import AVERAGE_KERNEL
+from mxopt.optimizers.base import NO_MULTIPLIERS, Hyper, Multipliers
+
+__all__ = [
+    "NONFINITE_POLICIES",
+    "Item",
+    "Plan",
+    "StepStatistics",
+    "check_policy",
+    "host_scalars",
+    "make_item",
+    "nonfinite_error",
+    "run_step",
+]
+
+#: What an update does with a gradient that holds NaN or infinite values.
+#: ``"raise"`` (the default): raise FloatingPointError, nothing modified.
+#: ``"skip"``: leave weight, state and step count untouched and count the skip.
+#: ``"apply"``: do not check (fastest; NaN and inf flow into the weights).
+NONFINITE_POLICIES = ("raise", "skip", "apply")
+
+
+def check_policy(nonfinite) -> None:
+    """A clear error unless ``nonfinite`` is one of :data:`NONFINITE_POLICIES`."""
+    if nonfinite not in NONFINITE_POLICIES:
+        raise ValueError(
+            f"nonfinite must be one of {', '.join(map(repr, NONFINITE_POLICIES))}, "
+            f"got {nonfinite!r}"
+        )
+
+
+class StepStatistics:
+    """What a step's decisions read from its gradients.
+
+    Attributes:
+        sum_squares: the sum of the squares of the finite gradient values (float64).
+        nonfinite: how many gradient values are NaN or infinite.
+        culprits: the indices whose gradients hold those values (where known).
+    """
+
+    __slots__ = ("culprits", "nonfinite", "sum_squares")
+
+    def __init__(self, sum_squares: float = 0.0, nonfinite: int = 0, culprits=()):
+        self.sum_squares = float(sum_squares)
+        self.nonfinite = int(nonfinite)
+        self.culprits = list(culprits)
+
+    @property
+    def norm(self) -> float:
+        """The global L2 norm, or ``inf`` when any value is not finite."""
+        return math.inf if self.nonfinite else math.sqrt(self.sum_squares)
+
+
+class Item:
+    """One unit of a step: a weight, or a run of a packed buffer's weights.
+
+    Made by :func:`make_item` (a weight; ``new`` when its state is not stored yet) or by
+    a buffer group (a run): then ``offsets`` are the boundaries of the run's weights
+    within ``w``, ``members`` their states and ``pending`` the ids of those not stored
+    yet. The engine fills ``step``, ``memory``, ``prepared`` and ``rate`` in its prepare
+    phase.
+    """
+
+    __slots__ = ("g", "index", "members", "memory", "mult", "new", "offsets", "pending",
+                 "prepared", "rate", "state", "step", "w")  # fmt: skip
+
+    def __init__(self, index, w, g, state, *, new=False, mult=NO_MULTIPLIERS, offsets=None,
+                 members=None, pending=frozenset()):  # fmt: skip
+        self.index = index
+        self.w = w
+        self.g = g
+        self.state = state
+        self.new = new
+        self.mult = mult
+        self.offsets = offsets
+        self.members = members
+        self.pending = pending
+
+    def indices(self) -> list:
+        """The indices this item updates."""
+        return [self.index] if self.members is None else [m.index for m in self.members]
+
+
+def make_item(index, grad, weight, state, *, new=False, mult=NO_MULTIPLIERS) -> Item:
+    """The item of one weight: its arrays checked against its state and flattened."""
+    if state.portable:
+        state.place_like(index, weight)
+    w, g = backends.flat_arrays(index, weight, grad, state)
+    return Item(index, w, g, state, new=new, mult=mult)
+
+
+def nonfinite_error(bad: int, size: int, indices) -> FloatingPointError:
+    """The error of ``nonfinite="raise"``, naming (up to five of) the culprits."""
+    where = ", ".join(repr(i) for i in indices[:5]) + (", ..." if len(indices) > 5 else "")
+    label = "index" if len(indices) == 1 else "indices"
+    return FloatingPointError(
+        f"{label} {where}: grad holds {bad} NaN or infinite value(s) out of {size}; "
+        f"the update was not applied (nonfinite='raise'; use nonfinite='skip' to skip such "
+        f"steps)"
+    )
+
+
+# -- phase 2: statistics and decisions -------------------------------------------------------
+
+
+def local_statistics(items) -> StepStatistics:
+    """The statistics of the items' gradients: one read of each, float64 sums in the
+    items' order (and their members' order within a run)."""
+    stats = StepStatistics()
+    for item in items:
+        backend = backend_module(item.state.backend)
+        if item.offsets is None:
+            _, sum_squares, bad = backend.run(GRAD_SQUARES_KERNEL, item.g, item.g, (), (), False)
+            stats.sum_squares += sum_squares
+            if bad:
+                stats.nonfinite += int(bad)
+                stats.culprits.append(item.index)
+            continue
+        empty = backends.scalar_table(item.w, GRAD_SQUARES_KERNEL.rows({}, len(item.offsets) - 1))
+        _, sums = backend.run_segments(GRAD_SQUARES_KERNEL, item.g, item.g, (), item.offsets,
+                                       empty, False)  # fmt: skip
+        for member, (sum_squares, bad) in zip(item.members, backends.to_host(sums), strict=True):
+            stats.sum_squares += float(sum_squares)
+            if bad:
+                stats.nonfinite += int(bad)
+                stats.culprits.append(member.index)
+    return stats
+
+
+def _refuse(policy, items, stats: StepStatistics) -> bool:
+    """Skip (counting the skip) or raise for a step whose gradients are not finite."""
+    if policy.loss_scaler is not None or policy.nonfinite == "skip":
+        for item in items:
+            if item.members is None:
+                if not item.new:
+                    item.state.skipped += 1
+                continue
+            for member in item.members:
+                if id(member) not in item.pending:
+                    member.skipped += 1
+        if policy.loss_scaler is not None:
+            policy.loss_scaler.record(overflow=True)
+        return False
+    size = sum(item.g.size for item in items)
+    culprits = stats.culprits or [index for item in items for index in item.indices()]
+    raise nonfinite_error(stats.nonfinite, size, culprits)
+
+
+def gradient_multiplier(policy, optimizer, opt_state, stats, multiplier: float) -> float:
+    """The factor every gradient of the step is multiplied by: ``multiplier`` (given by
+    the caller), divided by the loss scale, times the global-norm clipping factor."""
+    if policy.loss_scaler is not None:
+        multiplier = multiplier / policy.loss_scaler.scale
+    if policy.max_grad_norm and not stats.nonfinite:
+        rescale = abs(optimizer.gradient_rescale(opt_state))
+        norm = (stats.sum_squares**0.5) * rescale * multiplier
+        if norm > policy.max_grad_norm:
+            multiplier *= policy.max_grad_norm / (norm + 1e-6)
+    return multiplier
+
+
+# -- phase 3: host scalars ---------------------------------------------------------------------
+
+
+def host_scalars(optimizer, opt_state, step: int, memory, mult: Multipliers):
+    """``optimizer.prepare`` for one weight's step, computed once for every weight that
+    shares the state, the options, the update count and the multipliers (usually all
+    the weights of a mini-batch); optimizers with per-weight scalars are not shared."""
+    if memory:
+        return optimizer.prepare(Hyper(optimizer.opts, opt_state, step, memory, mult))
+    opts, revision = optimizer.opts, optimizer.revision()
+    cached = optimizer.__dict__.get("_scalars_cache")
+    if (
+        cached is not None
+        and cached[0] is opt_state
+        and cached[1] == opt_state._revision
+        and cached[2] is opts
+        and cached[3] == revision
+        and cached[4] == step
+        and cached[5] == mult
+    ):
+        return cached[6]
+    prepared = optimizer.prepare(Hyper(opts, opt_state, step, memory, mult))
+    optimizer._scalars_cache = (opt_state, opt_state._revision, opts, revision, step, mult,
+                                prepared)  # fmt: skip
+    return prepared
+
+
+def require_state_arrays(optimizer, state) -> None:
+    """A clear error, before anything is written, when ``state`` lacks an array the
+    optimizer's current options need (an option changed after the state was made).
+    Checked once per options revision."""
+    revision = (optimizer.opts, optimizer.revision())
+    if state.checked == revision:
+        return
+    missing = [name for name in optimizer.state_spec(state.shape) if name not in state.flat]
+    if missing:
+        raise ValueError(
+            f"{state.describe()}: the optimizer's options now call for the "
+            f"{optimizer.kernel().name!r} kernel, which needs state arrays {missing} that "
+            f"this index's state (made for {tuple(state.flat)}) does not have; create new "
+            f"state (a new updater) after changing such options"
+        )
+    state.checked = revision
+
+
+def _prepare(policy, optimizer, opt_state, items, multiplier: float) -> None:
+    averaging = policy.averaging
+    for item in items:
+        state = item.state
+        require_state_arrays(optimizer, state)
+        step = state.step + 1
+        mult = item.mult if multiplier == 1.0 else item.mult._replace(grad=multiplier)
+        memory = state.memory
+        if optimizer.has_memory:
+            item.memory = optimizer.next_memory(
+                Hyper(optimizer.opts, opt_state, step, memory, mult)
+            )
+        item.prepared = host_scalars(optimizer, opt_state, step, memory, mult)
+        item.step = step
+        if averaging is not None:
+            state.arrays_for(AVERAGE_KERNEL)
+            item.rate = averaging.rate(step)
+
+
+# -- the step ----------------------------------------------------------------------------------
+
+
+def run_step(policy, items, *, statistics: StepStatistics | None = None,
+             multiplier: float = 1.0) -> bool:  # fmt: skip
+    """Apply one step to ``items``, all of them or none; returns whether it was applied.
+
+    ``policy`` is what decides (an :class:`~mxopt.Updater`, or any object with its
+    ``optimizer``, ``averaging``, ``nonfinite``, ``loss_scaler`` and ``max_grad_norm``).
+    ``statistics``: the step's gradient statistics when the caller has them (global
+    ones in a distributed step); computed from the items otherwise, when the policy
+    needs them. ``multiplier``: a factor on every gradient, given by the caller.
+    """
+    optimizer = policy.optimizer
+    opt_state = optimizer.require_state()
+    check = policy.nonfinite != "apply" or policy.loss_scaler is not None
+    needs_statistics = policy.loss_scaler is not None or policy.max_grad_norm is not None
+    fused_check = False
+    if statistics is None and (needs_statistics or (check and len(items) != 1)):
+        statistics = local_statistics(items)
+    if statistics is not None:
+        if statistics.nonfinite and check:
+            return _refuse(policy, items, statistics)
+        multiplier = gradient_multiplier(policy, optimizer, opt_state, statistics, multiplier)
+    else:
+        fused_check = check  # one item: its first kernel checks before it writes
+    _prepare(policy, optimizer, opt_state, items, multiplier)
+
+    for item in items:  # phase 4: kernels only
+        backend = backend_module(item.state.backend)
+        if item.offsets is not None and optimizer.per_tensor:
+            bad = optimizer.apply_segments(backend, item.w, item.g, item.state, item.offsets,
+                                           item.prepared, fused_check)  # fmt: skip
+        else:
+            bad = optimizer.apply(backend, item.w, item.g, item.state, item.prepared, fused_check)
+        if bad:  # only from a fused check, before anything was written
+            stats = local_statistics(items) if item.offsets is not None else None
+            return _refuse(policy, items, stats or StepStatistics(0.0, bad, [item.index]))
+        if policy.averaging is not None:
+            average = item.state.arrays_for(AVERAGE_KERNEL)
+            backend.run(AVERAGE_KERNEL, item.w, item.g, average, (item.rate,), False)
+
+    for item in items:  # phase 5
+        state = item.state
+        if optimizer.has_memory:
+            state.memory = item.memory
+        state.step = item.step
+        state.portable = False
+    if policy.loss_scaler is not None:
+        policy.loss_scaler.record(overflow=False)
+    return True
+
+
+class Plan:
+    """A weight's step kept ready: the updater runs it directly while its ``stamp`` holds.
+
+    Made for single-kernel optimizers without per-weight scalars, on updaters with no
+    averaging, loss scaler or ``max_grad_norm``: then a step of one weight is exactly
+    checking its arrays, the cached host scalars, one kernel call and the commit.
+    """
+
+    __slots__ = ("arrays", "mult", "runner", "stamp")
+
+    def __init__(self, stamp, arrays, runner, mult):
+        self.stamp = stamp
+        self.arrays = arrays
+        self.runner = runner
+        self.mult = mult
