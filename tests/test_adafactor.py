@@ -16,7 +16,6 @@ import mxopt
 from mxopt.kernels import cpu as _cpu
 from mxopt.kernels import factored
 from mxopt.kernels.kernel import CUDA_PREAMBLE, DTYPES
-from mxopt.optimizers.base import Hyper
 from tests import cuda_tools
 from tests.cases import TOLERANCE, VARIANTS, Case, trajectory
 
@@ -375,7 +374,7 @@ def test_gpu_updates_run_on_the_cpu_match_the_cpu_updates_bit_for_bit(
             state.begin_batch()
             grad = (rng.normal(size=shape) * 3).astype(dtype) * (step != 3)
             grad.reshape(-1)[:7] = 0
-            prepared = optimizer.prepare(Hyper(optimizer.opts, state, step))
+            prepared = optimizer.prepare(optimizer.values(state), step, {})
             bad = optimizer.apply(backend, weight.reshape(-1), grad.reshape(-1), wstate, prepared,
                                   True)  # fmt: skip
             assert bad == 0
@@ -399,7 +398,7 @@ def test_gpu_path_reports_non_finite_gradients_and_writes_nothing(cuda_on_cpu, m
     wstate = mxopt.create_state(optimizer, 0, weight)
     grad = np.ones((3, 4), np.float32)
     grad[1, 2] = np.nan
-    prepared = optimizer.prepare(Hyper(optimizer.opts, state, 1))
+    prepared = optimizer.prepare(optimizer.values(state), 1, {})
     assert optimizer.apply(fake, weight.reshape(-1), grad.reshape(-1), wstate, prepared, True) == 1
     assert fake.launches == []
     assert np.all(weight == 1) and all(np.all(a == 0) for a in wstate.arrays.values())

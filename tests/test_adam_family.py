@@ -10,7 +10,6 @@ import pytest
 import mxopt
 from mxopt import Momentum, OptimizationState
 from mxopt.kernels import cpu as _cpu
-from mxopt.optimizers.base import Hyper
 from mxopt.optimizers.radam import RADAM_KERNEL, rectification
 from tests import cuda_tools
 from tests.cases import oracle_inputs
@@ -46,7 +45,7 @@ def test_Nadam_default_schedule_follows_beta1_at_update_time():
     optimizer.opts.beta1 = 0.5
     assert optimizer.opts.momentum_scheduler is None
     expected = Momentum.NadamScheduler(mu0=0.5).value(_state())
-    assert optimizer.next_memory(Hyper(optimizer.opts, _state(), 1)) == {"mu_product": expected[0]}
+    assert optimizer.next_memory(optimizer.values(_state()), 1, {}) == {"mu_product": expected[0]}
 
 
 def test_Nadam_schedule_reads_the_global_iteration():
@@ -93,7 +92,7 @@ def test_Nadam_momentum_product_of_one_is_a_clear_error_and_changes_nothing():
 def test_RAdam_switches_to_the_adaptive_step_at_step_6_with_default_betas():
     optimizer = mxopt.RAdam(state=_state())
     roots = [
-        optimizer.kernel_scalars(Hyper(optimizer.opts, _state(k), k))["root"] for k in range(1, 10)
+        optimizer.kernel_scalars(optimizer.values(_state(k)), k, {})["root"] for k in range(1, 10)
     ]
     assert roots == [0.0] * 5 + [1.0] * 4
     assert all(rectification(2 / 3, k) is None for k in range(1, 1000))

@@ -38,6 +38,7 @@ blocks in order, so the result does not depend on the number of threads.
 from __future__ import annotations
 
 import inspect
+import operator
 from collections.abc import Callable, Mapping
 
 import attrs
@@ -103,9 +104,21 @@ class Kernel:
     reduces: bool = False
     scalars: tuple[str, ...] = attrs.field(init=False)
 
+    _gather: Callable = attrs.field(init=False, repr=False)
+
     @scalars.default
     def _read_scalars(self):
         return _scalars_from_signature(self)
+
+    @_gather.default
+    def _make_gather(self):
+        # the scalars in order from a mapping, in C (pack runs once per step)
+        if not self.scalars:
+            return lambda values: ()
+        getter = operator.itemgetter(*self.scalars)
+        if len(self.scalars) == 1:
+            return lambda values: (getter(values),)
+        return getter
 
     def __attrs_post_init__(self):
         clash = set(self.state) & (set(self.scalars) | {"i", "w", "g", "n"})
@@ -125,7 +138,7 @@ class Kernel:
     def pack(self, values: Mapping) -> tuple:
         """The scalars in the element's order, from a mapping of (at least) their names."""
         try:
-            return tuple([values[name] for name in self.scalars])
+            return self._gather(values)
         except KeyError as error:
             raise KeyError(
                 f"kernel {self.name} needs the scalar {error.args[0]!r}; got "

@@ -102,8 +102,8 @@ class AdaDelta(AbstractOptimizer):
     def kernel(self) -> Kernel:
         return ADADELTA_KERNEL
 
-    def kernel_scalars(self, hp):
-        rescale, clip, wd = hp.gradient()
-        rho = hp["rho"]
-        return {"rescale": rescale, "clip": clip, "wd": wd, "lr": hp.lr, "rho": rho,
-                "one_minus_rho": 1.0 - rho, "eps": hp["epsilon"]}  # fmt: skip
+    def kernel_scalars(self, v, step, memory):
+        return {
+            "rescale": v.rescale, "clip": v.grad_clip, "wd": v.l2, "lr": v.lr, "rho": v.rho,
+            "one_minus_rho": 1.0 - v.rho, "eps": v.epsilon,
+        }  # fmt: skip

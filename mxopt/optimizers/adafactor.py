@@ -192,19 +192,17 @@ class Adafactor(AbstractOptimizer):
             }
         return {"variance": 0.0}
 
-    def kernel_scalars(self, hp):
+    def kernel_scalars(self, v, step, memory):
         """Every host scalar of the step that does not depend on the weight's size or dtype
         (``eps1`` is 0 when the dtype's machine epsilon is meant)."""
-        rescale, clip, wd = hp.gradient()
-        lr = hp.lr
         return {
-            "rescale": rescale, "clip": clip, "wd": wd,
-            "w8": float(hp.step) ** hp["beta2_decay"], "eps1": hp["eps1"], "eps2": hp["eps2"],
-            "d": hp["d"], "rho": min(lr, 1.0 / math.sqrt(hp.step)), "decay": hp.decay(lr),
+            "rescale": v.rescale, "clip": v.grad_clip, "wd": v.l2,
+            "w8": float(step) ** v.beta2_decay, "eps1": v.eps1, "eps2": v.eps2, "d": v.d,
+            "rho": min(v.lr, 1.0 / math.sqrt(step)), "decay": v.decay_factor,
         }  # fmt: skip
 
-    def prepare(self, hp):
-        return self.kernel_scalars(hp)
+    def prepare(self, v, step, memory):
+        return self.kernel_scalars(v, step, memory)
 
     @staticmethod
     def sized_scalars(x: dict, n: int, dtype) -> dict:

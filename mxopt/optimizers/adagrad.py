@@ -115,10 +115,10 @@ class AdaGrad(AbstractOptimizer):
     def initial_state_value(self, name: str) -> float:
         return self.opts.initial_accumulator_value
 
-    def kernel_scalars(self, hp):
-        rescale, clip, wd = hp.gradient()
-        lr = hp.lr / (1.0 + (hp.step - 1) * hp["lr_decay"])
-        epsilon = hp["epsilon"]
-        eps_in, eps_out = (epsilon, 0.0) if self.opts.epsilon_inside_sqrt else (0.0, epsilon)
-        return {"rescale": rescale, "clip": clip, "wd": wd, "lr": lr,
-                "eps_in": eps_in, "eps_out": eps_out}  # fmt: skip
+    def kernel_scalars(self, v, step, memory):
+        inside = self.opts.epsilon_inside_sqrt
+        return {
+            "rescale": v.rescale, "clip": v.grad_clip, "wd": v.l2,
+            "lr": v.lr / (1.0 + (step - 1) * v.lr_decay),
+            "eps_in": v.epsilon if inside else 0.0, "eps_out": 0.0 if inside else v.epsilon,
+        }  # fmt: skip

@@ -158,15 +158,12 @@ class ADAM(AbstractOptimizer):
     def kernel(self) -> Kernel:
         return ADAM_AMSGRAD_KERNEL if self.opts.amsgrad else ADAM_KERNEL
 
-    def kernel_scalars(self, hp):
-        rescale, clip, wd = hp.gradient()
-        lr, beta1, beta2, step = hp.lr, hp["beta1"], hp["beta2"], hp.step
-        correction2 = math.sqrt(1.0 - beta2**step)
-        epsilon = hp["epsilon"]
+    def kernel_scalars(self, v, step, memory):
+        correction2 = math.sqrt(1.0 - v.beta2**step)
         return {
-            "rescale": rescale, "clip": clip, "wd": wd, "decay": hp.decay(lr),
-            "lr_t": lr * correction2 / (1.0 - beta1**step),
-            "beta1": beta1, "one_minus_beta1": 1.0 - beta1,
-            "beta2": beta2, "one_minus_beta2": 1.0 - beta2,
-            "eps": epsilon if self.opts.epsilon_hat else epsilon * correction2,
+            "rescale": v.rescale, "clip": v.grad_clip, "wd": v.l2, "decay": v.decay_factor,
+            "lr_t": v.lr * correction2 / (1.0 - v.beta1**step),
+            "beta1": v.beta1, "one_minus_beta1": 1.0 - v.beta1,
+            "beta2": v.beta2, "one_minus_beta2": 1.0 - v.beta2,
+            "eps": v.epsilon if self.opts.epsilon_hat else v.epsilon * correction2,
         }  # fmt: skip

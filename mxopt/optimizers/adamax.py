@@ -115,12 +115,11 @@ class AdaMax(AbstractOptimizer):
     def kernel(self) -> Kernel:
         return ADAMAX_KERNEL
 
-    def kernel_scalars(self, hp):
-        rescale, clip, wd = hp.gradient()
-        beta1, epsilon = hp["beta1"], hp["epsilon"]
-        eps_in, eps_out = (epsilon, 0.0) if self.opts.epsilon_inside_max else (0.0, epsilon)
+    def kernel_scalars(self, v, step, memory):
+        inside = self.opts.epsilon_inside_max
         return {
-            "rescale": rescale, "clip": clip, "wd": wd, "lr_t": hp.lr / (1.0 - beta1**hp.step),
-            "beta1": beta1, "one_minus_beta1": 1.0 - beta1, "beta2": hp["beta2"],
-            "eps_in": eps_in, "eps_out": eps_out,
+            "rescale": v.rescale, "clip": v.grad_clip, "wd": v.l2,
+            "lr_t": v.lr / (1.0 - v.beta1**step),
+            "beta1": v.beta1, "one_minus_beta1": 1.0 - v.beta1, "beta2": v.beta2,
+            "eps_in": v.epsilon if inside else 0.0, "eps_out": 0.0 if inside else v.epsilon,
         }  # fmt: skip

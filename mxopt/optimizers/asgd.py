@@ -144,17 +144,15 @@ class ASGD(AbstractOptimizer):
     def kernel(self) -> Kernel:
         return ASGD_KERNEL
 
-    def kernel_scalars(self, hp):
-        rescale, clip, wd = hp.gradient()
-        lr, lambd, step = hp.lr, hp["lambd"], hp.step
-        eta = lr / (1.0 + lambd * lr * (step - 1)) ** hp["alpha"]
+    def kernel_scalars(self, v, step, memory):
+        eta = v.lr / (1.0 + v.lambd * v.lr * (step - 1)) ** v.alpha
         return {
-            "rescale": rescale, "clip": clip, "wd": wd, "decay": 1.0 - lambd * eta, "eta": eta,
-            "mu": 1.0 / max(1.0, step - 1 - hp["t0"]),
+            "rescale": v.rescale, "clip": v.grad_clip, "wd": v.l2,
+            "decay": 1.0 - v.lambd * eta, "eta": eta, "mu": 1.0 / max(1.0, step - 1 - v.t0),
         }  # fmt: skip
 
-    def prepare(self, hp):
-        scalars = self.kernel_scalars(hp)
+    def prepare(self, v, step, memory):
+        scalars = self.kernel_scalars(v, step, memory)
         kernel = ASGD_AVERAGE_KERNEL if scalars["mu"] != 1.0 else ASGD_KERNEL
         return kernel, kernel.pack(scalars)
 

@@ -6,9 +6,9 @@ Its update of one weight has two halves, which the step engine
 (:mod:`mxopt.training.engine`) runs in this order for every weight of a step before
 anything is written:
 
-1. **host**: :meth:`AbstractOptimizer.prepare` turns a :class:`Hyper` (the options read
-   at the state, the weight's update count and per-weight scalars, and the step's
-   multipliers) into the kernel's scalars. Everything that can fail (a schedule
+1. **host**: :meth:`AbstractOptimizer.prepare` turns the options read at the state
+   (:class:`OptionValues`, with the step's multipliers applied), the weight's update
+   count and its per-weight scalars into the kernel's scalars. Everything that can fail (a schedule
    giving a bad value, a bias correction of 0) fails here.
 2. **device**: :meth:`AbstractOptimizer.apply` runs the kernel(s) over the flat
    arrays, with nothing left to check.
@@ -39,11 +39,12 @@ __all__ = [
     "WEIGHT_COPY",
     "About",
     "AbstractOptimizer",
-    "Hyper",
     "Multipliers",
+    "OptionValues",
     "StateArrays",
     "momentum_value",
     "normalized_gradient",
+    "option_values",
     "register",
 ]
 
@@ -98,98 +99,115 @@ class Multipliers(NamedTuple):
 NO_MULTIPLIERS = Multipliers()
 
 
-class Hyper:
-    """The host side of one weight's step: its options read at the state.
+class OptionValues:
+    """An optimizer's options read at a state, as plain attributes: what its
+    :meth:`~AbstractOptimizer.kernel_scalars` computes from.
 
-    Attributes:
-        opts: the optimizer's options.
-        state: the :class:`~mxopt.OptimizationState` (schedules read it).
-        step: the weight's update count, 1 at its first update (bias corrections).
-        memory: the per-weight scalars kept between updates (e.g. Nadam's product).
-        mult: the step's :class:`Multipliers`.
+    Every option is an attribute: a number (a schedule's value at the state, checked
+    against the option's range), a flag, or whatever else the option holds.
+    ``weight_decay`` comes times the weight's ``wd`` multiplier. Derived values:
+
+    * ``lr``: the learning rate in effect: the scheduler's if one is set, else ``lr``;
+      times the weight's ``lr`` multiplier;
+    * ``rescale``: ``±grad_scale / batch_size`` in float64 (negative with ``maximize``,
+      times the ``grad`` multiplier during a clipped or loss-scaled step);
+    * ``l2``: the coupled weight decay added to the gradient, 0 when the optimizer
+      decays weights directly (``decoupled_weight_decay``);
+    * ``decay_factor``: ``1 - lr * weight_decay`` with ``decoupled_weight_decay``, else 1;
+    * ``state``: the :class:`~mxopt.OptimizationState` they were read at.
+
+    They are made by :func:`option_values` and shared, so they are never modified.
     """
 
-    __slots__ = ("opts", "state", "step", "memory", "mult")
-
-    def __init__(self, opts, state: OptimizationState, step: int, memory=None,
-                 mult: Multipliers = NO_MULTIPLIERS):  # fmt: skip
-        self.opts = opts
-        self.state = state
-        self.step = step
-        self.memory = {} if memory is None else memory
-        self.mult = mult
-
-    def inner(self, opts) -> Hyper:
-        """The same step, reading another options record (a wrapped optimizer's)."""
-        return Hyper(opts, self.state, self.step, self.memory, self.mult)
-
-    def __getitem__(self, name: str) -> float:
-        """Option ``name`` at the state: a schedule's value is read and range-checked;
-        ``weight_decay`` comes times the weight's ``wd`` multiplier."""
-        value = getattr(self.opts, name)
-        if type(value) is not float:  # the common case skips the (slow) ABC check
-            value = _scheduled(self.opts, name, value, self.state)
-        if name == "weight_decay" and self.mult.wd != 1.0:
-            value *= self.mult.wd
-        return value
-
-    @property
-    def lr(self) -> float:
-        """The learning rate: the scheduler's if one is set, else ``lr``; times the
-        weight's ``lr`` multiplier."""
-        scheduler = self.opts.lr_scheduler
-        if scheduler is not None:
-            lr = scheduler.value(self.state)
-            if (
-                isinstance(lr, bool)
-                or not isinstance(lr, (int, float))
-                or not (math.isfinite(lr) and lr >= 0)
-            ):
-                raise ValueError(
-                    f"{owner_name(self.opts)}: lr_scheduler {scheduler!r} gave {lr!r}; a "
-                    f"learning rate must be a finite number >= 0"
-                )
-            lr = float(lr)
-        else:
-            lr = self["lr"]
-        return lr if self.mult.lr == 1.0 else lr * self.mult.lr
-
-    def gradient(self) -> tuple[float, float, float]:
-        """``(rescale, clip, weight_decay)`` of :func:`normalized_gradient` and the kernels.
-
-        ``rescale = ±grad_scale / batch_size`` is formed once in float64 (negative with
-        ``maximize``, times the ``grad`` multiplier during a clipped or loss-scaled
-        step). The weight decay is 0 when the optimizer decays weights directly
-        (``decoupled_weight_decay``); see :meth:`decay`.
-        """
-        rescale = self["grad_scale"] / self.state.batch_size
-        if self.mult.grad != 1.0:
-            rescale *= self.mult.grad
-        if self.opts.maximize:
-            rescale = -rescale
-        wd = 0.0 if getattr(self.opts, "decoupled_weight_decay", False) else self["weight_decay"]
-        return (rescale, self["grad_clip"], wd)
-
-    def decay(self, lr: float) -> float:
-        """``1 - lr * weight_decay`` with ``decoupled_weight_decay``, else exactly 1."""
-        if getattr(self.opts, "decoupled_weight_decay", False):
-            return 1.0 - lr * self["weight_decay"]
-        return 1.0
+    def __repr__(self) -> str:
+        return f"OptionValues({', '.join(f'{k}={v!r}' for k, v in vars(self).items())})"
 
 
 def _scheduled(opts, name: str, value, state: OptimizationState) -> float:
-    if isinstance(value, AbstractSchedule):
-        scheduled = value.value(state)
-        try:
-            value = float(scheduled)
-        except (TypeError, ValueError):
-            raise TypeError(
-                f"{owner_name(opts)}: {name} is given by the schedule {value!r}, which must "
-                f"give a number, got {scheduled!r}"
-            ) from None
-        interval = attrs.fields_dict(type(opts))[name].metadata["interval"]
-        check_number(owner_name(opts), f"{name} (from its schedule)", value, interval)
+    scheduled = value.value(state)
+    try:
+        value = float(scheduled)
+    except (TypeError, ValueError):
+        raise TypeError(
+            f"{owner_name(opts)}: {name} is given by the schedule {value!r}, which must "
+            f"give a number, got {scheduled!r}"
+        ) from None
+    interval = attrs.fields_dict(type(opts))[name].metadata["interval"]
+    check_number(owner_name(opts), f"{name} (from its schedule)", value, interval)
     return value
+
+
+def _learning_rate(opts, values: dict, state: OptimizationState) -> float:
+    scheduler = getattr(opts, "lr_scheduler", None)
+    if scheduler is None:
+        return values.get("lr", 0.0)
+    lr = scheduler.value(state)
+    if (
+        isinstance(lr, bool)
+        or not isinstance(lr, (int, float))
+        or not (math.isfinite(lr) and lr >= 0)
+    ):
+        raise ValueError(
+            f"{owner_name(opts)}: lr_scheduler {scheduler!r} gave {lr!r}; a learning rate "
+            f"must be a finite number >= 0"
+        )
+    return float(lr)
+
+
+def _read_options(opts, state: OptimizationState, mult: Multipliers) -> OptionValues:
+    values = {}
+    for field in attrs.fields(type(opts)):
+        value = getattr(opts, field.name)
+        if isinstance(value, AbstractSchedule) and "interval" in field.metadata:
+            value = _scheduled(opts, field.name, value, state)
+        values[field.name] = value
+    out = OptionValues()
+    out.__dict__.update(values)
+    out.state = state
+    out.mult = mult
+    if "grad_scale" not in values:  # not an optimizer's own options (a wrapper's)
+        return out
+    if "weight_decay" in values and mult.wd != 1.0:
+        out.weight_decay *= mult.wd
+    lr = _learning_rate(opts, values, state)
+    out.lr = lr if mult.lr == 1.0 else lr * mult.lr
+    rescale = values["grad_scale"] / state.batch_size
+    if mult.grad != 1.0:
+        rescale *= mult.grad
+    out.rescale = -rescale if values["maximize"] else rescale
+    decoupled = values.get("decoupled_weight_decay", False)
+    weight_decay = getattr(out, "weight_decay", 0.0)
+    out.l2 = 0.0 if decoupled else weight_decay
+    out.decay_factor = 1.0 - out.lr * weight_decay if decoupled else 1.0
+    return out
+
+
+def _is_scheduled(opts) -> bool:
+    return any(
+        isinstance(getattr(opts, f.name), AbstractSchedule) for f in attrs.fields(type(opts))
+    )
+
+
+def option_values(opts, state: OptimizationState, mult: Multipliers = NO_MULTIPLIERS):
+    """``opts`` read at ``state`` with multipliers ``mult``, as :class:`OptionValues`.
+
+    Shared while nothing they depend on changes: for options without schedules, the
+    options' revision, the batch size and the multipliers; with schedules, the state's
+    revision too. So the schedules are read, and the ranges checked, once per step.
+    """
+    revision = opts._revision
+    cache = opts.__dict__.get("_values_cache")
+    if cache is None or cache[0] != revision:
+        cache = opts._values_cache = (revision, _is_scheduled(opts), [None, None, {}])
+    scheduled, slot = cache[1], cache[2]
+    key = (state, state._revision) if scheduled else (state.batch_size,)
+    if slot[0] != key or slot[1] is not state:
+        slot[0], slot[1], slot[2] = key, state, {}
+    by_mult = slot[2]
+    values = by_mult.get(mult)
+    if values is None:
+        values = by_mult[mult] = _read_options(opts, state, mult)
+    return values
 
 
 def momentum_value(scheduler, state: OptimizationState) -> float:
@@ -221,7 +239,8 @@ def normalized_gradient(opts, state: OptimizationState, weight, grad):
         raise RuntimeError(
             "normalized_gradient: state is None; pass the OptimizationState of the training loop"
         )
-    rescale, clip, wd = Hyper(opts, state, 1).gradient()
+    v = option_values(opts, state)
+    rescale, clip, wd = v.rescale, v.grad_clip, v.l2
     g = grad * rescale
     if clip > 0:
         g.clip(-clip, clip, out=g)
@@ -347,11 +366,16 @@ class AbstractOptimizer(abc.ABC):
 
     def gradient_rescale(self, state: OptimizationState) -> float:
         """``grad_scale / batch_size``: what the gradient is multiplied by before use."""
-        return Hyper(self.opts, state, 1)["grad_scale"] / state.batch_size
+        return option_values(self.opts, state).grad_scale / state.batch_size
 
     def lr_value(self, state: OptimizationState) -> float:
         """The learning rate at ``state``: the scheduler's if one is set, else ``lr``."""
-        return Hyper(self.opts, state, 1).lr
+        return option_values(self.opts, state).lr
+
+    def values(self, state: OptimizationState, mult: Multipliers = NO_MULTIPLIERS):
+        """The options read at ``state`` (:func:`option_values`); wrappers read their
+        inner optimizer's."""
+        return option_values(self.opts, state, mult)
 
     # -- the protocol ------------------------------------------------------------------
 
@@ -361,21 +385,22 @@ class AbstractOptimizer(abc.ABC):
         (the first one, for multi-pass optimizers)."""
 
     @abc.abstractmethod
-    def kernel_scalars(self, hp: Hyper) -> Mapping:
-        """The kernel's scalars by name for the step ``hp`` describes."""
+    def kernel_scalars(self, v: OptionValues, step: int, memory: dict) -> Mapping:
+        """The kernel's scalars by name, from the options read at the state (``v``), the
+        weight's update count (``step``, 1 at its first update) and its per-weight
+        scalars (``memory``, which must not be modified)."""
 
-    def prepare(self, hp: Hyper):
+    def prepare(self, v: OptionValues, step: int, memory: dict):
         """Everything :meth:`apply` needs from the host, computed before any write.
 
-        The default packs :meth:`kernel_scalars` in the kernel's order. It must not
-        modify ``hp.memory``.
+        The default packs :meth:`kernel_scalars` in the kernel's order.
         """
-        return self.kernel().pack(self.kernel_scalars(hp))
+        return self.kernel().pack(self.kernel_scalars(v, step, memory))
 
-    def next_memory(self, hp: Hyper) -> dict:
+    def next_memory(self, v: OptionValues, step: int, memory: dict) -> dict:
         """The per-weight scalars after a successful step (e.g. Nadam's running momentum
         product). Only called when :attr:`has_memory`."""
-        return hp.memory
+        return memory
 
     def state_spec(self, shape: tuple) -> dict:
         """The state arrays a weight of ``shape`` needs: ``{name: initial value}``.

@@ -122,19 +122,17 @@ class LAMB(AbstractOptimizer):
     def kernel(self) -> Kernel:
         return LAMB_MOMENTS_KERNEL
 
-    def kernel_scalars(self, hp):
-        rescale, clip, _ = hp.gradient()
-        beta1, beta2, step = hp["beta1"], hp["beta2"], hp.step
+    def kernel_scalars(self, v, step, memory):
         return {
-            "rescale": rescale, "clip": clip, "beta1": beta1, "one_minus_beta1": 1.0 - beta1,
-            "beta2": beta2, "one_minus_beta2": 1.0 - beta2,
-            "c1": 1.0 / (1.0 - beta1**step), "c2": 1.0 / (1.0 - beta2**step),
-            "eps": hp["epsilon"], "lam": hp["weight_decay"],
-            "lr": hp.lr, "max_ratio": hp["max_trust_ratio"],
+            "rescale": v.rescale, "clip": v.grad_clip,
+            "beta1": v.beta1, "one_minus_beta1": 1.0 - v.beta1,
+            "beta2": v.beta2, "one_minus_beta2": 1.0 - v.beta2,
+            "c1": 1.0 / (1.0 - v.beta1**step), "c2": 1.0 / (1.0 - v.beta2**step),
+            "eps": v.epsilon, "lam": v.weight_decay, "lr": v.lr, "max_ratio": v.max_trust_ratio,
         }  # fmt: skip
 
-    def prepare(self, hp):
-        return self.kernel_scalars(hp)
+    def prepare(self, v, step, memory):
+        return self.kernel_scalars(v, step, memory)
 
     def apply(self, backend, w, g, arrays, x, check):
         state = arrays.arrays_for(LAMB_MOMENTS_KERNEL)

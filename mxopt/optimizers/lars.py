@@ -110,15 +110,14 @@ class LARS(AbstractOptimizer):
     def kernel(self) -> Kernel:
         return LARS_STEP_KERNEL
 
-    def kernel_scalars(self, hp):
-        rescale, clip, _ = hp.gradient()
+    def kernel_scalars(self, v, step, memory):
         return {
-            "rescale": rescale, "clip": clip, "wd": hp["weight_decay"], "mu": hp["momentum"],
-            "lr": hp.lr, "coefficient": hp["trust_coefficient"], "epsilon": hp["epsilon"],
+            "rescale": v.rescale, "clip": v.grad_clip, "wd": v.weight_decay, "mu": v.momentum,
+            "lr": v.lr, "coefficient": v.trust_coefficient, "epsilon": v.epsilon,
         }  # fmt: skip
 
-    def prepare(self, hp):
-        return self.kernel_scalars(hp)
+    def prepare(self, v, step, memory):
+        return self.kernel_scalars(v, step, memory)
 
     def trust_ratios(self, x, w_squares, g_squares):
         """The ratios :math:`r` (float64 array) from squared norms of weights and

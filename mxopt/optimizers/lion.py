@@ -110,11 +110,9 @@ class Lion(AbstractOptimizer):
     def kernel(self) -> Kernel:
         return LION_KERNEL
 
-    def kernel_scalars(self, hp):
-        rescale, clip, _ = hp.gradient()  # the decay never enters g
-        lr, beta1, beta2 = hp.lr, hp["beta1"], hp["beta2"]
-        return {
-            "rescale": rescale, "clip": clip, "decay": 1.0 - lr * hp["weight_decay"], "lr": lr,
-            "beta1": beta1, "one_minus_beta1": 1.0 - beta1,
-            "beta2": beta2, "one_minus_beta2": 1.0 - beta2,
+    def kernel_scalars(self, v, step, memory):
+        return {  # the decay never enters g
+            "rescale": v.rescale, "clip": v.grad_clip, "decay": 1.0 - v.lr * v.weight_decay,
+            "lr": v.lr, "beta1": v.beta1, "one_minus_beta1": 1.0 - v.beta1,
+            "beta2": v.beta2, "one_minus_beta2": 1.0 - v.beta2,
         }  # fmt: skip

@@ -23,7 +23,13 @@ import attrs
 
 from mxopt.core.fields import hyperparameter, integer
 from mxopt.kernels.kernel import Kernel
-from mxopt.optimizers.base import WEIGHT_COPY, AbstractOptimizer, register
+from mxopt.optimizers.base import (
+    NO_MULTIPLIERS,
+    WEIGHT_COPY,
+    AbstractOptimizer,
+    option_values,
+    register,
+)
 from mxopt.optimizers.options import options
 
 __all__ = ["Lookahead", "LookaheadOptions"]
@@ -124,8 +130,12 @@ class Lookahead(AbstractOptimizer):
     def revision(self):
         return (self.opts._revision, self.inner.revision())
 
-    def next_memory(self, hp):
-        return self.inner.next_memory(hp.inner(self.inner.opts))
+    def values(self, state, mult=NO_MULTIPLIERS):
+        """The inner optimizer's options (what its kernels read)."""
+        return self.inner.values(state, mult)
+
+    def next_memory(self, v, step, memory):
+        return self.inner.next_memory(v, step, memory)
 
     def require_state(self):
         return self.inner.require_state()
@@ -139,14 +149,14 @@ class Lookahead(AbstractOptimizer):
     def kernel(self) -> Kernel:
         return self.inner.kernel()
 
-    def kernel_scalars(self, hp):
-        return self.inner.kernel_scalars(hp.inner(self.inner.opts))
+    def kernel_scalars(self, v, step, memory):
+        return self.inner.kernel_scalars(v, step, memory)
 
-    def prepare(self, hp):
+    def prepare(self, v, step, memory):
         """The inner optimizer's prepared step, and ``alpha`` when this step synchronises
         (``None`` otherwise)."""
-        sync = hp.step % self.opts.k == 0
-        return self.inner.prepare(hp.inner(self.inner.opts)), hp["alpha"] if sync else None
+        alpha = option_values(self.opts, v.state).alpha if step % self.opts.k == 0 else None
+        return self.inner.prepare(v, step, memory), alpha
 
     def state_spec(self, shape) -> dict:
         spec = dict(self.inner.state_spec(shape))

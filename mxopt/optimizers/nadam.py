@@ -176,35 +176,32 @@ class Nadam(AbstractOptimizer):
     def kernel(self) -> Kernel:
         return NADAM_KERNEL
 
-    def _momenta(self, hp) -> tuple[float, float]:
+    def _momenta(self, v) -> tuple[float, float]:
         scheduler = self.opts.momentum_scheduler
         if scheduler is None:
-            scheduler = NadamScheduler(mu0=hp["beta1"])
-        return _momentum_pair(scheduler, hp.state)
+            scheduler = NadamScheduler(mu0=v.beta1)
+        return _momentum_pair(scheduler, v.state)
 
-    def next_memory(self, hp):
-        mu_t, _ = self._momenta(hp)
-        return {"mu_product": hp.memory.get("mu_product", 1.0) * mu_t}
+    def next_memory(self, v, step, memory):
+        mu_t, _ = self._momenta(v)
+        return {"mu_product": memory.get("mu_product", 1.0) * mu_t}
 
-    def kernel_scalars(self, hp):
-        rescale, clip, wd = hp.gradient()
-        lr = hp.lr
-        mu_t, mu_next = self._momenta(hp)
-        product = hp.memory.get("mu_product", 1.0) * mu_t
+    def kernel_scalars(self, v, step, memory):
+        mu_t, mu_next = self._momenta(v)
+        product = memory.get("mu_product", 1.0) * mu_t
         if not product < 1.0:
             raise ValueError(
                 f"Nadam: the running product of the momenta reached {product!r} at "
-                f"curr_iter={hp.state.curr_iter}, so its bias correction 1 - product is 0; "
+                f"curr_iter={v.state.curr_iter}, so its bias correction 1 - product is 0; "
                 f"use a schedule whose momenta stay below 1"
             )
-        beta1, beta2 = hp["beta1"], hp["beta2"]
-        root = math.sqrt(1.0 - beta2**hp.step)
-        lr_root = lr * root
+        root = math.sqrt(1.0 - v.beta2**step)
+        lr_root = v.lr * root
         return {
-            "rescale": rescale, "clip": clip, "wd": wd, "decay": hp.decay(lr),
+            "rescale": v.rescale, "clip": v.grad_clip, "wd": v.l2, "decay": v.decay_factor,
             "lr_g": lr_root * (1.0 - mu_t) / (1.0 - product),
             "lr_m": lr_root * mu_next / (1.0 - product * mu_next),
-            "beta1": beta1, "one_minus_beta1": 1.0 - beta1,
-            "beta2": beta2, "one_minus_beta2": 1.0 - beta2,
-            "eps": hp["epsilon"] * root,
+            "beta1": v.beta1, "one_minus_beta1": 1.0 - v.beta1,
+            "beta2": v.beta2, "one_minus_beta2": 1.0 - v.beta2,
+            "eps": v.epsilon * root,
         }  # fmt: skip

@@ -117,14 +117,12 @@ class QHAdam(AbstractOptimizer):
     def kernel(self) -> Kernel:
         return QHADAM_KERNEL
 
-    def kernel_scalars(self, hp):
-        rescale, clip, wd = hp.gradient()
-        lr, beta1, beta2, nu1, nu2 = hp.lr, hp["beta1"], hp["beta2"], hp["nu1"], hp["nu2"]
+    def kernel_scalars(self, v, step, memory):
         return {
-            "rescale": rescale, "clip": clip, "wd": wd, "decay": hp.decay(lr),
-            "beta1": beta1, "one_minus_beta1": 1.0 - beta1,
-            "beta2": beta2, "one_minus_beta2": 1.0 - beta2,
-            "lr_g": lr * (1.0 - nu1), "lr_m": lr * nu1 / (1.0 - beta1**hp.step),
-            "nu_g": 1.0 - nu2, "nu_v": nu2 / (1.0 - beta2**hp.step),
-            "eps": hp["epsilon"],
+            "rescale": v.rescale, "clip": v.grad_clip, "wd": v.l2, "decay": v.decay_factor,
+            "beta1": v.beta1, "one_minus_beta1": 1.0 - v.beta1,
+            "beta2": v.beta2, "one_minus_beta2": 1.0 - v.beta2,
+            "lr_g": v.lr * (1.0 - v.nu1), "lr_m": v.lr * v.nu1 / (1.0 - v.beta1**step),
+            "nu_g": 1.0 - v.nu2, "nu_v": v.nu2 / (1.0 - v.beta2**step),
+            "eps": v.epsilon,
         }  # fmt: skip

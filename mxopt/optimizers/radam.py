@@ -148,18 +148,16 @@ class RAdam(AbstractOptimizer):
     def kernel(self) -> Kernel:
         return RADAM_KERNEL
 
-    def kernel_scalars(self, hp):
-        rescale, clip, wd = hp.gradient()
-        lr, beta1, beta2, step = hp.lr, hp["beta1"], hp["beta2"], hp.step
-        lr_m = lr / (1.0 - beta1**step)
-        rect = rectification(beta2, step)
+    def kernel_scalars(self, v, step, memory):
+        lr_m = v.lr / (1.0 - v.beta1**step)
+        rect = rectification(v.beta2, step)
         if rect is None:
             lr_t, root, eps = lr_m, 0.0, 1.0
         else:
-            lr_t = lr_m * rect * math.sqrt(1.0 - beta2**step)
-            root, eps = 1.0, hp["epsilon"]
+            lr_t = lr_m * rect * math.sqrt(1.0 - v.beta2**step)
+            root, eps = 1.0, v.epsilon
         return {
-            "rescale": rescale, "clip": clip, "wd": wd, "decay": hp.decay(lr), "lr_t": lr_t,
-            "beta1": beta1, "one_minus_beta1": 1.0 - beta1,
-            "beta2": beta2, "one_minus_beta2": 1.0 - beta2, "root": root, "eps": eps,
+            "rescale": v.rescale, "clip": v.grad_clip, "wd": v.l2, "decay": v.decay_factor,
+            "lr_t": lr_t, "beta1": v.beta1, "one_minus_beta1": 1.0 - v.beta1,
+            "beta2": v.beta2, "one_minus_beta2": 1.0 - v.beta2, "root": root, "eps": eps,
         }  # fmt: skip

@@ -210,12 +210,10 @@ class RMSProp(AbstractOptimizer):
             return RMSPROP_CENTERED_MOMENTUM_KERNEL if momentum else RMSPROP_CENTERED_KERNEL
         return RMSPROP_MOMENTUM_KERNEL if momentum else RMSPROP_KERNEL
 
-    def kernel_scalars(self, hp):
-        rescale, clip, wd = hp.gradient()
-        rho, epsilon = hp["rho"], hp["epsilon"]
-        eps_in, eps_out = (epsilon, 0.0) if self.opts.epsilon_inside_sqrt else (0.0, epsilon)
+    def kernel_scalars(self, v, step, memory):
+        inside = self.opts.epsilon_inside_sqrt
         return {
-            "rescale": rescale, "clip": clip, "wd": wd, "lr": hp.lr, "rho": rho,
-            "one_minus_rho": 1.0 - rho, "eps_in": eps_in, "eps_out": eps_out,
-            "mu": self.opts.momentum,
+            "rescale": v.rescale, "clip": v.grad_clip, "wd": v.l2, "lr": v.lr, "rho": v.rho,
+            "one_minus_rho": 1.0 - v.rho, "mu": self.opts.momentum,
+            "eps_in": v.epsilon if inside else 0.0, "eps_out": 0.0 if inside else v.epsilon,
         }  # fmt: skip

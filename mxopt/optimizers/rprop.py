@@ -170,12 +170,10 @@ class Rprop(AbstractOptimizer):
             return self.opts.lr
         return self.lr_value(self.require_state())
 
-    def kernel_scalars(self, hp):
-        rescale, clip, wd = hp.gradient()
-        step_min, step_max = hp["step_min"], hp["step_max"]
+    def kernel_scalars(self, v, step, memory):
         # Options may be reassigned one by one, so the pair is checked at each update.
-        self._check_step_bounds(step_min, step_max)
+        self._check_step_bounds(v.step_min, v.step_max)
         return {
-            "rescale": rescale, "clip": clip, "wd": wd, "etaminus": hp["etaminus"],
-            "etaplus": hp["etaplus"], "step_min": step_min, "step_max": step_max,
+            "rescale": v.rescale, "clip": v.grad_clip, "wd": v.l2, "etaminus": v.etaminus,
+            "etaplus": v.etaplus, "step_min": v.step_min, "step_max": v.step_max,
         }  # fmt: skip

@@ -162,13 +162,10 @@ class SGD(AbstractOptimizer):
             return SGD_NESTEROV_KERNEL
         return SGD_MOMENTUM_KERNEL
 
-    def kernel_scalars(self, hp):
-        rescale, clip, wd = hp.gradient()
-        lr = hp.lr
-        scalars = {"rescale": rescale, "clip": clip, "wd": wd, "lr": lr}
-        if not self._has_momentum():
-            return scalars
-        scheduler = self.opts.momentum_scheduler
-        scalars["mu"] = hp["momentum"] if scheduler is None else momentum_value(scheduler, hp.state)
-        scalars["lr_damped"] = lr if hp.step == 1 else lr * (1.0 - hp["dampening"])
+    def kernel_scalars(self, v, step, memory):
+        scalars = {"rescale": v.rescale, "clip": v.grad_clip, "wd": v.l2, "lr": v.lr}
+        if self._has_momentum():
+            scheduler = self.opts.momentum_scheduler
+            scalars["mu"] = v.momentum if scheduler is None else momentum_value(scheduler, v.state)
+            scalars["lr_damped"] = v.lr if step == 1 else v.lr * (1.0 - v.dampening)
         return scalars

@@ -33,7 +33,7 @@ import math
 from mxopt.kernels import backend_module, backends
 from mxopt.kernels.statistics import GRAD_SQUARES_KERNEL
 from mxopt.optimizers.averaging import AVERAGE_KERNEL
-from mxopt.optimizers.base import NO_MULTIPLIERS, Hyper, Multipliers
+from mxopt.optimizers.base import NO_MULTIPLIERS, Multipliers
 
 __all__ = [
     "NONFINITE_POLICIES",
@@ -201,7 +201,7 @@ def host_scalars(optimizer, opt_state, step: int, memory, mult: Multipliers):
     shares the state, the options, the update count and the multipliers (usually all
     the weights of a mini-batch); optimizers with per-weight scalars are not shared."""
     if memory:
-        return optimizer.prepare(Hyper(optimizer.opts, opt_state, step, memory, mult))
+        return optimizer.prepare(optimizer.values(opt_state, mult), step, memory)
     opts, revision = optimizer.opts, optimizer.revision()
     cached = optimizer.__dict__.get("_scalars_cache")
     if (
@@ -214,7 +214,7 @@ def host_scalars(optimizer, opt_state, step: int, memory, mult: Multipliers):
         and cached[5] == mult
     ):
         return cached[6]
-    prepared = optimizer.prepare(Hyper(opts, opt_state, step, memory, mult))
+    prepared = optimizer.prepare(optimizer.values(opt_state, mult), step, memory)
     optimizer._scalars_cache = (opt_state, opt_state._revision, opts, revision, step, mult,
                                 prepared)  # fmt: skip
     return prepared
@@ -247,9 +247,7 @@ def _prepare(policy, optimizer, opt_state, items, multiplier: float) -> None:
         mult = item.mult if multiplier == 1.0 else item.mult._replace(grad=multiplier)
         memory = state.memory
         if optimizer.has_memory:
-            item.memory = optimizer.next_memory(
-                Hyper(optimizer.opts, opt_state, step, memory, mult)
-            )
+            item.memory = optimizer.next_memory(optimizer.values(opt_state, mult), step, memory)
         item.prepared = host_scalars(optimizer, opt_state, step, memory, mult)
         item.step = step
         if averaging is not None:
