@@ -1,217 +1,27 @@
-"""The one table of optimizer cases that drives the generic tests.
+"""How the generic tests use the optimizer cases.
 
-A case is an optimizer name from ``mxopt.OPTIMIZERS`` and options for it; each
-case is crossed with the shared :data:`VARIANTS` (gradient clipping, weight
-decay, grad_scale), float32/float64, several shapes and every available backend.
-Adding an optimizer means adding at least one line to :data:`CASES`; a test
-fails if an optimizer has none.
+A case (:class:`tests.reference.table.Case`) is an optimizer name from
+``mxopt.OPTIMIZERS`` and options for it, declared in the optimizer's oracle file;
+:data:`CASES` gathers them all. Each case is crossed with the shared :data:`VARIANTS`
+(gradient clipping, weight decay, grad_scale), float32/float64, several shapes and every
+available backend. A test fails if an optimizer has no case.
 """
 
 from __future__ import annotations
 
 import types
-from dataclasses import dataclass, field
 
 import attrs
 import numpy as np
 
 import mxopt
-from mxopt import LearningRate, Momentum
+from tests.reference import CASES, REQUIRED_OPTIONS
+from tests.reference.table import Case
 
-
-@dataclass(frozen=True)
-class Case:
-    optimizer: str
-    label: str
-    options: dict = field(default_factory=dict)
-    #: for wrappers (Lookahead): the wrapped optimizer's name and options; the shared
-    #: variants then apply to the wrapped optimizer
-    inner: tuple | None = None
-
-    @property
-    def id(self) -> str:
-        return f"{self.optimizer}-{self.label}"
-
-
-CASES = [
-    Case("SGD", "default"),
-    Case("SGD", "momentum", {"momentum": 0.9}),
-    Case("SGD", "fixed-zero-momentum", {"momentum_scheduler": Momentum.Fixed(0.0)}),
-    Case(
-        "SGD",
-        "exp-on-iteration",
-        {
-            "lr_scheduler": LearningRate.Exp(0.2, gamma=0.5, decay_on_iteration=True),
-            "momentum": 0.5,
-        },
-    ),
-    Case("SGD", "nesterov", {"momentum": 0.8, "nesterov": True}),
-    Case("SGD", "dampening-maximize", {"momentum": 0.7, "dampening": 0.3, "maximize": True}),
-    Case("ADAM", "default"),
-    Case("ADAM", "amsgrad", {"amsgrad": True, "lr": 0.01}),
-    Case("ADAM", "paper-epsilon", {"epsilon_hat": False, "epsilon": 1e-2}),
-    Case(
-        "ADAM",
-        "decoupled-maximize",
-        {"decoupled_weight_decay": True, "weight_decay": 0.1, "maximize": True},
-    ),
-    Case("ADAM", "betas", {"beta1": 0.5, "beta2": 0.9, "epsilon": 1e-3, "lr": 0.05}),
-    Case("ADAM", "inv-on-epoch", {"lr_scheduler": LearningRate.Inv(0.01, gamma=0.5, power=1.0)}),
-    Case("AdamW", "default"),
-    Case("AdamW", "amsgrad", {"amsgrad": True, "weight_decay": 0.3}),
-    Case("LAMB", "default"),
-    Case("LAMB", "tight-ratio", {"max_trust_ratio": 0.05, "lr": 0.05, "beta2": 0.9}),
-    Case("LARS", "default"),
-    Case("LARS", "larc", {"clip": True, "trust_coefficient": 0.5, "momentum": 0.5}),
-    Case("Adafactor", "default"),
-    Case("Adafactor", "floors", {"eps1": 0.5, "eps2": 0.1, "d": 1.5, "lr": 0.5}),
-    Case(
-        "Adafactor",
-        "coupled-maximize",
-        {
-            "decoupled_weight_decay": False,
-            "weight_decay": 0.1,
-            "maximize": True,
-            "beta2_decay": -0.5,
-        },
-    ),
-    Case("Adafactor", "scheduler", {"lr_scheduler": LearningRate.Exp(0.5, gamma=0.8)}),
-    Case("Nadam", "default"),
-    Case(
-        "Nadam",
-        "scheduler",
-        {
-            "momentum_scheduler": Momentum.NadamScheduler(mu0=0.9, delta=0.1, gamma=0.3, alpha=0.5),
-            "lr": 0.01,
-        },
-    ),
-    Case(
-        "Nadam",
-        "decoupled-maximize",
-        {"decoupled_weight_decay": True, "weight_decay": 0.1, "maximize": True},
-    ),
-    Case(
-        "Nadam",
-        "betas-exp-on-iteration",
-        {
-            "beta1": 0.5,
-            "beta2": 0.9,
-            "epsilon": 1e-3,
-            "lr_scheduler": LearningRate.Exp(0.05, gamma=0.5, decay_on_iteration=True),
-        },
-    ),
-    Case("RAdam", "default"),
-    Case(
-        "RAdam",
-        "decoupled-maximize",
-        {"decoupled_weight_decay": True, "weight_decay": 0.1, "maximize": True, "lr": 0.01},
-    ),
-    Case("RAdam", "betas", {"beta1": 0.5, "beta2": 0.9, "epsilon": 1e-3, "lr": 0.05}),
-    Case("RAdam", "never-rectified", {"beta2": 0.6, "lr": 0.01}),
-    Case("QHAdam", "default"),
-    Case("QHAdam", "nus", {"nu1": 0.9, "nu2": 0.5, "beta1": 0.9, "beta2": 0.99, "lr": 0.01}),
-    Case(
-        "QHAdam",
-        "decoupled-maximize",
-        {"decoupled_weight_decay": True, "weight_decay": 0.1, "maximize": True},
-    ),
-    Case("QHAdam", "adam-numerator-sign-denominator", {"nu1": 1.0, "nu2": 0.0, "epsilon": 1e-3}),
-    Case("Lion", "default"),
-    Case("Lion", "decay-maximize", {"weight_decay": 0.5, "lr": 0.01, "maximize": True}),
-    Case(
-        "Lion",
-        "betas-exp-on-iteration",
-        {
-            "beta1": 0.0,
-            "beta2": 0.5,
-            "lr_scheduler": LearningRate.Exp(0.01, gamma=0.5, decay_on_iteration=True),
-        },
-    ),
-    Case("AdaGrad", "default"),
-    Case(
-        "AdaGrad",
-        "lr-decay-initial-accumulator",
-        {"lr_decay": 0.5, "initial_accumulator_value": 0.3, "epsilon": 0.2},
-    ),
-    Case("AdaGrad", "torch-epsilon", {"epsilon_inside_sqrt": False, "epsilon": 0.1}),
-    Case(
-        "AdaGrad",
-        "scheduled-maximize",
-        {
-            "lr_scheduler": LearningRate.Exp(0.2, gamma=0.5, decay_on_iteration=True),
-            "lr_decay": 0.1,
-            "maximize": True,
-        },
-    ),
-    Case("AdaDelta", "default"),
-    Case("AdaDelta", "rho-epsilon", {"rho": 0.5, "epsilon": 1e-2, "lr": 0.5}),
-    Case(
-        "AdaDelta",
-        "inv-on-epoch-maximize",
-        {"lr_scheduler": LearningRate.Inv(2.0, gamma=0.5, power=1.0), "maximize": True},
-    ),
-    Case("AdaMax", "default"),
-    Case("AdaMax", "torch-epsilon", {"epsilon_inside_max": True, "epsilon": 0.1, "lr": 0.02}),
-    Case("AdaMax", "zero-beta1", {"beta1": 0.0, "beta2": 0.5, "epsilon": 0.1, "lr": 0.05}),
-    Case("AdaMax", "maximize", {"maximize": True, "beta1": 0.5, "lr": 0.01}),
-    Case("RMSProp", "default"),
-    Case("RMSProp", "centered", {"centered": True, "epsilon": 0.1, "lr": 0.01}),
-    Case("RMSProp", "momentum", {"momentum": 0.9, "lr": 0.01}),
-    Case(
-        "RMSProp",
-        "centered-momentum",
-        {"centered": True, "momentum": 0.5, "rho": 0.5, "lr": 0.01},
-    ),
-    Case("RMSProp", "torch-epsilon", {"epsilon_inside_sqrt": False, "epsilon": 0.1, "lr": 0.01}),
-    Case(
-        "RMSProp",
-        "torch-epsilon-centered-momentum-maximize",
-        {
-            "epsilon_inside_sqrt": False,
-            "epsilon": 0.1,
-            "centered": True,
-            "momentum": 0.9,
-            "maximize": True,
-        },
-    ),
-    Case(
-        "RMSProp",
-        "exp-on-iteration-momentum",
-        {
-            "lr_scheduler": LearningRate.Exp(0.05, gamma=0.5, decay_on_iteration=True),
-            "momentum": 0.7,
-        },
-    ),
-    Case("Rprop", "default"),
-    Case(
-        "Rprop",
-        "etas-bounds",
-        {"etaminus": 0.3, "etaplus": 1.5, "step_min": 0.004, "step_max": 0.03},
-    ),
-    Case("Rprop", "lr-above-max-maximize", {"lr": 0.05, "step_max": 0.02, "maximize": True}),
-    Case(
-        "Rprop",
-        "scheduled-initial-step",
-        {"lr_scheduler": LearningRate.Exp(0.04, gamma=0.5, decay_on_iteration=True)},
-    ),
-    Case("ASGD", "default"),
-    Case("ASGD", "averaging", {"lr": 0.1, "lambd": 0.5, "alpha": 0.6, "t0": 3.0}),
-    Case(
-        "ASGD",
-        "t0-zero-schedule-maximize",
-        {
-            "t0": 0.0,
-            "lambd": 0.1,
-            "lr_scheduler": LearningRate.Exp(0.2, gamma=0.8, decay_on_iteration=True),
-            "maximize": True,
-        },
-    ),
-    Case("Lookahead", "sgd-momentum", {"k": 3, "alpha": 0.6}, inner=("SGD", {"momentum": 0.9})),
-    Case("Lookahead", "adam", {"k": 2}, inner=("ADAM", {"lr": 0.01})),
-]
-
-#: Options an optimizer cannot be built without (for tests that build one from scratch).
-REQUIRED_OPTIONS = {"Lookahead": lambda: {"inner": mxopt.SGD()}}
+__all__ = [
+    "CASES", "SHAPES", "TOLERANCE", "VARIANTS", "Case", "make_optimizer", "oracle_inputs",
+    "required_options", "trajectory",
+]  # fmt: skip
 
 
 def required_options(name: str) -> dict:

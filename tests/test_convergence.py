@@ -1,10 +1,11 @@
 """Every optimizer converges: a convex quadratic and the 2-D Rosenbrock function.
 
-:data:`SETTINGS` is the one table of settings, one row per optimizer of
-``mxopt.OPTIMIZERS`` (Lookahead twice: around SGD with momentum and around
-RAdam). Every run is float64, ``batch_size=1``, with exact analytic gradients
-and ``weight_decay=0`` where an optimizer decays by default, so that the
-minimum is the function's own.
+:data:`SETTINGS` is the table of settings, declared next to each optimizer's oracle
+(``CONVERGENCE`` in ``tests/reference/<name>.py``), at least one per optimizer of
+``mxopt.OPTIMIZERS`` (Lookahead twice: around SGD with momentum and around RAdam).
+Every run is float64, ``batch_size=1``, with exact analytic gradients and
+``weight_decay=0`` where an optimizer decays by default, so that the minimum is the
+function's own.
 
 * Quadratic: :math:`f(w) = \\frac12 \\sum_i a_i w_i^2` on a 4 x 4 weight (so
   Adafactor keeps its factored second moment), :math:`a` spread geometrically
@@ -28,81 +29,17 @@ docs/optimizers.md (settings, budget, target, steps needed, quadratic ratio);
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
 
 import numpy as np
 import pytest
 
 import mxopt
+from tests.reference import CONVERGENCE
+from tests.reference.table import Setting
 
-
-@dataclass(frozen=True)
-class Setting:
-    label: str
-    #: the optimizer's name in mxopt.OPTIMIZERS
-    optimizer: str
-    options: dict
-    #: Rosenbrock: the budget of updates, and the value f must drop below within it
-    steps: int
-    target: float
-    #: for Lookahead: the wrapped optimizer's name and options
-    inner: tuple | None = None
-    note: str = ""
-
-    def build(self, state: mxopt.OptimizationState) -> mxopt.AbstractOptimizer:
-        if self.inner is not None:
-            name, options = self.inner
-            inner = mxopt.OPTIMIZERS[name](**options, state=state)
-            return mxopt.OPTIMIZERS[self.optimizer](inner, **self.options)
-        return mxopt.OPTIMIZERS[self.optimizer](**self.options, state=state)
-
-    @property
-    def call(self) -> str:
-        """The constructor call, as in the docs: ``ADAM(lr=0.01, weight_decay=0.0)``."""
-        args = [f"{k}={v!r}" for k, v in self.options.items()]
-        if self.inner is not None:
-            name, options = self.inner
-            inner = ", ".join(f"{k}={v!r}" for k, v in options.items())
-            args.insert(0, f"{name}({inner})")
-        return f"{self.optimizer}({', '.join(args)})"
-
-
-# fmt: off
-SETTINGS = [
-    Setting("SGD", "SGD", {"lr": 1e-3, "momentum": 0.9, "weight_decay": 0.0}, 1500, 1e-4),
-    Setting("Adafactor", "Adafactor", {}, 4000, 1e-1,
-            note="loose: no first moment and a relative step min(lr, 1/sqrt(k)) * RMS(W), "
-                 "sign-like on 2 coordinates; f = 1e-2 takes 18515 steps"),
-    Setting("ADAM", "ADAM", {"lr": 1e-2, "weight_decay": 0.0}, 4000, 1e-4),
-    Setting("AdamW", "AdamW", {"lr": 1e-2, "weight_decay": 0.0}, 4000, 1e-4),
-    Setting("LAMB", "LAMB", {"lr": 1e-2, "weight_decay": 0.0}, 3500, 1e-2,
-            note="loose: the trust ratio makes every step lr * norm(W) long, so it bounces "
-                 "around the minimum; with lr=1e-3 its steps shrink with norm(W) and it stalls "
-                 "near W = 0 from update ~5000 to ~30000"),
-    Setting("LARS", "LARS", {"lr": 1.0, "weight_decay": 0.0}, 3000, 1e-2,
-            note="loose: trust-ratio steps bounce around the minimum"),
-    Setting("AdaGrad", "AdaGrad", {"weight_decay": 0.0}, 13000, 1e-4),
-    Setting("AdaDelta", "AdaDelta", {"weight_decay": 0.0}, 1500, 0.5,
-            note="very loose: reaches the valley (f = 0.14 at 1000 steps), then drifts back "
-                 "(f = 0.58 at 20000); torch.optim.Adadelta does the same"),
-    Setting("AdaMax", "AdaMax", {"lr": 1e-2, "weight_decay": 0.0}, 6000, 1e-4),
-    Setting("RMSProp", "RMSProp", {"weight_decay": 0.0}, 7000, 1e-3,
-            note="loose: with a constant lr it ends in a cycle at f = 2e-4 (lr / "
-                 "sqrt(epsilon) = 1 is too large a step near the minimum)"),
-    Setting("Rprop", "Rprop", {}, 3000, 1e-4),
-    Setting("ASGD", "ASGD", {"lr": 1e-3}, 13000, 1e-4),
-    Setting("Lookahead(SGD)", "Lookahead", {"k": 6, "alpha": 0.5}, 3000, 1e-4,
-            inner=("SGD", {"lr": 1e-3, "momentum": 0.9, "weight_decay": 0.0})),
-    Setting("Lookahead(RAdam)", "Lookahead", {"k": 6, "alpha": 0.5}, 9000, 1e-4,
-            inner=("RAdam", {"lr": 1e-2})),
-    Setting("Nadam", "Nadam", {"lr": 1e-2, "weight_decay": 0.0}, 4000, 1e-4),
-    Setting("RAdam", "RAdam", {"lr": 1e-2}, 8000, 1e-4,
-            note="its first 5 updates are un-normalised momentum steps: f reaches 625 first"),
-    Setting("QHAdam", "QHAdam", {}, 10000, 1e-4),
-    Setting("Lion", "Lion", {"lr": 1e-3}, 5000, 1e-3,
-            note="loose: every coordinate moves by exactly lr, so it bounces at that scale"),
-]
-# fmt: on
+#: The settings, one at least per optimizer of ``mxopt.OPTIMIZERS``, declared in the
+#: oracle files (``CONVERGENCE``).
+SETTINGS = CONVERGENCE
 
 #: Quadratic: updates, and the largest allowed f(after) / f(start).
 QUADRATIC_STEPS = 2000

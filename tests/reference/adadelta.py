@@ -9,7 +9,9 @@ delta_acc = rho delta_acc + (1 - rho) delta^2             (delta without lr)
 
 import numpy as np
 
+from mxopt import LearningRate
 from tests.reference.common import normalized_gradient
+from tests.reference.table import Case, Setting, TorchCase
 
 
 def init(shape, x):
@@ -23,3 +25,34 @@ def step(w, g, state, x):
     delta = g * np.sqrt(delta_acc + x.epsilon) / np.sqrt(acc + x.epsilon)
     w -= x.lr * delta
     delta_acc[...] = x.rho * delta_acc + (1 - x.rho) * delta * delta
+
+
+# -- what the tests, the docs and the benchmarks read (see tests/reference/table.py) --
+
+OPTIMIZERS = ("AdaDelta",)
+
+CASES = [
+    Case("AdaDelta", "default"),
+    Case("AdaDelta", "rho-epsilon", {"rho": 0.5, "epsilon": 1e-2, "lr": 0.5}),
+    Case(
+        "AdaDelta",
+        "inv-on-epoch-maximize",
+        {"lr_scheduler": LearningRate.Inv(2.0, gamma=0.5, power=1.0), "maximize": True},
+    ),
+]
+
+# fmt: off
+CONVERGENCE = [
+    Setting("AdaDelta", "AdaDelta", {"weight_decay": 0.0}, 1500, 0.5,
+        note="very loose: reaches the valley (f = 0.14 at 1000 steps), then drifts back "
+             "(f = 0.58 at 20000); torch.optim.Adadelta does the same"),
+]
+# fmt: on
+
+# fmt: off
+TORCH = [
+    TorchCase("Adadelta", "AdaDelta", {"rho": 0.9, "weight_decay": 0.0}, "Adadelta", {}),
+    TorchCase("Adadelta wd", "AdaDelta", {"lr": 0.5, "rho": 0.95, "weight_decay": 1e-2},
+        "Adadelta", {"lr": 0.5, "rho": 0.95, "weight_decay": 1e-2}),
+]
+# fmt: on

@@ -17,7 +17,9 @@ import math
 
 import numpy as np
 
+from mxopt import LearningRate
 from tests.reference.common import decoupled_decay, normalized_gradient
+from tests.reference.table import Case, Setting, TorchCase
 
 
 def init(shape, x):
@@ -48,3 +50,45 @@ def step(w, g, state, x):
         v += w8 * (g * g - v)
     u = g / np.sqrt(np.maximum(v, eps1 * eps1))
     w -= alpha / max(1.0, math.sqrt(np.mean(u * u)) / x.d) * u
+
+
+# -- what the tests, the docs and the benchmarks read (see tests/reference/table.py) --
+
+OPTIMIZERS = ("Adafactor",)
+
+CASES = [
+    Case("Adafactor", "default"),
+    Case("Adafactor", "floors", {"eps1": 0.5, "eps2": 0.1, "d": 1.5, "lr": 0.5}),
+    Case(
+        "Adafactor",
+        "coupled-maximize",
+        {
+            "decoupled_weight_decay": False,
+            "weight_decay": 0.1,
+            "maximize": True,
+            "beta2_decay": -0.5,
+        },
+    ),
+    Case("Adafactor", "scheduler", {"lr_scheduler": LearningRate.Exp(0.5, gamma=0.8)}),
+]
+
+# fmt: off
+CONVERGENCE = [
+    Setting("Adafactor", "Adafactor", {}, 4000, 1e-1,
+        note="loose: no first moment and a relative step min(lr, 1/sqrt(k)) * RMS(W), "
+             "sign-like on 2 coordinates; f = 1e-2 takes 18515 steps"),
+]
+# fmt: on
+
+# fmt: off
+TORCH = [
+    TorchCase("Adafactor", "Adafactor", {}, "Adafactor", {}),
+    TorchCase("Adafactor wd/max", "Adafactor",
+        {"lr": 0.05, "beta2_decay": -0.5, "eps2": 1e-2, "d": 2.0, "weight_decay": 0.1,
+         "maximize": True},
+        "Adafactor", {"lr": 0.05, "beta2_decay": -0.5, "eps": (None, 1e-2), "d": 2.0,
+                      "weight_decay": 0.1, "maximize": True}),
+    TorchCase("Adafactor eps1", "Adafactor", {"lr": 0.5, "eps1": 0.3, "eps2": 0.0},
+        "Adafactor", {"lr": 0.5, "eps": (0.3, 0.0)}),
+]
+# fmt: on

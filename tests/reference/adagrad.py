@@ -9,7 +9,9 @@ otherwise (torch):               W -= lr_k * g / (sqrt(h) + eps)
 
 import numpy as np
 
+from mxopt import LearningRate
 from tests.reference.common import normalized_gradient
+from tests.reference.table import Case, Setting, TorchCase
 
 
 def init(shape, x):
@@ -25,3 +27,46 @@ def step(w, g, state, x):
         w -= lr_k * g / np.sqrt(h + x.epsilon)
     else:
         w -= lr_k * g / (np.sqrt(h) + x.epsilon)
+
+
+# -- what the tests, the docs and the benchmarks read (see tests/reference/table.py) --
+
+OPTIMIZERS = ("AdaGrad",)
+
+CASES = [
+    Case("AdaGrad", "default"),
+    Case(
+        "AdaGrad",
+        "lr-decay-initial-accumulator",
+        {"lr_decay": 0.5, "initial_accumulator_value": 0.3, "epsilon": 0.2},
+    ),
+    Case("AdaGrad", "torch-epsilon", {"epsilon_inside_sqrt": False, "epsilon": 0.1}),
+    Case(
+        "AdaGrad",
+        "scheduled-maximize",
+        {
+            "lr_scheduler": LearningRate.Exp(0.2, gamma=0.5, decay_on_iteration=True),
+            "lr_decay": 0.1,
+            "maximize": True,
+        },
+    ),
+]
+
+# fmt: off
+CONVERGENCE = [
+    Setting("AdaGrad", "AdaGrad", {"weight_decay": 0.0}, 13000, 1e-4),
+]
+# fmt: on
+
+# fmt: off
+TORCH = [
+    TorchCase("Adagrad", "AdaGrad",
+        {"lr": 0.01, "epsilon": 1e-10, "epsilon_inside_sqrt": False, "weight_decay": 0.0},
+        "Adagrad", {}),
+    TorchCase("Adagrad decay/init", "AdaGrad",
+        {"lr": 0.05, "lr_decay": 0.01, "initial_accumulator_value": 0.1,
+         "weight_decay": 1e-2, "epsilon": 1e-10, "epsilon_inside_sqrt": False},
+        "Adagrad", {"lr": 0.05, "lr_decay": 0.01, "initial_accumulator_value": 0.1,
+                    "weight_decay": 1e-2}),
+]
+# fmt: on

@@ -12,7 +12,9 @@ import math
 
 import numpy as np
 
+from mxopt import LearningRate
 from tests.reference.common import decoupled_decay, normalized_gradient
+from tests.reference.table import Case, Setting, TorchCase
 
 
 def init(shape, x):
@@ -39,3 +41,44 @@ def step(w, g, state, x):
         m_hat = m / (1 - x.beta1**x.k)
         v_hat = vhat / (1 - x.beta2**x.k)
         w -= x.lr * m_hat / (np.sqrt(v_hat) + x.epsilon)
+
+
+# -- what the tests, the docs and the benchmarks read (see tests/reference/table.py) --
+
+OPTIMIZERS = ("ADAM", "AdamW")
+
+CASES = [
+    Case("ADAM", "default"),
+    Case("ADAM", "amsgrad", {"amsgrad": True, "lr": 0.01}),
+    Case("ADAM", "paper-epsilon", {"epsilon_hat": False, "epsilon": 1e-2}),
+    Case(
+        "ADAM",
+        "decoupled-maximize",
+        {"decoupled_weight_decay": True, "weight_decay": 0.1, "maximize": True},
+    ),
+    Case("ADAM", "betas", {"beta1": 0.5, "beta2": 0.9, "epsilon": 1e-3, "lr": 0.05}),
+    Case("ADAM", "inv-on-epoch", {"lr_scheduler": LearningRate.Inv(0.01, gamma=0.5, power=1.0)}),
+    Case("AdamW", "default"),
+    Case("AdamW", "amsgrad", {"amsgrad": True, "weight_decay": 0.3}),
+]
+
+# fmt: off
+CONVERGENCE = [
+    Setting("ADAM", "ADAM", {"lr": 1e-2, "weight_decay": 0.0}, 4000, 1e-4),
+    Setting("AdamW", "AdamW", {"lr": 1e-2, "weight_decay": 0.0}, 4000, 1e-4),
+]
+# fmt: on
+
+# fmt: off
+TORCH = [
+    TorchCase("Adam", "ADAM",
+        {"lr": 1e-2, "weight_decay": 1e-2, "epsilon_hat": False, "epsilon": 1e-8},
+        "Adam", {"lr": 1e-2, "weight_decay": 1e-2}),
+    TorchCase("Adam amsgrad", "ADAM",
+        {"lr": 1e-2, "weight_decay": 0.0, "epsilon_hat": False, "amsgrad": True},
+        "Adam", {"lr": 1e-2, "amsgrad": True}),
+    TorchCase("AdamW", "AdamW", {"lr": 1e-2}, "AdamW", {"lr": 1e-2}),
+    TorchCase("AdamW amsgrad", "AdamW", {"lr": 1e-2, "amsgrad": True, "weight_decay": 0.1},
+        "AdamW", {"lr": 1e-2, "amsgrad": True, "weight_decay": 0.1}),
+]
+# fmt: on

@@ -10,6 +10,7 @@ k is the update count of this weight.
 import numpy as np
 
 from tests.reference.common import normalized_gradient
+from tests.reference.table import Case, Setting, TorchCase
 
 
 def init(shape, x):
@@ -27,3 +28,29 @@ def step(w, g, state, x):
     else:
         u[...] = np.maximum(x.beta2 * u, np.abs(g))
         w -= lr_k * m / (u + x.epsilon)
+
+
+# -- what the tests, the docs and the benchmarks read (see tests/reference/table.py) --
+
+OPTIMIZERS = ("AdaMax",)
+
+CASES = [
+    Case("AdaMax", "default"),
+    Case("AdaMax", "torch-epsilon", {"epsilon_inside_max": True, "epsilon": 0.1, "lr": 0.02}),
+    Case("AdaMax", "zero-beta1", {"beta1": 0.0, "beta2": 0.5, "epsilon": 0.1, "lr": 0.05}),
+    Case("AdaMax", "maximize", {"maximize": True, "beta1": 0.5, "lr": 0.01}),
+]
+
+# fmt: off
+CONVERGENCE = [
+    Setting("AdaMax", "AdaMax", {"lr": 1e-2, "weight_decay": 0.0}, 6000, 1e-4),
+]
+# fmt: on
+
+# fmt: off
+TORCH = [
+    TorchCase("Adamax", "AdaMax",
+        {"lr": 0.01, "epsilon": 1e-8, "epsilon_inside_max": True, "weight_decay": 1e-2},
+        "Adamax", {"lr": 0.01, "weight_decay": 1e-2}),
+]
+# fmt: on

@@ -9,6 +9,7 @@ w -= lr * ratio * u
 import numpy as np
 
 from tests.reference.common import without_l2
+from tests.reference.table import Case, Setting
 
 
 def init(shape, x):
@@ -25,3 +26,22 @@ def step(w, g, state, x):
     w_norm, u_norm = np.linalg.norm(w), np.linalg.norm(u)
     ratio = min(w_norm / u_norm, x.max_trust_ratio) if w_norm > 0 and u_norm > 0 else 1.0
     w -= x.lr * ratio * u
+
+
+# -- what the tests, the docs and the benchmarks read (see tests/reference/table.py) --
+
+OPTIMIZERS = ("LAMB",)
+
+CASES = [
+    Case("LAMB", "default"),
+    Case("LAMB", "tight-ratio", {"max_trust_ratio": 0.05, "lr": 0.05, "beta2": 0.9}),
+]
+
+# fmt: off
+CONVERGENCE = [
+    Setting("LAMB", "LAMB", {"lr": 1e-2, "weight_decay": 0.0}, 3500, 1e-2,
+        note="loose: the trust ratio makes every step lr * norm(W) long, so it bounces "
+             "around the minimum; with lr=1e-3 its steps shrink with norm(W) and it stalls "
+             "near W = 0 from update ~5000 to ~30000"),
+]
+# fmt: on

@@ -9,6 +9,7 @@ v = mu v - lr * ratio * (g + wd w);  w += v
 import numpy as np
 
 from tests.reference.common import without_l2
+from tests.reference.table import Case, Setting
 
 
 def init(shape, x):
@@ -27,3 +28,20 @@ def step(w, g, state, x):
     v = state["velocity"]
     v[...] = x.momentum * v - x.lr * ratio * (g + x.weight_decay * w)
     w += v
+
+
+# -- what the tests, the docs and the benchmarks read (see tests/reference/table.py) --
+
+OPTIMIZERS = ("LARS",)
+
+CASES = [
+    Case("LARS", "default"),
+    Case("LARS", "larc", {"clip": True, "trust_coefficient": 0.5, "momentum": 0.5}),
+]
+
+# fmt: off
+CONVERGENCE = [
+    Setting("LARS", "LARS", {"lr": 1.0, "weight_decay": 0.0}, 3000, 1e-2,
+        note="loose: trust-ratio steps bounce around the minimum"),
+]
+# fmt: on

@@ -8,7 +8,9 @@ m = b2 m + (1-b2) g
 
 import numpy as np
 
+from mxopt import LearningRate
 from tests.reference.common import without_l2
+from tests.reference.table import Case, Setting
 
 
 def init(shape, x):
@@ -22,3 +24,29 @@ def step(w, g, state, x):
     c = x.beta1 * m + (1 - x.beta1) * g
     w -= x.lr * np.sign(c)
     m[...] = x.beta2 * m + (1 - x.beta2) * g
+
+
+# -- what the tests, the docs and the benchmarks read (see tests/reference/table.py) --
+
+OPTIMIZERS = ("Lion",)
+
+CASES = [
+    Case("Lion", "default"),
+    Case("Lion", "decay-maximize", {"weight_decay": 0.5, "lr": 0.01, "maximize": True}),
+    Case(
+        "Lion",
+        "betas-exp-on-iteration",
+        {
+            "beta1": 0.0,
+            "beta2": 0.5,
+            "lr_scheduler": LearningRate.Exp(0.01, gamma=0.5, decay_on_iteration=True),
+        },
+    ),
+]
+
+# fmt: off
+CONVERGENCE = [
+    Setting("Lion", "Lion", {"lr": 1e-3}, 5000, 1e-3,
+        note="loose: every coordinate moves by exactly lr, so it bounces at that scale"),
+]
+# fmt: on

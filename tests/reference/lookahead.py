@@ -5,6 +5,9 @@ the weight before its first update; after every k-th update:
 slow += alpha * (w - slow); w = slow.
 """
 
+import mxopt
+from tests.reference.table import Case, Setting
+
 
 def _inner(x):
     from tests.reference import ORACLES
@@ -24,3 +27,25 @@ def step(w, g, state, x):
         slow = state["lookahead_slow"]
         slow += x.options["alpha"] * (w - slow)
         w[...] = slow
+
+
+# -- what the tests, the docs and the benchmarks read (see tests/reference/table.py) --
+
+OPTIMIZERS = ("Lookahead",)
+
+CASES = [
+    Case("Lookahead", "sgd-momentum", {"k": 3, "alpha": 0.6}, inner=("SGD", {"momentum": 0.9})),
+    Case("Lookahead", "adam", {"k": 2}, inner=("ADAM", {"lr": 0.01})),
+]
+
+# fmt: off
+CONVERGENCE = [
+    Setting("Lookahead(SGD)", "Lookahead", {"k": 6, "alpha": 0.5}, 3000, 1e-4,
+        inner=("SGD", {"lr": 1e-3, "momentum": 0.9, "weight_decay": 0.0})),
+    Setting("Lookahead(RAdam)", "Lookahead", {"k": 6, "alpha": 0.5}, 9000, 1e-4,
+        inner=("RAdam", {"lr": 1e-2})),
+]
+# fmt: on
+
+#: A Lookahead cannot be built without the optimizer it wraps.
+REQUIRED_OPTIONS = {"Lookahead": lambda: {"inner": mxopt.SGD()}}

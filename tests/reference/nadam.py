@@ -14,7 +14,10 @@ decoupled weight decay: W *= 1 - lr * wd first, and g has no L2 term.
 
 import numpy as np
 
+import mxopt
+from mxopt import LearningRate, Momentum
 from tests.reference.common import decoupled_decay, normalized_gradient
+from tests.reference.table import Case, Setting, TorchCase
 
 
 class State(dict):
@@ -51,3 +54,57 @@ def step(w, g, state, x):
     n_hat = n / (1 - x.beta2**x.k)
     m_bar = (1 - mu_t) * g_hat + mu_t1 * m_hat
     w -= x.lr * m_bar / (np.sqrt(n_hat) + x.epsilon)
+
+
+# -- what the tests, the docs and the benchmarks read (see tests/reference/table.py) --
+
+OPTIMIZERS = ("Nadam",)
+
+CASES = [
+    Case("Nadam", "default"),
+    Case(
+        "Nadam",
+        "scheduler",
+        {
+            "momentum_scheduler": Momentum.NadamScheduler(mu0=0.9, delta=0.1, gamma=0.3, alpha=0.5),
+            "lr": 0.01,
+        },
+    ),
+    Case(
+        "Nadam",
+        "decoupled-maximize",
+        {"decoupled_weight_decay": True, "weight_decay": 0.1, "maximize": True},
+    ),
+    Case(
+        "Nadam",
+        "betas-exp-on-iteration",
+        {
+            "beta1": 0.5,
+            "beta2": 0.9,
+            "epsilon": 1e-3,
+            "lr_scheduler": LearningRate.Exp(0.05, gamma=0.5, decay_on_iteration=True),
+        },
+    ),
+]
+
+# fmt: off
+CONVERGENCE = [
+    Setting("Nadam", "Nadam", {"lr": 1e-2, "weight_decay": 0.0}, 4000, 1e-4),
+]
+# fmt: on
+
+# fmt: off
+TORCH = [
+    TorchCase("NAdam", "Nadam",
+        {"lr": 1e-2, "beta1": 0.9, "beta2": 0.999, "weight_decay": 1e-2,
+         "momentum_scheduler": mxopt.Momentum.NadamScheduler(mu0=0.9, delta=0.004)},
+        "NAdam", {"lr": 1e-2, "betas": (0.9, 0.999), "weight_decay": 1e-2,
+                  "momentum_decay": 0.004}),
+    TorchCase("NAdam decoupled", "Nadam",
+        {"lr": 1e-2, "beta1": 0.8, "beta2": 0.99, "epsilon": 1e-6, "weight_decay": 0.1,
+         "decoupled_weight_decay": True,
+         "momentum_scheduler": mxopt.Momentum.NadamScheduler(mu0=0.8, delta=0.02)},
+        "NAdam", {"lr": 1e-2, "betas": (0.8, 0.99), "eps": 1e-6, "weight_decay": 0.1,
+                  "decoupled_weight_decay": True, "momentum_decay": 0.02}),
+]
+# fmt: on

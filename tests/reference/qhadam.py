@@ -8,6 +8,7 @@ decoupled weight decay: W *= 1 - lr * wd first, and g has no L2 term.
 import numpy as np
 
 from tests.reference.common import decoupled_decay, normalized_gradient
+from tests.reference.table import Case, Setting
 
 
 def init(shape, x):
@@ -23,3 +24,25 @@ def step(w, g, state, x):
     num = (1 - x.nu1) * g + x.nu1 * m / (1 - x.beta1**x.k)
     den = np.sqrt((1 - x.nu2) * g * g + x.nu2 * v / (1 - x.beta2**x.k)) + x.epsilon
     w -= x.lr * num / den
+
+
+# -- what the tests, the docs and the benchmarks read (see tests/reference/table.py) --
+
+OPTIMIZERS = ("QHAdam",)
+
+CASES = [
+    Case("QHAdam", "default"),
+    Case("QHAdam", "nus", {"nu1": 0.9, "nu2": 0.5, "beta1": 0.9, "beta2": 0.99, "lr": 0.01}),
+    Case(
+        "QHAdam",
+        "decoupled-maximize",
+        {"decoupled_weight_decay": True, "weight_decay": 0.1, "maximize": True},
+    ),
+    Case("QHAdam", "adam-numerator-sign-denominator", {"nu1": 1.0, "nu2": 0.0, "epsilon": 1e-3}),
+]
+
+# fmt: off
+CONVERGENCE = [
+    Setting("QHAdam", "QHAdam", {}, 10000, 1e-4),
+]
+# fmt: on

@@ -13,6 +13,7 @@ import math
 import numpy as np
 
 from tests.reference.common import decoupled_decay, normalized_gradient
+from tests.reference.table import Case, Setting, TorchCase
 
 
 def init(shape, x):
@@ -33,3 +34,38 @@ def step(w, g, state, x):
         w -= x.lr * r * m_hat * math.sqrt(1 - x.beta2**x.k) / (np.sqrt(v) + x.epsilon)
     else:
         w -= x.lr * m_hat
+
+
+# -- what the tests, the docs and the benchmarks read (see tests/reference/table.py) --
+
+OPTIMIZERS = ("RAdam",)
+
+CASES = [
+    Case("RAdam", "default"),
+    Case(
+        "RAdam",
+        "decoupled-maximize",
+        {"decoupled_weight_decay": True, "weight_decay": 0.1, "maximize": True, "lr": 0.01},
+    ),
+    Case("RAdam", "betas", {"beta1": 0.5, "beta2": 0.9, "epsilon": 1e-3, "lr": 0.05}),
+    Case("RAdam", "never-rectified", {"beta2": 0.6, "lr": 0.01}),
+]
+
+# fmt: off
+CONVERGENCE = [
+    Setting("RAdam", "RAdam", {"lr": 1e-2}, 8000, 1e-4,
+        note="its first 5 updates are un-normalised momentum steps: f reaches 625 first"),
+]
+# fmt: on
+
+# fmt: off
+TORCH = [
+    TorchCase("RAdam", "RAdam", {"lr": 1e-2, "weight_decay": 1e-2}, "RAdam",
+        {"lr": 1e-2, "weight_decay": 1e-2}),
+    TorchCase("RAdam decoupled", "RAdam",
+        {"lr": 1e-2, "beta1": 0.8, "beta2": 0.99, "weight_decay": 0.1,
+         "decoupled_weight_decay": True},
+        "RAdam", {"lr": 1e-2, "betas": (0.8, 0.99), "weight_decay": 0.1,
+                  "decoupled_weight_decay": True}),
+]
+# fmt: on

@@ -9,7 +9,9 @@ the first update.
 
 import numpy as np
 
+from mxopt import LearningRate
 from tests.reference.common import normalized_gradient
+from tests.reference.table import Case, Setting, TorchCase
 
 
 def init(shape, x):
@@ -25,3 +27,40 @@ def step(w, g, state, x):
     g = np.where(s < 0, 0.0, g)
     w -= np.sign(g) * size
     prev[...] = g
+
+
+# -- what the tests, the docs and the benchmarks read (see tests/reference/table.py) --
+
+OPTIMIZERS = ("Rprop",)
+
+CASES = [
+    Case("Rprop", "default"),
+    Case(
+        "Rprop",
+        "etas-bounds",
+        {"etaminus": 0.3, "etaplus": 1.5, "step_min": 0.004, "step_max": 0.03},
+    ),
+    Case("Rprop", "lr-above-max-maximize", {"lr": 0.05, "step_max": 0.02, "maximize": True}),
+    Case(
+        "Rprop",
+        "scheduled-initial-step",
+        {"lr_scheduler": LearningRate.Exp(0.04, gamma=0.5, decay_on_iteration=True)},
+    ),
+]
+
+# fmt: off
+CONVERGENCE = [
+    Setting("Rprop", "Rprop", {}, 3000, 1e-4),
+]
+# fmt: on
+
+# fmt: off
+TORCH = [
+    TorchCase("Rprop", "Rprop", {}, "Rprop", {}),
+    TorchCase("Rprop etas/steps", "Rprop",
+        {"etaminus": 0.3, "etaplus": 1.5, "step_min": 1e-3, "step_max": 0.05},
+        "Rprop", {"etas": (0.3, 1.5), "step_sizes": (1e-3, 0.05)}),
+    TorchCase("Rprop maximize", "Rprop", {"lr": 0.1, "step_max": 0.05, "maximize": True},
+        "Rprop", {"lr": 0.1, "step_sizes": (1e-6, 0.05), "maximize": True}),
+]
+# fmt: on

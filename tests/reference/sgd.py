@@ -10,7 +10,9 @@ Fixed(momentum) otherwise.
 
 import numpy as np
 
+from mxopt import LearningRate, Momentum
 from tests.reference.common import normalized_gradient
+from tests.reference.table import Case, Setting, TorchCase
 
 
 def has_velocity(x):
@@ -35,3 +37,48 @@ def step(w, g, state, x):
         w += x.mu * v - x.lr * g
     else:
         w += v
+
+
+# -- what the tests, the docs and the benchmarks read (see tests/reference/table.py) --
+
+OPTIMIZERS = ("SGD",)
+
+CASES = [
+    Case("SGD", "default"),
+    Case("SGD", "momentum", {"momentum": 0.9}),
+    Case("SGD", "fixed-zero-momentum", {"momentum_scheduler": Momentum.Fixed(0.0)}),
+    Case(
+        "SGD",
+        "exp-on-iteration",
+        {
+            "lr_scheduler": LearningRate.Exp(0.2, gamma=0.5, decay_on_iteration=True),
+            "momentum": 0.5,
+        },
+    ),
+    Case("SGD", "nesterov", {"momentum": 0.8, "nesterov": True}),
+    Case("SGD", "dampening-maximize", {"momentum": 0.7, "dampening": 0.3, "maximize": True}),
+]
+
+# fmt: off
+CONVERGENCE = [
+    Setting("SGD", "SGD", {"lr": 1e-3, "momentum": 0.9, "weight_decay": 0.0}, 1500, 1e-4),
+]
+# fmt: on
+
+# fmt: off
+TORCH = [
+    TorchCase("SGD", "SGD", {"lr": 0.05, "weight_decay": 1e-3}, "SGD",
+        {"lr": 0.05, "weight_decay": 1e-3}),
+    TorchCase("SGD momentum", "SGD", {"lr": 0.05, "momentum": 0.9, "weight_decay": 1e-3},
+        "SGD", {"lr": 0.05, "momentum": 0.9, "weight_decay": 1e-3}),
+    TorchCase("SGD nesterov", "SGD",
+        {"lr": 0.05, "momentum": 0.9, "nesterov": True, "weight_decay": 0.0},
+        "SGD", {"lr": 0.05, "momentum": 0.9, "nesterov": True}),
+    TorchCase("SGD dampening", "SGD",
+        {"lr": 0.05, "momentum": 0.8, "dampening": 0.5, "weight_decay": 1e-2},
+        "SGD", {"lr": 0.05, "momentum": 0.8, "dampening": 0.5, "weight_decay": 1e-2}),
+    TorchCase("SGD maximize", "SGD",
+        {"lr": 0.05, "momentum": 0.9, "weight_decay": 1e-3, "maximize": True},
+        "SGD", {"lr": 0.05, "momentum": 0.9, "weight_decay": 1e-3, "maximize": True}),
+]
+# fmt: on
