@@ -21,9 +21,9 @@ learning rates, the optimizer's other defaults); where a method cannot get
 close to the minimum (sign-like and trust-ratio steps, AdaDelta) the target is
 looser and the row's note says why. Everything is deterministic.
 
-``PYTHONPATH=. python tests/test_convergence.py`` prints the table of
-docs/optimizers.md (settings, budget, target, steps needed, quadratic ratio);
-``tests/test_optimizer_docs.py`` checks the page against it.
+``PYTHONPATH=. python tests/test_convergence.py`` prints the table (settings, budget,
+target, steps needed, quadratic ratio) that the docs build generates in
+docs/optimizers.md (``<!-- mxopt:convergence-table -->``).
 """
 
 from __future__ import annotations

@@ -60,7 +60,8 @@ def python_blocks(path: pathlib.Path) -> list[dict]:
 def _describe(code: str, line: int) -> dict:
     first = next((text.strip() for text in code.splitlines() if text.strip()), "")
     requires: tuple[str, ...] = ()
-    other = first.lower().startswith("# other library")
+    # "# other library: ...", or "# file: path" (a file's content, shown, not run here)
+    other = first.lower().startswith(("# other library", "# file:"))
     # A signature shown for reference, ``Name(*, a=1, ...)``, is not Python: shown, not run.
     signature = re.fullmatch(r"[A-Za-z_][\w.]*\(.*\)", code.strip(), re.S)
     if signature and re.search(r"[(,]\s*\*\s*[,)]", code):
@@ -119,11 +120,22 @@ def test_block_markers_are_well_formed():
 # -- API reference ------------------------------------------------------------------------
 
 
+def _generated():
+    """The docs' build hook, ``docs/_ext/generated.py`` (it expands the markers)."""
+    spec = importlib.util.spec_from_file_location("generated", DOCS / "_ext" / "generated.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def documented_identifiers() -> list[tuple[str, str]]:
-    """``(identifier, page)`` for every ``::: identifier`` block of the site."""
+    """``(identifier, page)`` for every ``::: identifier`` block of the site, those the
+    build hook generates included."""
+    render = _generated().render
     found = []
     for page in PAGES:
-        for line in page.read_text().splitlines():
+        text = render(page.read_text(), page.relative_to(DOCS).as_posix())
+        for line in text.splitlines():
             match = DIRECTIVE.match(line)
             if match:
                 found.append((match["identifier"], _page_id(page)))

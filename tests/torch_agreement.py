@@ -5,12 +5,18 @@ with the torch.optim one it reproduces; the oracle files declare them. Both run 
 50 steps on the same random float32 weights and gradients; mxopt uses ``batch_size=1``
 (torch does not divide by the batch size) and counts ``curr_iter`` from 1 like torch's
 step count. ``python tests/torch_agreement.py`` prints the deviation table;
+``python tests/torch_agreement.py --json docs/_data/torch_agreement.json`` writes
+``{label: max deviation}``, which the documentation's torch table shows;
 ``tests/test_torch_agreement.py`` asserts it.
 
 torch is an optional comparison, never a dependency: ``pip install torch``.
 """
 
 from __future__ import annotations
+
+import argparse
+import json
+import pathlib
 
 import numpy as np
 
@@ -59,7 +65,20 @@ def max_deviation(case: TorchCase, steps: int = 50) -> float:
     )
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--json",
+        metavar="PATH",
+        type=pathlib.Path,
+        help="write {case label: max abs deviation} for every case to PATH instead",
+    )
+    args = parser.parse_args(argv)
+    if args.json is not None:
+        deviations = {case.label: max_deviation(case) for case in TORCH_CASES}
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(deviations, indent=2) + "\n")
+        return
     print(f"| {'optimizer':16} | {'mxopt settings':70} | {'max abs deviation':>17} |")
     print(f"|{'-' * 18}|{'-' * 72}|{'-' * 19}|")
     for case in TORCH_CASES:

@@ -46,13 +46,29 @@ import time
 import numpy as np
 
 import mxopt
+from mxopt.cli import bench_peers as peers
+from mxopt.cli.bench_peers import HYPER
 from mxopt.cli.bench_report import chart, report
 
 __all__ = ["REGIMES", "bert_base_shapes", "main", "run_suite"]
 
-BYTES_PER_ELEMENT = {"sgd-momentum": 20, "adam": 28, "adamw": 28}
-ARRAYS_PER_STEP = {"sgd-momentum": 3, "adam": 4, "adamw": 4}  # arrays a step touches
-HYPER = {"lr": 1e-3, "momentum": 0.9, "beta1": 0.9, "beta2": 0.999, "eps": 1e-8, "wd": 1e-2}
+#: The optimizers compared with their peers (NumPy, torch, optax, Thinc). Any other name of
+#: ``mxopt.OPTIMIZERS`` (with its default options) is timed for mxopt and the memory limit.
+PEERED = ("sgd-momentum", "adam", "adamw")
+
+
+def arrays_per_step(name: str) -> int:
+    """The arrays a step touches: weight, gradient and the state arrays shaped like it."""
+    if name in PEERED:
+        return {"sgd-momentum": 3, "adam": 4, "adamw": 4}[name]
+    spec = mxopt.OPTIMIZERS[name]().state_spec((1,))
+    return 2 + sum(1 for value in spec.values() if not isinstance(value, tuple))
+
+
+def bytes_per_element(name: str) -> int:
+    """float32 bytes a fused step moves per element: reads w, g and the state, writes w and
+    the state (20 for SGD with momentum, 28 for Adam)."""
+    return 4 * (2 * arrays_per_step(name) - 1)
 
 
 def bert_base_shapes() -> list:
@@ -84,6 +100,8 @@ REGIMES = {
 
 def _mxopt_optimizer(name: str, state):
     h = HYPER
+    if name not in PEERED:
+        return mxopt.OPTIMIZERS[name](state=state)
     if name == "sgd-momentum":
         return mxopt.SGD(lr=h["lr"], momentum=h["momentum"], weight_decay=h["wd"], state=state)
     if name == "adam":
@@ -151,10 +169,10 @@ def _memory_limit(name, shapes, rng):
     # state arrays laid out as mxopt lays out its own (staggered within a page: the best case)
     state = [
         backends.full(weight, backends.NUMPY, total, 0.0, slot=k)
-        for k in range(ARRAYS_PER_STEP[name] - 2)
+        for k in range(arrays_per_step(name) - 2)
     ]
     arrays = [weight, grad, *state]
-    kernel = _memory_kernels()[ARRAYS_PER_STEP[name]][total >= _cpu.parallel_min_size()]
+    kernel = _memory_kernels()[arrays_per_step(name)][total >= _cpu.parallel_min_size()]
     scale = np.float32(1e-9)
     return lambda: kernel(*arrays, scale)
 
@@ -190,132 +208,6 @@ def _memory_kernels():
     return _kernels
 
 
-def _numpy(name, shapes, rng):
-    h = HYPER
-    weights = [rng.standard_normal(s, dtype=np.float32) for s in shapes]
-    grads = [rng.standard_normal(s, dtype=np.float32) for s in shapes]
-    first = [np.zeros(s, np.float32) for s in shapes]
-    second = [np.zeros(s, np.float32) for s in shapes]
-    scratch = [np.empty(s, np.float32) for s in shapes]
-    t = [0]
-
-    def sgd():
-        for w, g, v, s in zip(weights, grads, first, scratch, strict=True):
-            np.multiply(w, h["wd"], out=s)
-            s += g
-            v *= h["momentum"]
-            v += s
-            w -= h["lr"] * v
-
-    def adam():
-        t[0] += 1
-        c1, c2 = 1 - h["beta1"] ** t[0], 1 - h["beta2"] ** t[0]
-        for w, g, m, v, s in zip(weights, grads, first, second, scratch, strict=True):
-            if name == "adamw":
-                w *= 1 - h["lr"] * h["wd"]
-                np.copyto(s, g)
-            else:
-                np.multiply(w, h["wd"], out=s)
-                s += g
-            m *= h["beta1"]
-            m += (1 - h["beta1"]) * s
-            v *= h["beta2"]
-            np.multiply(s, s, out=s)
-            v += (1 - h["beta2"]) * s
-            np.sqrt(v, out=s)
-            s *= 1 / np.sqrt(c2)
-            s += h["eps"]
-            np.divide(m, s, out=s)
-            w -= (h["lr"] / c1) * s
-
-    return sgd if name == "sgd-momentum" else adam
-
-
-def _torch(name, shapes, rng, mode):
-    import torch
-
-    h = HYPER
-    params = [torch.from_numpy(rng.standard_normal(s, dtype=np.float32)) for s in shapes]
-    for p in params:
-        p.requires_grad_(True)
-        p.grad = torch.from_numpy(rng.standard_normal(p.shape, dtype=np.float32))
-    flags = {"for-loop": {"foreach": False}, "foreach": {"foreach": True}, "fused": {"fused": True}}
-    flags = flags[mode]
-    if name == "sgd-momentum":
-        optimizer = torch.optim.SGD(
-            params, lr=h["lr"], momentum=h["momentum"], weight_decay=h["wd"], **flags
-        )
-    else:
-        cls = torch.optim.Adam if name == "adam" else torch.optim.AdamW
-        optimizer = cls(params, lr=h["lr"], eps=h["eps"], weight_decay=h["wd"], **flags)
-    return optimizer.step
-
-
-def _optax(name, shapes, rng):
-    import jax
-    import optax
-
-    h = HYPER
-    if name == "sgd-momentum":
-        transform = optax.chain(
-            optax.add_decayed_weights(h["wd"]), optax.sgd(h["lr"], momentum=h["momentum"])
-        )
-    elif name == "adam":
-        transform = optax.chain(
-            optax.add_decayed_weights(h["wd"]), optax.adam(h["lr"], eps=h["eps"])
-        )
-    else:
-        transform = optax.adamw(h["lr"], eps=h["eps"], weight_decay=h["wd"])
-    params = [jax.device_put(rng.standard_normal(s, dtype=np.float32)) for s in shapes]
-    grads = [jax.device_put(rng.standard_normal(s, dtype=np.float32)) for s in shapes]
-    state = [transform.init(params)]
-    holder = [params]
-
-    @jax.jit
-    def update(params, grads, opt_state):
-        updates, opt_state = transform.update(grads, opt_state, params)
-        return optax.apply_updates(params, updates), opt_state
-
-    def step():
-        holder[0], state[0] = update(holder[0], grads, state[0])
-        jax.block_until_ready(holder[0])
-
-    return step
-
-
-def _thinc(name, shapes, rng):
-    from thinc.api import SGD, Adam
-
-    h = HYPER
-    if name == "sgd-momentum":
-        return None  # Thinc's SGD has no momentum
-    optimizer = Adam(
-        learn_rate=h["lr"],
-        eps=h["eps"],
-        L2=h["wd"],
-        L2_is_weight_decay=name == "adamw",
-        grad_clip=0.0,
-    )
-    del SGD
-    weights = [rng.standard_normal(int(np.prod(s)), dtype=np.float32) for s in shapes]
-    grads = [rng.standard_normal(w.size, dtype=np.float32) for w in weights]
-    keys = [(0, f"p{i}") for i in range(len(weights))]
-
-    def step():
-        for k, key in enumerate(keys):
-            weights[k], grads[k] = optimizer(key, weights[k], grads[k])
-
-    return step
-
-
-def _available(module: str) -> bool:
-    try:
-        __import__(module)
-        return True
-    except ImportError:
-        return False
-
-
 def implementations(name: str, per_call: bool) -> dict:
     """``{label: factory(shapes, rng) -> step}`` for the installed implementations."""
     if per_call:
@@ -329,14 +221,17 @@ def implementations(name: str, per_call: bool) -> dict:
         table["mxopt packed"] = lambda s, r: _mxopt_packed(name, s, r)
         table["mxopt packed, unchecked"] = lambda s, r: _mxopt_packed(name, s, r, "apply")
         table["memory limit"] = lambda s, r: _memory_limit(name, s, r)
-        table["numpy"] = lambda s, r: _numpy(name, s, r)
-    if _available("torch"):
+    if name not in PEERED:
+        return table
+    if not per_call:
+        table["numpy"] = lambda s, r: peers.numpy_step(name, s, r)
+    if peers.available("torch"):
         for mode in ("for-loop", "foreach", "fused"):
-            table[f"torch {mode}"] = lambda s, r, mode=mode: _torch(name, s, r, mode)
-    if _available("optax") and not per_call:
-        table["optax (jit)"] = lambda s, r: _optax(name, s, r)
-    if _available("thinc") and name != "sgd-momentum":
-        table["thinc"] = lambda s, r: _thinc(name, s, r)
+            table[f"torch {mode}"] = lambda s, r, mode=mode: peers.torch_step(name, s, r, mode)
+    if peers.available("optax") and not per_call:
+        table["optax (jit)"] = lambda s, r: peers.optax_step(name, s, r)
+    if peers.available("thinc") and name != "sgd-momentum":
+        table["thinc"] = lambda s, r: peers.thinc_step(name, s, r)
     return table
 
 
@@ -376,7 +271,7 @@ def _groups(labels: list, elements: int, optimizer: str) -> list:
     others = [label for label in labels if label != ANCHOR]
     if ANCHOR not in labels:
         return [others]
-    per_implementation = 4 * (ARRAYS_PER_STEP[optimizer] + 1) * elements  # + scratch
+    per_implementation = 4 * (arrays_per_step(optimizer) + 1) * elements  # + scratch
     size = max(1, MEMORY_BUDGET // max(1, per_implementation) - 1)
     return [[ANCHOR, *others[k : k + size]] for k in range(0, len(others), size)]
 
@@ -430,7 +325,7 @@ def run_regime(regime: str, optimizer: str, repeats: int) -> list:
                 "elements": elements,
                 "ms": seconds * 1e3,
                 "us": seconds * 1e6,
-                "GB/s": BYTES_PER_ELEMENT[optimizer] * elements / seconds / 1e9,
+                "GB/s": bytes_per_element(optimizer) * elements / seconds / 1e9,
                 "percent_of_memory_limit": None if limit is None else 100 * limit / seconds,
                 "mxopt_speedup": seconds / mxopt_best,
             }
@@ -486,7 +381,7 @@ def peak_extra_memory() -> dict:
     for label, make in (
         ("mxopt per-tensor (adam)", lambda: _mxopt_per_tensor("adam", shapes, rng)),
         ("mxopt packed (adam)", lambda: _mxopt_packed("adam", shapes, rng)),
-        ("numpy (adam)", lambda: _numpy("adam", shapes, rng)),
+        ("numpy (adam)", lambda: peers.numpy_step("adam", shapes, rng)),
     ):
         step = make()
         step()
@@ -531,9 +426,9 @@ def gpu_rows(regimes, optimizers, repeats) -> list:
                 cupy.cuda.Device().synchronize()
 
             steps["mxopt packed (GPU)"] = packed
-            arrays = [cupy.empty(elements, np.float32) for _ in range(ARRAYS_PER_STEP[optimizer])]
+            arrays = [cupy.empty(elements, np.float32) for _ in range(arrays_per_step(optimizer))]
             source, target = arrays[0], arrays[1]
-            moved = BYTES_PER_ELEMENT[optimizer] // 8  # copies moving the same bytes
+            moved = bytes_per_element(optimizer) // 8  # copies moving the same bytes
 
             def copy_limit(source=source, target=target, moved=moved):
                 for _ in range(moved):
@@ -541,7 +436,7 @@ def gpu_rows(regimes, optimizers, repeats) -> list:
                 cupy.cuda.Device().synchronize()
 
             steps["device copy bandwidth"] = copy_limit
-            if _available("torch"):
+            if peers.available("torch"):
                 import torch
 
                 if torch.cuda.is_available():
@@ -571,7 +466,7 @@ def gpu_rows(regimes, optimizers, repeats) -> list:
                         "implementation": label,
                         "elements": elements,
                         "ms": seconds * 1e3,
-                        "GB/s": BYTES_PER_ELEMENT[optimizer] * elements / seconds / 1e9,
+                        "GB/s": bytes_per_element(optimizer) * elements / seconds / 1e9,
                         "percent_of_memory_limit": 100 * limit / seconds,
                     }
                 )
@@ -620,6 +515,14 @@ def run_suite(regimes, optimizers, repeats: int) -> list:
     return rows
 
 
+def _default_buildable(cls) -> bool:
+    try:
+        cls()
+    except TypeError:  # a wrapper (Lookahead) needs the optimizer it wraps
+        return False
+    return True
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(
         prog="mxopt bench",
@@ -628,8 +531,11 @@ def main(argv=None) -> int:
     )
     parser.add_argument("--regimes", nargs="+", default=list(REGIMES), choices=list(REGIMES))
     parser.add_argument(
-        "--optimizers", nargs="+", default=list(BYTES_PER_ELEMENT), choices=list(BYTES_PER_ELEMENT)
-    )
+        "--optimizers", nargs="+", default=list(PEERED),
+        choices=[*PEERED, *(n for n, c in mxopt.OPTIMIZERS.items() if _default_buildable(c))],
+        help="sgd-momentum, adam and adamw are compared with their peers; any other name of "
+        "mxopt.OPTIMIZERS is timed with its default options",
+    )  # fmt: skip
     parser.add_argument("--repeats", type=int, default=9, help="timed repeats per figure")
     parser.add_argument("--quick", action="store_true", help="1M, 1000x1k and per-call only")
     parser.add_argument("--out", default="benchmark-results", help="folder for JSON, MD, PNG")

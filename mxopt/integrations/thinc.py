@@ -34,7 +34,7 @@ the ``thinc_optimizers`` entry points, so nothing needs importing)::
     decay_steps = 20000
 
 Once this module is imported (which resolving either entry point does) every
-mxopt name -- optimizers and schedules, the names of :func:`mxopt.config.registered`
+mxopt name -- optimizers and schedules, the names of :func:`mxopt.persist.registry.registered`
 -- is also in Thinc's ``optimizers`` and ``schedules`` registries, building the
 plain mxopt object, for use in blocks nested in ``mxopt.Optimizer.v1`` or
 ``mxopt.Adam.v1`` (e.g. ``learn_rate`` as an mxopt schedule).

@@ -23,7 +23,7 @@ import numpy as np
 
 from mxopt.core.fields import hyperparameter
 from mxopt.kernels.kernel import Kernel, normalize_gradient_element
-from mxopt.optimizers.base import AbstractOptimizer, register
+from mxopt.optimizers.base import About, AbstractOptimizer, register
 from mxopt.optimizers.options import AbstractOptimizerOptions, options
 
 __all__ = ["AdaDelta", "AdaDeltaOptions"]
@@ -67,14 +67,15 @@ class AdaDeltaOptions(AbstractOptimizerOptions):
 
 @register
 class AdaDelta(AbstractOptimizer):
-    """AdaDelta (Zeiler 2012, arXiv:1212.5701): the gradient scaled by
-    RMS(past steps) / RMS(past gradients).
+    """AdaDelta (Zeiler 2012): the gradient scaled by RMS(past steps) / RMS(past gradients).
 
     ``AdaDelta(*, lr=1.0, rho=0.95, epsilon=1e-6, grad_clip=0.0, weight_decay=1e-5,
     grad_scale=1.0, maximize=False, lr_scheduler=None, state=None)``
 
-    With :math:`g` the :func:`~mxopt.normalized_gradient` (``clip(grad *
-    grad_scale / batch_size) + weight_decay * W``):
+    Matthew D. Zeiler, "ADADELTA: An Adaptive Learning Rate Method",
+    arXiv:1212.5701, Algorithm 1 (MXNet.jl's ``AdaDelta``). With :math:`g` the
+    :func:`~mxopt.normalized_gradient` (``clip(grad * grad_scale / batch_size) +
+    weight_decay * W``):
 
     .. math::
 
@@ -85,19 +86,33 @@ class AdaDelta(AbstractOptimizer):
 
     :math:`\\Delta` uses the old :math:`d`; :math:`d` accumulates :math:`\\Delta`
     without :math:`\\eta` (the paper has no learning rate: :math:`\\eta = 1`).
-    State: ``"acc"`` (:math:`a`) and ``"delta_acc"`` (:math:`d`), both starting at
-    0. :math:`\\eta` comes from ``lr_scheduler`` if given (it wins over ``lr``),
-    read at every update.
+    :math:`\\eta` comes from ``lr_scheduler`` if given (it wins over ``lr``), read
+    at every update. The first steps are about
+    :math:`\\eta\\sqrt{\\epsilon/(1-\\rho)}` long and grow with :math:`d`: on
+    Rosenbrock it reaches the valley and then drifts back, as torch's does.
 
-    The update is torch.optim.Adadelta's; only the defaults differ (torch:
-    ``rho=0.9``, no weight decay; MXNet.jl's docstring also said 0.9, but its
-    code used 0.95, as here). To reproduce ``torch.optim.Adadelta(lr, rho, eps,
-    weight_decay)``: ``AdaDelta(lr=lr, rho=rho, epsilon=eps,
+    State: ``"acc"`` (:math:`a`) and ``"delta_acc"`` (:math:`d`), both starting at
+    0, 8 bytes per float32 parameter.
+
+    Equivalents: the update is torch.optim.Adadelta's; ``torch.optim.Adadelta(lr,
+    rho, eps, weight_decay)`` is ``AdaDelta(lr=lr, rho=rho, epsilon=eps,
     weight_decay=weight_decay)`` with ``batch_size=1``. optax's
     ``adadelta(learning_rate, rho, eps, weight_decay)`` is the same update.
+
+    Deliberate differences from torch: only the defaults, ``rho=0.95`` (the value
+    MXNet.jl's code used; its docstring said 0.9, as torch) and
+    ``weight_decay=1e-5`` (torch: no weight decay).
     """
 
     Options = AdaDeltaOptions
+    about = About(
+        family="adaptive",
+        same_as="MXNet.jl's `AdaDelta`; `torch.optim.Adadelta` (whose `rho` default is 0.9); "
+        "`optax.adadelta`",
+        weight_decay="coupled L2",
+        epsilon="inside both roots",
+        examples=({},),
+    )
 
     def kernel(self) -> Kernel:
         return ADADELTA_KERNEL

@@ -44,7 +44,7 @@ import numpy as np
 from mxopt.core.fields import hyperparameter
 from mxopt.kernels.factored import run_factored
 from mxopt.kernels.kernel import Kernel, normalize_gradient_element
-from mxopt.optimizers.base import AbstractOptimizer, register
+from mxopt.optimizers.base import About, AbstractOptimizer, register
 from mxopt.optimizers.options import (
     AbstractOptimizerOptions,
     decoupled_weight_decay_option,
@@ -138,9 +138,12 @@ class Adafactor(AbstractOptimizer):
     weight_decay=0.0, decoupled_weight_decay=True, grad_scale=1.0, maximize=False,
     lr_scheduler=None, state=None)``
 
-    Paper: Noam Shazeer, Mitchell Stern, "Adafactor: Adaptive Learning Rates with
-    Sublinear Memory Cost", arXiv:1804.04235, in torch.optim.Adafactor's form. For
-    the ``k``-th update of a weight (``k`` counts that weight's updates):
+    Noam Shazeer, Mitchell Stern, "Adafactor: Adaptive Learning Rates with
+    Sublinear Memory Cost", ICML 2018, arXiv:1804.04235, in torch.optim.Adafactor's
+    form. For the ``k``-th update of a weight (``k`` counts that weight's
+    updates), with :math:`\\tau` = ``beta2_decay`` and :math:`g` the
+    :func:`~mxopt.normalized_gradient` (no L2 term unless
+    ``decoupled_weight_decay=False``):
 
     .. math::
 
@@ -153,7 +156,8 @@ class Adafactor(AbstractOptimizer):
         W \\leftarrow (1-\\eta\\lambda) W - \\frac{\\alpha_k}{\\max(1,
         \\operatorname{RMS}(U)/d)} U
 
-    :math:`\\operatorname{RMS}(W)` is taken before the decay. A weight of 2 or
+    :math:`\\operatorname{RMS}(W)` is taken before the decay. No first moment, and
+    a step that shrinks like :math:`1/\\sqrt k`. A weight of 2 or
     more dimensions, shape ``(*lead, R, C)``, is factored over its last two
     dimensions, separately for each leading index. 0-d and 1-d weights keep the
     full :math:`\\hat V \\leftarrow \\hat V + k^\\tau (g^2 - \\hat V)` (Adam's
@@ -163,22 +167,32 @@ class Adafactor(AbstractOptimizer):
     elements is left alone (its step count still advances).
 
     State: ``"row_var"`` of shape ``(*lead, R, 1)`` and ``"col_var"`` of shape
-    ``(*lead, 1, C)`` for matrices (torch's names and shapes), ``"variance"``
-    shaped like the weight otherwise. Memory: ``R + C`` values for an ``R x C``
-    matrix, i.e. ``itemsize * (R + C) / (R C)`` bytes per parameter (0.008 bytes
-    for a float32 1024 x 1024 matrix, against 8 for Adam); 1-d weights keep one
-    value per parameter. A step allocates float64 vectors of ``R ceil(C/4096) +
-    C ceil(R/4096) + 2 ceil(n/4096)`` values per matrix, never one of size ``n``.
+    ``(*lead, 1, C)`` for matrices (torch's names and shapes), 0.1875 bytes per
+    float32 parameter for a (64, 32) matrix; ``"variance"`` shaped like the weight
+    (4 bytes per float32 parameter) for 0-d and 1-d weights. Memory: ``R + C``
+    values for an ``R x C`` matrix, i.e. ``itemsize * (R + C) / (R C)`` bytes per
+    parameter (0.008 bytes for a float32 1024 x 1024 matrix, against 8 for Adam).
+    A step allocates float64 vectors of ``R ceil(C/4096) + C ceil(R/4096) + 2
+    ceil(n/4096)`` values per matrix, never one of size ``n``.
 
-    With ``batch_size=1`` this is ``torch.optim.Adafactor(lr, beta2_decay,
-    eps=(eps1 or None, eps2), d, weight_decay, maximize)``. With
-    ``decoupled_weight_decay=False`` the decay is instead L2 added to the
-    gradient (MXNet.jl's convention). optax's ``adafactor`` differs (its
-    epsilon is added to :math:`g^2`, it factors only large dimensions, and it
-    has no ``lr`` cap on :math:`\\rho_k`).
+    Equivalents: with ``batch_size=1`` this is ``torch.optim.Adafactor(lr,
+    beta2_decay, eps=(eps1, eps2), d, weight_decay, maximize)`` as
+    ``Adafactor(lr=lr, beta2_decay=beta2_decay, eps1=eps1 or 0.0, eps2=eps2, d=d,
+    weight_decay=weight_decay, maximize=maximize)`` (torch's ``eps1=None`` is
+    ``eps1=0.0``); the defaults are torch's. With ``decoupled_weight_decay=False``
+    the decay is instead L2 added to the gradient (MXNet.jl's convention). optax's
+    ``adafactor`` differs (its epsilon is added to :math:`g^2`, it factors only
+    large dimensions, and it has no ``lr`` cap on :math:`\\rho_k`).
     """
 
     Options = AdafactorOptions
+    about = About(
+        family="adaptive",
+        same_as="`torch.optim.Adafactor` with `eps=(eps1 or None, eps2)`",
+        weight_decay="decoupled; `decoupled_weight_decay=False` for coupled L2",
+        epsilon="as torch: `eps1` floors `V`, `eps2` floors `RMS(W)`",
+        examples=({},),
+    )
 
     def kernel(self) -> Kernel:
         return ADAFACTOR_VECTOR_KERNEL

@@ -22,7 +22,7 @@ import numpy as np
 
 from mxopt.core.fields import flag, hyperparameter
 from mxopt.kernels.kernel import Kernel, normalize_gradient_element
-from mxopt.optimizers.base import AbstractOptimizer, register
+from mxopt.optimizers.base import About, AbstractOptimizer, register
 from mxopt.optimizers.options import AbstractOptimizerOptions, options
 
 __all__ = ["AdaGrad", "AdaGradOptions"]
@@ -70,16 +70,17 @@ class AdaGradOptions(AbstractOptimizerOptions):
 
 @register
 class AdaGrad(AbstractOptimizer):
-    """AdaGrad (Duchi, Hazan & Singer, JMLR 2011): steps scaled by the root of the
-    sum of squared gradients.
+    """AdaGrad (Duchi et al. 2011): steps scaled by the root of the sum of squared gradients.
 
     ``AdaGrad(*, lr=0.1, epsilon=1e-6, lr_decay=0.0, initial_accumulator_value=0.0,
     epsilon_inside_sqrt=True, grad_clip=0.0, weight_decay=1e-5, grad_scale=1.0,
     maximize=False, lr_scheduler=None, state=None)``
 
-    For the ``k``-th update of a weight, with :math:`g` the
-    :func:`~mxopt.normalized_gradient` (``clip(grad * grad_scale / batch_size) +
-    weight_decay * W``) and :math:`\\delta` = ``lr_decay``:
+    John Duchi, Elad Hazan, Yoram Singer, "Adaptive Subgradient Methods for Online
+    Learning and Stochastic Optimization", JMLR 12, 2011; MXNet.jl's ``AdaGrad``
+    with torch's refinements as options. For the ``k``-th update of a weight, with
+    :math:`g` the :func:`~mxopt.normalized_gradient` (``clip(grad * grad_scale /
+    batch_size) + weight_decay * W``) and :math:`\\delta` = ``lr_decay``:
 
     .. math::
 
@@ -88,26 +89,36 @@ class AdaGrad(AbstractOptimizer):
         W &\\leftarrow W - \\eta_k \\frac{g}{D}
 
     where :math:`D = \\sqrt{h + \\epsilon}` (``epsilon_inside_sqrt``, MXNet.jl) or
-    :math:`D = \\sqrt{h} + \\epsilon` (torch).
-
-    State: ``"history"`` (:math:`h`), starting at ``initial_accumulator_value``
-    (read when a weight's state is created). :math:`\\eta` comes from
+    :math:`D = \\sqrt{h} + \\epsilon` (torch). :math:`\\eta` comes from
     ``lr_scheduler`` if given (it wins over ``lr``), read at every update; ``k``
     counts this weight's updates.
 
-    The defaults are MXNet.jl's and deliberately differ from torch.optim.Adagrad
-    (``lr=0.01, eps=1e-10``, epsilon *outside* the root, no weight decay). To
-    reproduce ``torch.optim.Adagrad(lr, lr_decay, weight_decay,
-    initial_accumulator_value, eps)``: ``AdaGrad(lr=lr, lr_decay=lr_decay,
-    weight_decay=weight_decay, initial_accumulator_value=initial_accumulator_value,
-    epsilon=eps, epsilon_inside_sqrt=False)`` with ``batch_size=1``. optax's
-    ``adagrad(learning_rate, initial_accumulator_value, eps)`` keeps epsilon inside
-    the root: it is ``AdaGrad(lr=learning_rate,
+    State: ``"history"`` (:math:`h`), starting at ``initial_accumulator_value``
+    (read when a weight's state is created), 4 bytes per float32 parameter.
+
+    Equivalents, with ``batch_size=1``: ``torch.optim.Adagrad(lr, lr_decay,
+    weight_decay, initial_accumulator_value, eps)`` is ``AdaGrad(lr=lr,
+    lr_decay=lr_decay, weight_decay=weight_decay,
     initial_accumulator_value=initial_accumulator_value, epsilon=eps,
-    weight_decay=0.0)``.
+    epsilon_inside_sqrt=False)``. optax's ``adagrad(learning_rate,
+    initial_accumulator_value, eps)`` keeps epsilon inside the root: it is
+    ``AdaGrad(lr=learning_rate, initial_accumulator_value=initial_accumulator_value,
+    epsilon=eps, weight_decay=0.0)``.
+
+    Deliberate differences from torch: MXNet.jl's ``lr=0.1``, ``epsilon=1e-6``
+    *inside* the root and ``weight_decay=1e-5`` (torch: ``lr=0.01``, ``eps=1e-10``
+    outside the root, no weight decay).
     """
 
     Options = AdaGradOptions
+    about = About(
+        family="adaptive",
+        same_as="MXNet.jl's `AdaGrad`; `torch.optim.Adagrad` with "
+        "`epsilon_inside_sqrt=False`; `optax.adagrad`",
+        weight_decay="coupled L2",
+        epsilon="`sqrt(h + eps)` (MXNet.jl), or `sqrt(h) + eps` with `epsilon_inside_sqrt=False`",
+        examples=({},),
+    )
 
     def kernel(self) -> Kernel:
         return ADAGRAD_KERNEL

@@ -26,7 +26,7 @@ import numpy as np
 
 from mxopt.core.fields import flag, hyperparameter
 from mxopt.kernels.kernel import Kernel, adam_moments_element, normalize_gradient_element
-from mxopt.optimizers.base import AbstractOptimizer, register
+from mxopt.optimizers.base import About, AbstractOptimizer, register
 from mxopt.optimizers.options import (
     AbstractOptimizerOptions,
     decoupled_weight_decay_option,
@@ -123,8 +123,11 @@ class ADAM(AbstractOptimizer):
     epsilon_hat=True, grad_clip=0.0, weight_decay=1e-5, decoupled_weight_decay=False,
     grad_scale=1.0, maximize=False, lr_scheduler=None, state=None)``
 
-    For the ``k``-th update of a weight (``k`` counts that weight's updates),
-    with :math:`g` the :func:`~mxopt.normalized_gradient`:
+    Kingma & Ba, "Adam: A Method for Stochastic Optimization", arXiv:1412.6980, in
+    MXNet.jl's form, with AMSGrad (Reddi, Kale & Kumar, "On the Convergence of Adam
+    and Beyond", ICLR 2018) as an option. For the ``k``-th update of a weight
+    (``k`` counts that weight's updates), with :math:`g` the
+    :func:`~mxopt.normalized_gradient`:
 
     .. math::
 
@@ -143,17 +146,37 @@ class ADAM(AbstractOptimizer):
       (AdamW), and then :math:`g` carries no L2 term; else :math:`\\rho = 1`
       and :math:`\\lambda W` is in :math:`g` (coupled L2, MXNet.jl).
 
-    State: ``"mean"`` (m) and ``"var"`` (v), and ``"max_var"`` with
-    ``amsgrad``. The learning rate :math:`\\eta` is read from ``lr_scheduler``
-    (if given, it wins over ``lr``) at every update; MXNet.jl froze it at each
-    weight's first update, a bug mxopt does not reproduce.
+    The learning rate :math:`\\eta` is read from ``lr_scheduler`` (if given, it
+    wins over ``lr``) at every update.
 
-    To reproduce ``torch.optim.Adam(lr, betas, eps, weight_decay, amsgrad)``:
-    ``ADAM(lr=lr, beta1=..., beta2=..., epsilon=eps, weight_decay=weight_decay,
-    amsgrad=amsgrad, epsilon_hat=False)`` with ``batch_size=1``.
+    State: ``"mean"`` (:math:`m`) and ``"var"`` (:math:`v`), 8 bytes per float32
+    parameter; ``"max_var"`` too with ``amsgrad`` (12 bytes).
+
+    Equivalents, with ``batch_size=1``: ``torch.optim.Adam(lr, betas=(beta1, beta2),
+    eps, weight_decay, amsgrad)`` is ``ADAM(lr=lr, beta1=beta1, beta2=beta2,
+    epsilon=eps, weight_decay=weight_decay, amsgrad=amsgrad, epsilon_hat=False)``;
+    torch's ``decoupled_weight_decay=True`` is ``decoupled_weight_decay=True``.
+    ``optax.adam(learning_rate, b1, b2, eps)`` is the same with
+    ``weight_decay=0.0``. Thinc's ``Adam`` folds the bias corrections into the step
+    and adds epsilon to the uncorrected root, like the default ``epsilon_hat=True``
+    (Thinc clips gradients by norm, mxopt's ``grad_clip`` by value; Thinc's
+    ``L2_is_weight_decay=True`` is ``decoupled_weight_decay=True``). fastai's
+    ``Adam`` is the AdamW form (see :class:`~mxopt.AdamW`).
+
+    Deliberate differences from torch: the epsilon placement (``epsilon_hat=True``)
+    and ``weight_decay=1e-5`` are MXNet.jl's. MXNet.jl read its learning-rate
+    scheduler once, at the first update of each weight, and kept that rate for
+    ever, so schedules had no effect on ADAM: a bug mxopt does not reproduce.
     """
 
     Options = ADAMOptions
+    about = About(
+        family="adam-family",
+        same_as="MXNet.jl's `ADAM`; `torch.optim.Adam` with `epsilon_hat=False`",
+        weight_decay="coupled L2 (`decoupled_weight_decay=True` for AdamW's)",
+        epsilon="added to `sqrt(v)` of the uncorrected `v` (`epsilon_hat=True`, MXNet.jl)",
+        examples=({}, {"amsgrad": True}),
+    )
 
     def kernel(self) -> Kernel:
         return ADAM_AMSGRAD_KERNEL if self.opts.amsgrad else ADAM_KERNEL

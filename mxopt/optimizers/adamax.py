@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from mxopt.core.fields import flag, hyperparameter
 from mxopt.kernels.kernel import Kernel, normalize_gradient_element
-from mxopt.optimizers.base import AbstractOptimizer, register
+from mxopt.optimizers.base import About, AbstractOptimizer, register
 from mxopt.optimizers.options import AbstractOptimizerOptions, options
 
 __all__ = ["AdaMax", "AdaMaxOptions"]
@@ -81,9 +81,11 @@ class AdaMax(AbstractOptimizer):
     epsilon_inside_max=False, grad_clip=0.0, weight_decay=1e-5, grad_scale=1.0,
     maximize=False, lr_scheduler=None, state=None)``
 
-    For the ``k``-th update of a weight (``k`` counts that weight's updates),
-    with :math:`g` the :func:`~mxopt.normalized_gradient` (``clip(grad *
-    grad_scale / batch_size) + weight_decay * W``):
+    Kingma & Ba, "Adam: A Method for Stochastic Optimization", arXiv:1412.6980,
+    section 7.1 (Algorithm 2), as MXNet.jl's ``AdaMax``. For the ``k``-th update of
+    a weight (``k`` counts that weight's updates), with :math:`g` the
+    :func:`~mxopt.normalized_gradient` (``clip(grad * grad_scale / batch_size) +
+    weight_decay * W``):
 
     .. math::
 
@@ -95,22 +97,32 @@ class AdaMax(AbstractOptimizer):
         W \\leftarrow W - \\frac{\\eta}{1-\\beta_1^k} \\frac{m}{u}
         \\qquad \\text{(epsilon\\_inside\\_max, torch)}
 
-    State: ``"mean"`` (:math:`m`) and ``"inf_norm"`` (:math:`u`), both starting
-    at 0. :math:`\\eta` comes from ``lr_scheduler`` if given (it wins over
-    ``lr``), read at every update. ``beta1`` and ``beta2`` may be 0 (as in
-    :class:`~mxopt.ADAM`; MXNet.jl required them in (0, 1)).
+    :math:`\\eta` comes from ``lr_scheduler`` if given (it wins over ``lr``), read
+    at every update. ``beta1`` and ``beta2`` may be 0 (as in :class:`~mxopt.ADAM`;
+    MXNet.jl required them in (0, 1)).
 
-    The default epsilon placement is MXNet.jl's and deliberately differs from
-    torch.optim.Adamax's; of the defaults only the weight decay differs (torch:
-    ``lr=0.002, betas=(0.9, 0.999), eps=1e-8, weight_decay=0``). To reproduce
-    ``torch.optim.Adamax(lr, betas=(beta1, beta2), eps, weight_decay)``:
-    ``AdaMax(lr=lr, beta1=beta1, beta2=beta2, epsilon=eps, weight_decay=weight_decay,
-    epsilon_inside_max=True)`` with ``batch_size=1``.
-    optax's ``adamax(learning_rate, b1, b2, eps)`` is the same with
-    ``weight_decay=0.0``.
+    State: ``"mean"`` (:math:`m`) and ``"inf_norm"`` (:math:`u`), both starting at
+    0, 8 bytes per float32 parameter.
+
+    Equivalents, with ``batch_size=1``: ``torch.optim.Adamax(lr, betas=(beta1,
+    beta2), eps, weight_decay)`` is ``AdaMax(lr=lr, beta1=beta1, beta2=beta2,
+    epsilon=eps, weight_decay=weight_decay, epsilon_inside_max=True)``; optax's
+    ``adamax(learning_rate, b1, b2, eps)`` is the same with ``weight_decay=0.0``.
+
+    Deliberate differences from torch: epsilon is added to :math:`u` (MXNet.jl)
+    unless ``epsilon_inside_max=True``; of the defaults only the weight decay
+    differs (``weight_decay=1e-5``; torch: ``lr=0.002, betas=(0.9, 0.999),
+    eps=1e-8, weight_decay=0``).
     """
 
     Options = AdaMaxOptions
+    about = About(
+        family="adam-family",
+        same_as="MXNet.jl's `AdaMax`; `torch.optim.Adamax` with `epsilon_inside_max=True`",
+        weight_decay="coupled L2",
+        epsilon="added to `u` (MXNet.jl), or inside the max (`epsilon_inside_max=True`, torch)",
+        examples=({},),
+    )
 
     def kernel(self) -> Kernel:
         return ADAMAX_KERNEL

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from mxopt.core.fields import flag, hyperparameter
 from mxopt.optimizers.adam import ADAM, ADAMOptions
-from mxopt.optimizers.base import register
+from mxopt.optimizers.base import About, register
 from mxopt.optimizers.options import decoupled_weight_decay_option, options
 
 __all__ = ["AdamW", "AdamWOptions"]
@@ -44,15 +44,36 @@ class AdamW(ADAM):
     epsilon_hat=False, grad_clip=0.0, weight_decay=1e-2, decoupled_weight_decay=True,
     grad_scale=1.0, maximize=False, lr_scheduler=None, state=None)``
 
+    Loshchilov & Hutter, "Decoupled Weight Decay Regularization", ICLR 2019,
+    arXiv:1711.05101: :class:`~mxopt.ADAM`'s kernels with torch.optim.AdamW's
+    defaults. For the ``k``-th update of a weight, with :math:`m`, :math:`v` as in
+    ADAM:
+
     .. math::
 
         W \\leftarrow (1-\\eta\\lambda)W - \\eta\\frac{\\hat m}{\\sqrt{\\hat v}+\\epsilon}
 
     with :math:`\\hat m = m/(1-\\beta_1^k)`, :math:`\\hat v = v/(1-\\beta_2^k)` (or its
-    running maximum with ``amsgrad``). With ``batch_size=1`` this is exactly
-    ``torch.optim.AdamW(lr, betas=(beta1, beta2), eps=epsilon,
-    weight_decay=weight_decay, amsgrad=amsgrad)``. State: ``"mean"``, ``"var"``
-    (and ``"max_var"``).
+    running maximum with ``amsgrad``).
+
+    State: ``"mean"`` and ``"var"``, 8 bytes per float32 parameter; ``"max_var"``
+    too with ``amsgrad`` (12 bytes).
+
+    Equivalents, with ``batch_size=1``: ``torch.optim.AdamW(lr, betas=(beta1,
+    beta2), eps, weight_decay, amsgrad)`` is ``AdamW(lr=lr, beta1=beta1, beta2=beta2,
+    epsilon=eps, weight_decay=weight_decay, amsgrad=amsgrad)``: the defaults are
+    torch's. ``optax.adamw(learning_rate, b1, b2, eps, weight_decay)`` is the same
+    update (optax's default decay is 1e-4). fastai's ``Adam(lr, mom, sqr_mom, eps,
+    wd)`` (decoupled by default) is ``AdamW(lr=lr, beta1=mom, beta2=sqr_mom,
+    epsilon=eps, weight_decay=wd)``, with fastai's own defaults ``beta2=0.99,
+    epsilon=1e-5, weight_decay=0.01``.
     """
 
     Options = AdamWOptions
+    about = About(
+        family="adam-family",
+        same_as="`torch.optim.AdamW`; `optax.adamw`; fastai's `Adam`",
+        weight_decay="decoupled: `W *= 1 - lr * weight_decay`",
+        epsilon="added to `sqrt(v_hat)` (`epsilon_hat=False`)",
+        examples=({}, {"amsgrad": True}),
+    )

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from mxopt.core.fields import hyperparameter
 from mxopt.kernels.kernel import Kernel, normalize_gradient_element
-from mxopt.optimizers.base import AbstractOptimizer, register
+from mxopt.optimizers.base import About, AbstractOptimizer, register
 from mxopt.optimizers.options import AbstractOptimizerOptions, options
 
 __all__ = ["ASGD", "ASGDOptions"]
@@ -100,10 +100,11 @@ class ASGD(AbstractOptimizer):
 
     Polyak & Juditsky, "Acceleration of Stochastic Approximation by Averaging"
     (SIAM J. Control Optim. 30(4), 1992; no arXiv id), with the step schedule
-    of Bottou's ASGD ("Stochastic Gradient Descent Tricks", 2012). For the
-    ``k``-th update of a weight (``k`` counts that weight's updates), with
-    :math:`g` the :func:`~mxopt.normalized_gradient` (its coupled L2 term uses
-    ``weight_decay``, not ``lambd``):
+    of Bottou's ASGD ("Stochastic Gradient Descent Tricks", 2012), in
+    torch.optim.ASGD's variant. For the ``k``-th update of a weight (``k`` counts
+    that weight's updates), with :math:`g` the :func:`~mxopt.normalized_gradient`
+    (its coupled L2 term uses ``weight_decay``, not ``lambd``) and :math:`\\lambda`
+    = ``lambd``:
 
     .. math::
 
@@ -113,17 +114,21 @@ class ASGD(AbstractOptimizer):
         a \\leftarrow \\begin{cases} a + \\mu_k (W - a) & \\mu_k \\ne 1 \\\\
         W & \\mu_k = 1 \\end{cases}
 
-    State: ``"ax"`` (:math:`a`, the averaged weight, starting at 0). For an
-    integer ``t0``, after update ``k >= t0 + 2`` it is the mean of the weights
-    after updates ``t0 + 2, ..., k``; before that it is a copy of the weight
-    (so with the default ``t0=1e6`` it is just the weight).
+    The training weight stays the SGD iterate; the average is in the state.
 
-    The learning rate :math:`\\eta` is read at every update (from
+    State: ``"ax"`` (:math:`a`, the averaged weight, starting at 0), 4 bytes per
+    float32 parameter. For an integer ``t0``, after update ``k >= t0 + 2`` it is
+    the mean of the weights after updates ``t0 + 2, ..., k``; before that it is a
+    copy of the weight (so with the default ``t0=1e6`` it is just the weight).
+
+    Equivalents: the learning rate :math:`\\eta` is read at every update (from
     ``lr_scheduler`` if given) and put into the closed form of
     :math:`\\eta_k`. With a constant rate and ``batch_size=1`` this is exactly
     ``torch.optim.ASGD(lr, lambd, alpha, t0, weight_decay, maximize)``, weight
-    and ``"ax"``. Under a schedule torch's :math:`\\eta_k` lags one step (it
-    is computed at the end of step ``k - 1`` from that step's rate).
+    and ``"ax"``; the defaults are torch's. Under a schedule torch's
+    :math:`\\eta_k` lags one step (it is computed at the end of step ``k - 1``
+    from that step's rate). For averaging the weights of any optimizer, see the
+    updater's ``averaging=`` (:class:`~mxopt.EMA`, :class:`~mxopt.Polyak`).
 
     Evaluating with the average: the training weights stay the SGD iterates;
     the averaged ones are in the updater's state. To evaluate with them, swap
@@ -140,6 +145,13 @@ class ASGD(AbstractOptimizer):
     """
 
     Options = ASGDOptions
+    about = About(
+        family="others",
+        same_as="`torch.optim.ASGD` (weight and `ax`)",
+        weight_decay="coupled L2; `lambd` also shrinks the weight",
+        epsilon="",
+        examples=({},),
+    )
 
     def kernel(self) -> Kernel:
         return ASGD_KERNEL

@@ -72,7 +72,9 @@ class About:
         same_as: the updates of other libraries it reproduces, and with which settings.
         weight_decay: how it applies ``weight_decay`` (coupled L2, decoupled...).
         epsilon: where its epsilon goes (``""`` if it has none).
-        examples: option sets whose state the memory table shows (``{}``: the defaults).
+        examples: option sets whose state the memory table shows (``{}``: the defaults);
+            an option whose value must be made fresh (a wrapped optimizer) is given as a
+            function of no arguments.
     """
 
     family: str

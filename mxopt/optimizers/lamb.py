@@ -27,7 +27,7 @@ import numpy as np
 from mxopt.core.fields import hyperparameter
 from mxopt.kernels import backends
 from mxopt.kernels.kernel import Kernel, adam_moments_element, clip_gradient_element
-from mxopt.optimizers.base import AbstractOptimizer, register
+from mxopt.optimizers.base import About, AbstractOptimizer, register
 from mxopt.optimizers.options import AbstractOptimizerOptions, options
 
 __all__ = ["LAMB", "LAMBOptions"]
@@ -104,19 +104,43 @@ class LAMB(AbstractOptimizer):
     grad_clip=0.0, weight_decay=0.01, grad_scale=1.0, maximize=False,
     lr_scheduler=None, state=None)``
 
+    Yang You, Jing Li, Sashank Reddi, Jonathan Hseu, Sanjiv Kumar, Srinadh
+    Bhojanapalli, Xiaodan Song, James Demmel, Kurt Keutzer, Cho-Jui Hsieh, "Large
+    Batch Optimization for Deep Learning: Training BERT in 76 minutes", ICLR 2020,
+    arXiv:1904.00962, Algorithm 2. Per tensor, with :math:`g` the
+    :func:`~mxopt.normalized_gradient` without an L2 term:
+
     .. math::
 
         u = \\frac{\\hat m}{\\sqrt{\\hat v} + \\epsilon} + \\lambda W, \\qquad
         W \\leftarrow W - \\eta\\, \\min(\\lVert W\\rVert / \\lVert u\\rVert, r_{max})\\, u
 
     with bias-corrected moments :math:`\\hat m = m/(1-\\beta_1^k)`,
-    :math:`\\hat v = v/(1-\\beta_2^k)` and the ratio 1 when a norm is 0. The
-    weight decay is part of :math:`u`, never of the gradient. State: ``"mean"``,
-    ``"var"``. fastai's ``Lamb`` is the same with ``beta2=0.99, epsilon=1e-5,
-    weight_decay`` decoupled before the step; optax's ``lamb`` matches this form.
+    :math:`\\hat v = v/(1-\\beta_2^k)` (:math:`m`, :math:`v` as in Adam) and the
+    ratio 1 when a norm is 0. The weight decay is part of :math:`u`, never of the
+    gradient. The norms are float64 sums over fixed blocks, so the result does not
+    depend on the thread count. Each step is :math:`\\eta \\lVert W\\rVert` long
+    (unless capped), so with a constant rate LAMB does not settle at a minimum,
+    and a tensor passing near :math:`W = 0` moves very slowly.
+
+    State: ``"mean"`` (:math:`m`) and ``"var"`` (:math:`v`), 8 bytes per float32
+    parameter.
+
+    Equivalents: torch.optim has no LAMB. ``optax.lamb`` has this form. fastai's
+    ``Lamb(lr, mom, sqr_mom, eps, wd=0)`` is ``LAMB(lr=lr, beta1=mom,
+    beta2=sqr_mom, epsilon=eps, weight_decay=0.0)`` (fastai's defaults:
+    ``beta2=0.99, epsilon=1e-5``; with a weight decay, fastai decays the weight
+    before the step instead of inside :math:`u`).
     """
 
     Options = LAMBOptions
+    about = About(
+        family="adam-family",
+        same_as="the form of `optax.lamb`; fastai's `Lamb` with its own defaults",
+        weight_decay="inside the per-tensor step `u`",
+        epsilon="outside the root",
+        examples=({},),
+    )
     per_tensor = True
 
     def kernel(self) -> Kernel:

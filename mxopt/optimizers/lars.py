@@ -26,7 +26,7 @@ import numpy as np
 from mxopt.core.fields import flag, hyperparameter
 from mxopt.kernels import backends
 from mxopt.kernels.kernel import Kernel, clip_gradient_element
-from mxopt.optimizers.base import AbstractOptimizer, register
+from mxopt.optimizers.base import About, AbstractOptimizer, register
 from mxopt.optimizers.options import AbstractOptimizerOptions, options
 
 __all__ = ["LARS", "LARSOptions"]
@@ -93,18 +93,43 @@ class LARS(AbstractOptimizer):
     grad_clip=0.0, weight_decay=5e-4, grad_scale=1.0, maximize=False,
     lr_scheduler=None, state=None)``
 
+    Yang You, Igor Gitman, Boris Ginsburg, "Large Batch Training of Convolutional
+    Networks", arXiv:1708.03888, Algorithm 1, and LARC's clip with ``clip=True``.
+    Per tensor, with :math:`g` the :func:`~mxopt.normalized_gradient` without an L2
+    term and :math:`\\tau` = ``trust_coefficient``:
+
     .. math::
 
         r = \\tau \\frac{\\lVert W\\rVert}{\\lVert g\\rVert + \\lambda\\lVert W\\rVert
         + \\epsilon}, \\quad v \\leftarrow \\mu v - \\eta r (g + \\lambda W), \\quad
         W \\leftarrow W + v
 
-    :math:`r = 1` when a norm is 0; with ``clip`` :math:`r \\le 1` (LARC). The
-    velocity has the learning rate folded in, as MXNet's SGD. State:
-    ``"velocity"``. fastai's ``Larc(clip=True)`` uses ``trust_coefficient=0.02``.
+    :math:`r = 1` when a norm is 0; with ``clip`` :math:`r \\le 1` (LARC: the local
+    rate never exceeds :math:`\\eta`). The weight decay :math:`\\lambda W` is added
+    to the step and to the ratio's denominator, not to the norm of :math:`g`. The
+    velocity has the learning rate folded in, as MXNet's SGD. The norms are
+    float64 sums over fixed blocks, so the result does not depend on the thread
+    count.
+
+    State: ``"velocity"`` (:math:`v`), 4 bytes per float32 parameter.
+
+    Equivalents: torch.optim has no LARS. fastai's ``Larc(lr, mom, clip,
+    trust_coeff, eps, wd)`` computes the same ratio (its defaults: ``clip=True,
+    trust_coeff=0.02``); its momentum buffer accumulates raw gradients and is
+    scaled by the current local rate, where mxopt folds each step's rate into the
+    velocity, so the two agree exactly only with ``momentum=0`` and no weight
+    decay.
     """
 
     Options = LARSOptions
+    about = About(
+        family="others",
+        same_as="fastai's `Larc` (its ratio; its update only with "
+        "`momentum=0.0, weight_decay=0.0`)",
+        weight_decay="`weight_decay * W` added to the step and to the trust ratio's denominator",
+        epsilon="in the trust ratio's denominator",
+        examples=({},),
+    )
     per_tensor = True
 
     def kernel(self) -> Kernel:

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from mxopt.core.fields import hyperparameter
 from mxopt.kernels.kernel import Kernel, clip_gradient_element
-from mxopt.optimizers.base import AbstractOptimizer, register
+from mxopt.optimizers.base import About, AbstractOptimizer, register
 from mxopt.optimizers.options import AbstractOptimizerOptions, options
 
 __all__ = ["Lion", "LionOptions"]
@@ -83,8 +83,8 @@ class Lion(AbstractOptimizer):
 
     Xiangning Chen, Chen Liang, Da Huang, Esteban Real, Kaiyuan Wang, Yao Liu,
     Hieu Pham, Xuanyi Dong, Thang Luong, Cho-Jui Hsieh, Yifeng Lu, Quoc V. Le,
-    "Symbolic Discovery of Optimization Algorithms", arXiv:2302.06675. With
-    :math:`g = \\pm\\operatorname{clip}(\\nabla \\cdot
+    "Symbolic Discovery of Optimization Algorithms", NeurIPS 2023,
+    arXiv:2302.06675. With :math:`g = \\pm\\operatorname{clip}(\\nabla \\cdot
     \\text{grad\\_scale}/\\text{batch\\_size})` (no L2 term):
 
     .. math::
@@ -93,12 +93,15 @@ class Lion(AbstractOptimizer):
         (\\beta_1 m + (1-\\beta_1) g), \\qquad
         m \\leftarrow \\beta_2 m + (1-\\beta_2) g
 
-    with :math:`\\operatorname{sign}(0) = 0`. The weight decay is always
-    decoupled (there is no ``decoupled_weight_decay`` option) and scaled by the
-    learning rate, as in the paper. State: ``"mean"`` (m). No bias correction,
-    so the update does not depend on the per-weight step count.
+    with :math:`\\operatorname{sign}(0) = 0`: every coordinate moves by exactly
+    :math:`\\eta` (plus the decay). The weight decay is always decoupled (there is
+    no ``decoupled_weight_decay`` option) and scaled by the learning rate, as in
+    the paper. No bias correction, so the update does not depend on the
+    per-weight step count.
 
-    torch.optim has no Lion. ``optax.lion(learning_rate, b1, b2,
+    State: ``"mean"`` (:math:`m`), 4 bytes per float32 parameter (half of Adam's).
+
+    Equivalents: torch.optim has no Lion. ``optax.lion(learning_rate, b1, b2,
     weight_decay=wd)`` is the reference: ``Lion(lr=learning_rate, beta1=b1,
     beta2=b2, weight_decay=wd)`` with ``batch_size=1`` (optax's default
     ``weight_decay`` is 1e-3, mxopt's 0). The paper suggests a learning rate
@@ -106,6 +109,13 @@ class Lion(AbstractOptimizer):
     """
 
     Options = LionOptions
+    about = About(
+        family="adam-family",
+        same_as="`optax.lion` (with `batch_size=1`)",
+        weight_decay="always decoupled",
+        epsilon="",
+        examples=({},),
+    )
 
     def kernel(self) -> Kernel:
         return LION_KERNEL

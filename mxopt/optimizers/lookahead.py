@@ -26,11 +26,14 @@ from mxopt.kernels.kernel import Kernel
 from mxopt.optimizers.base import (
     NO_MULTIPLIERS,
     WEIGHT_COPY,
+    About,
     AbstractOptimizer,
     option_values,
     register,
 )
 from mxopt.optimizers.options import options
+from mxopt.optimizers.radam import RAdam
+from mxopt.optimizers.sgd import SGD
 
 __all__ = ["Lookahead", "LookaheadOptions"]
 
@@ -77,22 +80,40 @@ class LookaheadOptions:
 class Lookahead(AbstractOptimizer):
     """Lookahead around any optimizer: every ``k`` updates, pull back towards slow weights.
 
-    ``Lookahead(inner, *, k=6, alpha=0.5)``
+    ``Lookahead(inner, *, k=6, alpha=0.5, state=None)``
+
+    Michael R. Zhang, James Lucas, Geoffrey Hinton, Jimmy Ba, "Lookahead Optimizer:
+    k steps forward, 1 step back", NeurIPS 2019, arXiv:1907.08610. The inner
+    optimizer moves the weight (the "fast" weights) as usual; slow weights
+    :math:`\\phi`, a copy of the weight taken before its first update, follow.
+    After every ``k``-th update of a weight:
 
     .. math::
 
-        \\text{every } k \\text{ updates:}\\quad
         \\phi \\leftarrow \\phi + \\alpha (W - \\phi), \\quad W \\leftarrow \\phi
 
-    The inner optimizer's state is kept as usual; Lookahead adds
-    ``"lookahead_slow"``, a copy of the weight taken before its first update.
-    ``state`` (the OptimizationState) is the inner optimizer's: reading or
-    assigning it on the wrapper reads or assigns the inner one's. fastai's
-    ``Lookahead(opt, k=6, alpha=0.5)`` is the same; :func:`mxopt.Ranger` is
-    Lookahead around RAdam.
+    ``k`` counts the updates of each weight (its ``WeightState.step``). ``state``
+    (the OptimizationState) is the inner optimizer's: reading or assigning it on
+    the wrapper reads or assigns the inner one's.
+
+    State: ``"lookahead_slow"`` (:math:`\\phi`), 4 bytes per float32 parameter
+    more than the inner optimizer, beside the inner optimizer's arrays (12 for
+    ``Lookahead(RAdam())``).
+
+    Equivalents: fastai's ``Lookahead(opt, k=6, alpha=0.5)`` is the same rule and
+    the same defaults. ``optax.lookahead(fast_optimizer, sync_period=k,
+    slow_step_size=alpha)`` has the same rule on a pair of parameter sets.
+    torch.optim has no Lookahead. :func:`mxopt.Ranger` is Lookahead around RAdam.
     """
 
     Options = LookaheadOptions
+    about = About(
+        family="wrappers",
+        same_as="fastai's `Lookahead`; `optax.lookahead`",
+        weight_decay="the inner optimizer's",
+        epsilon="the inner optimizer's",
+        examples=({"inner": lambda: SGD(momentum=0.9)}, {"inner": RAdam}),
+    )
     __signature__ = inspect.Signature(
         [
             inspect.Parameter("inner", inspect.Parameter.POSITIONAL_OR_KEYWORD),

@@ -32,7 +32,7 @@ from mxopt.core.fields import hyperparameter
 from mxopt.core.schedule import AbstractMomentumScheduler
 from mxopt.core.state import OptimizationState
 from mxopt.kernels.kernel import Kernel, adam_moments_element, normalize_gradient_element
-from mxopt.optimizers.base import AbstractOptimizer, register
+from mxopt.optimizers.base import About, AbstractOptimizer, register
 from mxopt.optimizers.options import (
     AbstractOptimizerOptions,
     decoupled_weight_decay_option,
@@ -135,10 +135,11 @@ class Nadam(AbstractOptimizer):
     lr_scheduler=None, momentum_scheduler=None, state=None)``
 
     Timothy Dozat, "Incorporating Nesterov Momentum into Adam", ICLR 2016
-    workshop (no arXiv id). For the ``k``-th update of a weight, with :math:`g`
-    the :func:`~mxopt.normalized_gradient` and
+    workshop (no arXiv id), in MXNet.jl's form. For the ``k``-th update of a
+    weight, with :math:`g` the :func:`~mxopt.normalized_gradient` and
     :math:`(\\mu_t, \\mu_{t+1})` the momentum scheduler's pair at the global
-    ``t = curr_iter``:
+    ``t = curr_iter`` (by default ``Momentum.NadamScheduler(mu0=beta1)``:
+    :math:`\\mu_s = \\beta_1(1 - 0.5 \\cdot 0.96^{0.004 s})`):
 
     .. math::
 
@@ -152,15 +153,17 @@ class Nadam(AbstractOptimizer):
     seen (``WeightState.memory["mu_product"]``, starting at 1, kept only when
     an update succeeds). :math:`\\rho = 1 - \\eta\\lambda` with
     ``decoupled_weight_decay`` (and then :math:`g` has no L2 term), else 1.
-    State arrays: ``"mean"`` (m) and ``"var"`` (n).
+
+    State: ``"mean"`` (:math:`m`) and ``"var"`` (:math:`n`), 8 bytes per float32
+    parameter, plus :math:`P` as one Python float per weight.
 
     ``momentum_scheduler`` must give a pair, e.g.
     ``Momentum.NadamScheduler(mu0, delta, gamma, alpha)``; by default (None) it
     is ``Momentum.NadamScheduler(mu0=beta1)``, built from ``beta1`` at each
     update. ``Momentum.Fixed`` and ``Momentum.Null`` are rejected.
 
-    To reproduce ``torch.optim.NAdam(lr, betas=(b1, b2), eps, weight_decay,
-    momentum_decay, decoupled_weight_decay)``: ``Nadam(lr=lr, beta1=b1,
+    Equivalents: ``torch.optim.NAdam(lr, betas=(b1, b2), eps, weight_decay,
+    momentum_decay, decoupled_weight_decay)`` is ``Nadam(lr=lr, beta1=b1,
     beta2=b2, epsilon=eps, weight_decay=weight_decay,
     decoupled_weight_decay=decoupled_weight_decay,
     momentum_scheduler=Momentum.NadamScheduler(mu0=b1, delta=momentum_decay))``
@@ -168,9 +171,19 @@ class Nadam(AbstractOptimizer):
     ``curr_iter=1`` (torch counts steps per parameter; its 0.5 and 0.96 are
     NadamScheduler's ``gamma`` and ``alpha`` defaults). optax's ``nadam`` has
     no momentum schedule and is a different update.
+
+    Deliberate differences from torch: MXNet.jl's ``beta1=0.99``, ``lr=1e-3`` and
+    ``weight_decay=1e-5`` (torch: 0.9, 2e-3, 0).
     """
 
     Options = NadamOptions
+    about = About(
+        family="adam-family",
+        same_as="MXNet.jl's `Nadam`; `torch.optim.NAdam` with a `NadamScheduler`",
+        weight_decay="coupled, or decoupled",
+        epsilon="outside the root",
+        examples=({},),
+    )
     has_memory = True
 
     def kernel(self) -> Kernel:

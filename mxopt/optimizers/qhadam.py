@@ -23,7 +23,7 @@ import numpy as np
 
 from mxopt.core.fields import hyperparameter
 from mxopt.kernels.kernel import Kernel, adam_moments_element, normalize_gradient_element
-from mxopt.optimizers.base import AbstractOptimizer, register
+from mxopt.optimizers.base import About, AbstractOptimizer, register
 from mxopt.optimizers.options import (
     AbstractOptimizerOptions,
     decoupled_weight_decay_option,
@@ -88,8 +88,8 @@ class QHAdam(AbstractOptimizer):
     maximize=False, lr_scheduler=None, state=None)``
 
     Jerry Ma, Denis Yarats, "Quasi-hyperbolic momentum and Adam for deep
-    learning", arXiv:1810.06801. For the ``k``-th update of a weight, with
-    :math:`g` the :func:`~mxopt.normalized_gradient`:
+    learning", ICLR 2019, arXiv:1810.06801. For the ``k``-th update of a weight,
+    with :math:`g` the :func:`~mxopt.normalized_gradient`:
 
     .. math::
 
@@ -100,19 +100,30 @@ class QHAdam(AbstractOptimizer):
         {\\sqrt{(1-\\nu_2) g^2 + \\nu_2 v/(1-\\beta_2^k)} + \\epsilon}
 
     with :math:`\\rho = 1 - \\eta\\lambda` under ``decoupled_weight_decay`` (and
-    then :math:`g` has no L2 term), else 1. State: ``"mean"`` (m) and ``"var"``
-    (v).
+    then :math:`g` has no L2 term), else 1. :math:`\\nu_1 = \\nu_2 = 1` is Adam
+    (with torch's epsilon placement, after the bias correction).
 
-    torch.optim has no QHAdam. fastai's ``QHAdam(params, lr, mom, sqr_mom,
-    nu_1, nu_2, eps, wd, decouple_wd)`` is ``QHAdam(lr=lr, beta1=mom,
+    State: ``"mean"`` (:math:`m`) and ``"var"`` (:math:`v`), 8 bytes per float32
+    parameter.
+
+    Equivalents: torch.optim has no QHAdam. fastai's ``QHAdam(params, lr, mom,
+    sqr_mom, nu_1, nu_2, eps, wd, decouple_wd)`` is ``QHAdam(lr=lr, beta1=mom,
     beta2=sqr_mom, nu1=nu_1, nu2=nu_2, epsilon=eps, weight_decay=wd,
-    decoupled_weight_decay=decouple_wd)`` with ``batch_size=1``; note that
-    fastai decouples the decay by default (``decouple_wd=True``) and mxopt,
-    like its other Adam-family optimizers, does not. The authors' ``qhoptim``
-    package implements the same rule, with other defaults.
+    decoupled_weight_decay=decouple_wd)`` with ``batch_size=1``; the defaults are
+    fastai's except that fastai decouples the decay by default
+    (``decouple_wd=True``) and mxopt, like its other Adam-family optimizers, does
+    not. The authors' ``qhoptim`` package implements the same rule, with other
+    defaults.
     """
 
     Options = QHAdamOptions
+    about = About(
+        family="adam-family",
+        same_as="fastai's `QHAdam`",
+        weight_decay="coupled, or decoupled",
+        epsilon="outside the root",
+        examples=({},),
+    )
 
     def kernel(self) -> Kernel:
         return QHADAM_KERNEL

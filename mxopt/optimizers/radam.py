@@ -38,7 +38,7 @@ import numpy as np
 
 from mxopt.core.fields import hyperparameter
 from mxopt.kernels.kernel import Kernel, adam_moments_element, normalize_gradient_element
-from mxopt.optimizers.base import AbstractOptimizer, register
+from mxopt.optimizers.base import About, AbstractOptimizer, register
 from mxopt.optimizers.options import (
     AbstractOptimizerOptions,
     decoupled_weight_decay_option,
@@ -110,8 +110,8 @@ class RAdam(AbstractOptimizer):
 
     Liyuan Liu, Haoming Jiang, Pengcheng He, Weizhu Chen, Xiaodong Liu,
     Jianfeng Gao, Jiawei Han, "On the Variance of the Adaptive Learning Rate
-    and Beyond", arXiv:1908.03265. For the ``k``-th update of a weight, with
-    :math:`g` the :func:`~mxopt.normalized_gradient`,
+    and Beyond", ICLR 2020, arXiv:1908.03265. For the ``k``-th update of a weight,
+    with :math:`g` the :func:`~mxopt.normalized_gradient`,
     :math:`m \\leftarrow \\beta_1 m + (1-\\beta_1) g`,
     :math:`v \\leftarrow \\beta_2 v + (1-\\beta_2) g^2`,
     :math:`\\rho_\\infty = 2/(1-\\beta_2) - 1` and
@@ -132,18 +132,35 @@ class RAdam(AbstractOptimizer):
     the uncorrected :math:`v` (torch's placement). The switch comes at
     ``k = 6`` with the default betas (:math:`\\rho_k \\approx k` early on for any
     :math:`\\beta_2`, and :math:`\\rho_k \\le \\rho_\\infty`, so a
-    :math:`\\beta_2 \\le 2/3` never rectifies). State: ``"mean"`` (m) and
-    ``"var"`` (v).
+    :math:`\\beta_2 \\le 2/3` never rectifies). The first updates (:math:`k \\le 5`
+    with the default betas) are momentum-SGD steps whose size is not normalized
+    by :math:`\\sqrt v`: with a large learning rate and large gradients they can
+    jump far (on Rosenbrock with ``lr=0.01``, f goes from 12.5 to 625 before
+    converging).
 
-    With ``batch_size=1`` this is exactly ``torch.optim.RAdam(lr, betas=(beta1,
-    beta2), eps=epsilon, weight_decay=weight_decay,
-    decoupled_weight_decay=decoupled_weight_decay)``. Thinc's ``RAdam`` is the
-    same algorithm (ported from the authors' code) but not bit-for-bit: it
-    switches at :math:`\\rho_k \\ge 5`, its bias corrections count one step
-    ahead, it decays weights after the step and clips gradients by norm.
+    State: ``"mean"`` (:math:`m`) and ``"var"`` (:math:`v`), 8 bytes per float32
+    parameter.
+
+    Equivalents: with ``batch_size=1`` this is exactly ``torch.optim.RAdam(lr,
+    betas=(beta1, beta2), eps=epsilon, weight_decay=weight_decay,
+    decoupled_weight_decay=decoupled_weight_decay)``: defaults and epsilon
+    placement are torch's. fastai's ``RAdam(lr, mom, sqr_mom, eps, wd)`` adds
+    epsilon after the bias correction, :math:`\\sqrt{v/(1-\\beta_2^k)} + \\epsilon`,
+    so it matches only while :math:`\\sqrt v \\gg \\epsilon`; its SAdam option
+    ``beta`` has no counterpart. Thinc's ``RAdam`` is the same algorithm (ported
+    from the authors' code) but not bit-for-bit: it switches at
+    :math:`\\rho_k \\ge 5`, its bias corrections count one step ahead, it decays
+    weights after the step and clips gradients by norm.
     """
 
     Options = RAdamOptions
+    about = About(
+        family="adam-family",
+        same_as="`torch.optim.RAdam`",
+        weight_decay="coupled, or decoupled",
+        epsilon="torch's placement (added to `sqrt(v)` of the uncorrected `v`)",
+        examples=({},),
+    )
 
     def kernel(self) -> Kernel:
         return RADAM_KERNEL

@@ -71,8 +71,10 @@ def Ranger(
         \\qquad W \\leftarrow \\phi
 
     with RAdam's :math:`\\rho_t` and :math:`r_t` (see :class:`~mxopt.RAdam`) and
-    :math:`\\phi` starting as a copy of the weight. State: ``"mean"``,
-    ``"var"`` and ``"lookahead_slow"``, 12 bytes per float32 parameter.
+    :math:`\\phi` starting as a copy of the weight.
+
+    State: ``"mean"``, ``"var"`` and ``"lookahead_slow"``, 12 bytes per float32
+    parameter.
 
     The defaults are fastai's ``ranger(p, lr, mom=0.95, wd=0.01, eps=1e-6,
     sqr_mom=0.99, beta=0., decouple_wd=True)`` with ``Lookahead(k=6,

@@ -25,7 +25,7 @@ import numpy as np
 
 from mxopt.core.fields import flag, hyperparameter
 from mxopt.kernels.kernel import Kernel, normalize_gradient_element
-from mxopt.optimizers.base import AbstractOptimizer, register
+from mxopt.optimizers.base import About, AbstractOptimizer, register
 from mxopt.optimizers.options import AbstractOptimizerOptions, options
 
 __all__ = ["RMSProp", "RMSPropOptions"]
@@ -158,15 +158,18 @@ class RMSPropOptions(AbstractOptimizerOptions):
 
 @register
 class RMSProp(AbstractOptimizer):
-    """RMSProp (Tieleman & Hinton 2012), optionally centered and with momentum
-    (Graves 2013, arXiv:1308.0850).
+    """RMSProp (Tieleman & Hinton 2012), optionally centered and with momentum (Graves 2013).
 
     ``RMSProp(*, lr=0.001, rho=0.9, epsilon=1e-6, centered=False, momentum=0.0,
     epsilon_inside_sqrt=True, grad_clip=0.0, weight_decay=1e-5, grad_scale=1.0,
     maximize=False, lr_scheduler=None, state=None)``
 
-    With :math:`g` the :func:`~mxopt.normalized_gradient` (``clip(grad *
-    grad_scale / batch_size) + weight_decay * W``):
+    Tieleman & Hinton, "Lecture 6.5: rmsprop", Coursera *Neural Networks for
+    Machine Learning*, 2012; the centered form and momentum from Graves,
+    "Generating Sequences With Recurrent Neural Networks", arXiv:1308.0850.
+    MXNet.jl's ``RMSProp`` with torch's refinements as options. With :math:`g` the
+    :func:`~mxopt.normalized_gradient` (``clip(grad * grad_scale / batch_size) +
+    weight_decay * W``):
 
     .. math::
 
@@ -179,30 +182,50 @@ class RMSProp(AbstractOptimizer):
         v &\\leftarrow \\mu v - \\eta\\, g / D, \\qquad W \\leftarrow W + v
         \\quad \\text{(momentum} = \\mu > 0)
 
-    State: ``"square_avg"`` (:math:`r`); ``"grad_avg"`` (:math:`a`) when
-    ``centered``; ``"velocity"`` (:math:`v`) when ``momentum > 0``; all start at
-    0. ``momentum`` is a constant (not a schedule) because it decides which
-    state exists. :math:`\\eta` comes from ``lr_scheduler`` if given (it wins over
+    ``momentum`` is a constant (not a schedule) because it decides which state
+    exists. :math:`\\eta` comes from ``lr_scheduler`` if given (it wins over
     ``lr``), read at every update.
+
+    State: ``"square_avg"`` (:math:`r`), 4 bytes per float32 parameter;
+    ``"grad_avg"`` (:math:`a`) when ``centered`` and ``"velocity"`` (:math:`v`)
+    when ``momentum > 0``, 4 bytes each; all start at 0.
 
     The velocity has the learning rate folded in (MXNet's convention): with a
     constant :math:`\\eta` this is exactly torch's ``buf = momentum * buf + g / D;
     p -= lr * buf`` with ``buf = -v / lr``; under a schedule torch rescales the
     whole buffer by the new rate and mxopt only the new step.
 
-    The defaults are MXNet.jl's and deliberately differ from torch.optim.RMSprop
-    (``lr=0.01, alpha=0.99, eps=1e-8``, epsilon *outside* the root, no weight
-    decay). To reproduce ``torch.optim.RMSprop(lr, alpha, eps, weight_decay,
-    momentum, centered)``: ``RMSProp(lr=lr, rho=alpha, epsilon=eps,
+    Equivalents, with ``batch_size=1``: ``torch.optim.RMSprop(lr, alpha, eps,
+    weight_decay, momentum, centered)`` is ``RMSProp(lr=lr, rho=alpha, epsilon=eps,
     weight_decay=weight_decay, momentum=momentum, centered=centered,
-    epsilon_inside_sqrt=False)`` with ``batch_size=1``. optax's
-    ``rmsprop(learning_rate, decay, eps, centered=centered, momentum=momentum)``
-    keeps epsilon inside the root and folds the learning rate into its trace:
-    it is ``RMSProp(lr=learning_rate, rho=decay, epsilon=eps, centered=centered,
-    momentum=momentum or 0.0, weight_decay=0.0)``.
+    epsilon_inside_sqrt=False)``. optax's ``rmsprop(learning_rate, decay, eps,
+    centered=centered, momentum=momentum)`` keeps epsilon inside the root and
+    folds the learning rate into its trace: it is ``RMSProp(lr=learning_rate,
+    rho=decay, epsilon=eps, centered=centered, momentum=momentum or 0.0,
+    weight_decay=0.0)``. fastai's ``RMSProp(lr, sqr_mom, mom=0, wd=0)`` adds its
+    epsilon (1e-8) outside the root: ``RMSProp(lr=lr, rho=sqr_mom, epsilon=1e-8,
+    epsilon_inside_sqrt=False, weight_decay=0.0)``; fastai's momentum averages the
+    gradients before the division and has no mxopt counterpart.
+
+    Deliberate differences from torch: MXNet.jl's ``lr=1e-3``, ``rho=0.9``,
+    ``epsilon=1e-6`` inside the root and ``weight_decay=1e-5`` (torch: ``lr=0.01,
+    alpha=0.99, eps=1e-8`` outside the root, no weight decay).
     """
 
     Options = RMSPropOptions
+    about = About(
+        family="adaptive",
+        same_as="MXNet.jl's `RMSProp`; `torch.optim.RMSprop` with `rho=alpha` and "
+        "`epsilon_inside_sqrt=False`",
+        weight_decay="coupled L2",
+        epsilon="`sqrt(s + eps)` (MXNet.jl), or `sqrt(s) + eps` with `epsilon_inside_sqrt=False`",
+        examples=(
+            {},
+            {"centered": True},
+            {"momentum": 0.9},
+            {"centered": True, "momentum": 0.9},
+        ),
+    )
 
     def kernel(self) -> Kernel:
         momentum = self.opts.momentum > 0

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from mxopt.core.fields import hyperparameter
 from mxopt.kernels.kernel import Kernel, normalize_gradient_element
-from mxopt.optimizers.base import AbstractOptimizer, register
+from mxopt.optimizers.base import About, AbstractOptimizer, register
 from mxopt.optimizers.options import AbstractOptimizerOptions, options
 
 __all__ = ["Rprop", "RpropOptions"]
@@ -109,9 +109,10 @@ class Rprop(AbstractOptimizer):
     lr_scheduler=None, state=None)``
 
     Riedmiller & Braun, "A direct adaptive method for faster backpropagation
-    learning: the RPROP algorithm" (IEEE ICNN 1993; no arXiv id). Per element,
-    with :math:`g` the :func:`~mxopt.normalized_gradient` and :math:`s = g\\,
-    g_{prev}`:
+    learning: the RPROP algorithm" (IEEE ICNN 1993; no arXiv id), in torch's
+    variant (iRprop-, Igel & Huesken, "Improving the Rprop learning algorithm",
+    2000: no weight backtracking). Per element, with :math:`g` the
+    :func:`~mxopt.normalized_gradient` and :math:`s = g\\, g_{prev}`:
 
     .. math::
 
@@ -126,25 +127,35 @@ class Rprop(AbstractOptimizer):
     with :math:`\\operatorname{sign}(0) = 0`, :math:`\\eta_\\pm` = ``etaplus``,
     ``etaminus`` and :math:`\\Delta_{min}, \\Delta_{max}` = ``step_min``,
     ``step_max``; ``0 < etaminus < 1 < etaplus`` and ``step_min <= step_max``.
-    State: ``"prev"`` (:math:`g_{prev}`, starting at 0) and ``"step_size"``
-    (:math:`\\Delta`, starting at the learning rate). The learning rate is only
-    the *initial* step size: it is read once, when a weight's state is created
-    (from ``lr_scheduler`` if given, at the state of that moment), and later
-    changes of ``lr`` or of the schedule do not affect existing state, as in
-    torch. With ``maximize`` the sign of :math:`g` (and so of :math:`g_{prev}`)
-    is flipped.
+    The learning rate is only the *initial* step size: it is read once, when a
+    weight's state is created (from ``lr_scheduler`` if given, at the state of
+    that moment), and later changes of ``lr`` or of the schedule do not affect
+    existing state, as in torch. With ``maximize`` the sign of :math:`g` (and so
+    of :math:`g_{prev}`) is flipped.
 
-    ``weight_decay`` adds :math:`\\lambda W` to :math:`g` (coupled L2); it is an
-    mxopt extra, torch.optim.Rprop has no weight decay. With ``batch_size=1``,
-    ``weight_decay=0`` and an ``lr`` inside the step bounds this is exactly
-    ``torch.optim.Rprop(lr=lr, etas=(etaminus, etaplus), step_sizes=(step_min,
-    step_max), maximize=maximize)``; like torch, the step size is clamped to the
-    bounds at every update, so an ``lr`` outside them is pulled in at the first
-    update (the paper's and torch's formula only clamp after growing or
-    shrinking).
+    State: ``"prev"`` (:math:`g_{prev}`, starting at 0) and ``"step_size"``
+    (:math:`\\Delta`, starting at the learning rate), 8 bytes per float32
+    parameter.
+
+    Equivalents: ``weight_decay`` adds :math:`\\lambda W` to :math:`g` (coupled
+    L2); it is an mxopt extra, torch.optim.Rprop has no weight decay. With
+    ``batch_size=1``, ``weight_decay=0`` and an ``lr`` inside the step bounds this
+    is exactly ``torch.optim.Rprop(lr=lr, etas=(etaminus, etaplus),
+    step_sizes=(step_min, step_max), maximize=maximize)``, and the defaults are
+    torch's; like torch, the step size is clamped to the bounds at every update,
+    so an ``lr`` outside them is pulled in at the first update (the paper's and
+    torch's formula only clamp after growing or shrinking).
     """
 
     Options = RpropOptions
+    about = About(
+        family="others",
+        same_as="`torch.optim.Rprop` with `etas=(etaminus, etaplus)`, "
+        "`step_sizes=(step_min, step_max)`",
+        weight_decay="coupled L2 (an mxopt extra; none by default)",
+        epsilon="",
+        examples=({},),
+    )
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)

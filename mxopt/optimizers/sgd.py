@@ -23,7 +23,7 @@ from __future__ import annotations
 from mxopt.core.fields import flag, hyperparameter, optional_instance
 from mxopt.core.schedule import AbstractMomentumScheduler
 from mxopt.kernels.kernel import Kernel, normalize_gradient_element
-from mxopt.optimizers.base import AbstractOptimizer, momentum_value, register
+from mxopt.optimizers.base import About, AbstractOptimizer, momentum_value, register
 from mxopt.optimizers.options import AbstractOptimizerOptions, options
 from mxopt.schedules.momentum import Null, get_momentum_scheduler
 
@@ -110,6 +110,11 @@ class SGD(AbstractOptimizer):
     weight_decay=1e-4, grad_scale=1.0, maximize=False, lr_scheduler=None,
     momentum_scheduler=None, state=None)``
 
+    MXNet.jl's ``SGD``, with torch.optim's ``nesterov`` and ``dampening``. Robbins &
+    Monro, "A Stochastic Approximation Method" (1951); momentum: Polyak (1964);
+    Nesterov momentum in the form of Sutskever, Martens, Dahl & Hinton, "On the
+    importance of initialization and momentum in deep learning" (ICML 2013).
+
     Update, with :math:`g` the :func:`~mxopt.normalized_gradient`
     (``clip(grad * grad_scale / batch_size) + weight_decay * W``) and
     :math:`d` = ``dampening``:
@@ -127,12 +132,35 @@ class SGD(AbstractOptimizer):
 
     :math:`\\eta` comes from ``lr_scheduler`` if given (it wins over ``lr``),
     :math:`\\mu` from ``momentum_scheduler`` if given (it wins over
-    ``momentum``), both read at every update. State: ``"velocity"`` (one array
-    like the weight) unless the momentum scheduler is ``Momentum.Null``, which
-    is what ``momentum=0`` without a scheduler means.
+    ``momentum``), both read at every update.
+
+    State: none by default, 0 bytes per float32 parameter (no momentum keeps
+    nothing); ``"velocity"`` (:math:`v`, shaped like the weight, 4 bytes per float32
+    parameter) whenever the momentum scheduler is not ``Momentum.Null``: with
+    ``momentum > 0``, or with any ``momentum_scheduler`` but ``Momentum.Null``
+    (even ``Momentum.Fixed(0.0)``: the choice is made by the scheduler's type).
+
+    Equivalents, with ``batch_size=1``: ``torch.optim.SGD(lr, momentum, dampening,
+    weight_decay, nesterov, maximize)`` is ``SGD(lr=lr, momentum=momentum,
+    dampening=dampening, weight_decay=weight_decay, nesterov=nesterov,
+    maximize=maximize)`` (torch's buffer is :math:`-v/\\eta`). ``optax.sgd(learning_rate,
+    momentum, nesterov)`` is the same with ``weight_decay=0.0``. fastai's ``SGD(lr,
+    mom, wd=0)`` is ``SGD(lr=lr, momentum=mom, weight_decay=0.0)`` (fastai's default
+    weight decay is decoupled; mxopt's SGD decay is coupled L2, which is the same
+    thing only without momentum). Thinc's ``SGD`` is the plain update.
+
+    Deliberate differences from torch: ``lr=0.01`` and ``weight_decay=1e-4`` are
+    MXNet.jl's defaults (torch: ``lr=1e-3``, no decay).
     """
 
     Options = SGDOptions
+    about = About(
+        family="sgd",
+        same_as="MXNet.jl's `SGD`; `torch.optim.SGD` with the same arguments; "
+        "`optax.sgd` with `weight_decay=0.0`",
+        weight_decay="coupled L2",
+        examples=({}, {"momentum": 0.9}),
+    )
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)

@@ -58,9 +58,14 @@ class ConfigError(ValueError):
     """A configuration that cannot be written or built; the message gives its path."""
 
 
-@functools.cache
 def registered() -> dict:
-    """``{kind: {versioned name: class}}`` for every built-in class."""
+    """``{kind: {versioned name: class}}`` for every built-in class, and every optimizer
+    registered with :func:`mxopt.register` (the table is made again when that grows)."""
+    return _registered(len(OPTIMIZERS))
+
+
+@functools.lru_cache(maxsize=1)
+def _registered(optimizers: int) -> dict:
     table = {"optimizers": {}, "schedules": {}, "averaging": {}}
     for name, cls in OPTIMIZERS.items():
         table["optimizers"][f"mxopt.{name}.{VERSION}"] = cls
@@ -94,10 +99,20 @@ _KINDS = ("optimizers", "schedules", "averaging")
 def _catalogue_registries() -> dict:
     import catalogue
 
-    made = {kind: catalogue.create("mxopt", kind, entry_points=True) for kind in _KINDS}
+    return {kind: catalogue.create("mxopt", kind, entry_points=True) for kind in _KINDS}
+
+
+_synced: set = set()  # the built-in names already in the catalogue registries
+
+
+def _registries() -> dict:
+    """The catalogue registries, holding every built-in name (added as the table grows)."""
+    made = _catalogue_registries()
     for kind, table in registered().items():
         for name, cls in table.items():
-            made[kind].register(name, func=cls)
+            if (kind, name) not in _synced:
+                made[kind].register(name, func=cls)
+                _synced.add((kind, name))
     return made
 
 
@@ -105,16 +120,16 @@ def __getattr__(name: str):
     # mxopt.registry.optimizers / .schedules / .averaging (decorators for other packages:
     # entry-point groups mxopt_optimizers, ...) and REGISTRIES, built on first access
     if name in _KINDS:
-        return _catalogue_registries()[name]
+        return _registries()[name]
     if name == "REGISTRIES":
-        return _catalogue_registries()
+        return _registries()
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _registry(kind: str):
     if kind not in _KINDS:
         raise ValueError(f"kind must be one of {sorted(_KINDS)}, got {kind!r}")
-    return _catalogue_registries()[kind]
+    return _registries()[kind]
 
 
 def find(kind: str, name: str):
@@ -152,7 +167,7 @@ def names(kind: str) -> list[str]:
 
 def name_of(cls) -> str | None:
     """The name a class is registered under in any of the registries, or ``None``."""
-    for registry in _catalogue_registries().values():
+    for registry in _registries().values():
         for name, registered_cls in registry.get_all().items():
             if registered_cls is cls:
                 return name

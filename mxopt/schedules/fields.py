@@ -152,7 +152,8 @@ def numbers_list(*, ge: float | None = None, lt: float | None = None, doc: str =
 
 
 def check_real(owner, name, value, ge=None, lt=None) -> float:
-    """``value`` as a float, after :func:`~mxopt.base.check_number` (NumPy reals accepted)."""
+    """``value`` as a float, after :func:`~mxopt.core.checks.check_number` (NumPy reals
+    accepted)."""
     if isinstance(value, numbers.Real) and not isinstance(value, bool):
         value = float(value)
     check_number(owner, name, value, Interval(ge=ge, lt=lt))

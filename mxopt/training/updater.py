@@ -338,11 +338,11 @@ class Updater:
     # -- parameter groups ------------------------------------------------------------------
 
     def set_lr_mult(self, mapping) -> None:
-        """Learning-rate multipliers by index or glob pattern (see :mod:`mxopt.groups`)."""
+        """Learning-rate multipliers by index or glob pattern (see :mod:`mxopt.training.groups`)."""
         self.groups.set_lr_mult(mapping)
 
     def set_wd_mult(self, mapping) -> None:
-        """Weight-decay multipliers by index or glob pattern (see :mod:`mxopt.groups`)."""
+        """Weight-decay multipliers by index or glob pattern (see :mod:`mxopt.training.groups`)."""
         self.groups.set_wd_mult(mapping)
 
     def exclude_from_weight_decay(self, patterns=None) -> None:
@@ -357,7 +357,8 @@ class Updater:
         self.groups.set_groups(groups)
 
     def discriminative_lr(self, lr, base_lr=None) -> list:
-        """Per-group learning rates from ``slice(lo, hi)`` (fastai); see :mod:`mxopt.groups`."""
+        """Per-group learning rates from ``slice(lo, hi)`` (fastai); see
+        :mod:`mxopt.training.groups`."""
         return self.groups.discriminative_lr(lr, base_lr)
 
     def freeze_to(self, n: int) -> None:
@@ -423,7 +424,7 @@ class Updater:
     def state_dict(self) -> dict:
         """Everything needed to resume exactly, as plain values and NumPy arrays (copies).
 
-        See :func:`mxopt.checkpoint.updater_state_dict` for the layout.
+        See :func:`mxopt.training.checkpoint.updater_state_dict` for the layout.
         """
         return checkpoint.updater_state_dict(self)
 
@@ -437,7 +438,7 @@ class Updater:
         checkpoint.load_updater_state_dict(self, state_dict)
 
     def save(self, path) -> None:
-        """Write a checkpoint to ``path`` atomically (see :mod:`mxopt.checkpoint`)."""
+        """Write a checkpoint to ``path`` atomically (see :mod:`mxopt.training.checkpoint`)."""
         checkpoint.save_updater(self, path)
 
     def __repr__(self) -> str:
