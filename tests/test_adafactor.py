@@ -18,6 +18,7 @@ from mxopt.kernels import factored
 from mxopt.kernels.kernel import CUDA_PREAMBLE, DTYPES
 from tests import cuda_tools
 from tests.cases import TOLERANCE, VARIANTS, Case, trajectory
+from tests.parallel_tools import cut_everything, cut_nothing
 
 DTYPE_IDS = {np.float32: "f32", np.float64: "f64"}
 
@@ -189,8 +190,6 @@ PARALLEL_SHAPES = {"tall": (4099, 5), "wide": (3, 9000), "batched": (3, 70, 130)
 @pytest.mark.parametrize("dtype", DTYPE_IDS, ids=DTYPE_IDS.values())
 @pytest.mark.parametrize("shape", PARALLEL_SHAPES.values(), ids=PARALLEL_SHAPES.keys())
 def test_parallel_loops_match_serial_loops_bit_for_bit(shape, dtype, monkeypatch):
-    import numba
-
     case = Case("Adafactor", "coupled", {"decoupled_weight_decay": False, "weight_decay": 0.1})
 
     def run():
@@ -199,17 +198,13 @@ def test_parallel_loops_match_serial_loops_bit_for_bit(shape, dtype, monkeypatch
             for _, w, s, _, _ in trajectory(case, VARIANTS["clip"], dtype, shape)
         ]
 
-    monkeypatch.setattr(_cpu, "_parallel_min_size", 1 << 62)
+    cut_nothing(monkeypatch)
     serial = run()
-    monkeypatch.setattr(_cpu, "_parallel_min_size", 0)
+    cut_everything(monkeypatch)
     parallel = run()
-    threads = numba.get_num_threads()
-    numba.set_num_threads(1)
-    try:
-        one_thread = run()
-    finally:
-        numba.set_num_threads(threads)
-    assert ("col_partials", True) in factored._compiled
+    cut_everything(monkeypatch, threads_count=1)
+    one_thread = run()
+    assert "col_partials" in factored._compiled
     bits = np.uint32 if dtype == np.float32 else np.uint64
     for other in (parallel, one_thread):
         for (w_s, s_s), (w_p, s_p) in zip(serial, other, strict=True):
@@ -408,13 +403,13 @@ def test_bit_comparison_can_fail(cuda_on_cpu, monkeypatch):
     """A change in one CPU function (here the column sums, by one ulp) is caught."""
     original = factored.cpu_function
 
-    def perturbed(name, parallel):
-        function = original(name, parallel)
+    def perturbed(name):
+        function = original(name)
         if name != "col_partials":
             return function
 
-        def wrong(w, g, cpart, *rest):
-            function(w, g, cpart, *rest)
+        def wrong(first, last, w, g, cpart, *rest):
+            function(first, last, w, g, cpart, *rest)
             cpart[0] = np.nextafter(cpart[0], np.inf) * 1.5
 
         return wrong

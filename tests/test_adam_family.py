@@ -9,7 +9,6 @@ import pytest
 
 import mxopt
 from mxopt import Momentum, OptimizationState
-from mxopt.kernels import cpu as _cpu
 from mxopt.optimizers.radam import RADAM_KERNEL, rectification
 from tests import cuda_tools
 from tests.cases import oracle_inputs
@@ -113,7 +112,7 @@ def test_Lion_sign_of_zero_is_zero():
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
 def test_RAdam_rectified_steps_match_the_cuda_twin_bit_for_bit(dtype, monkeypatch, tmp_path):
     # The generic replay trains 5 steps, all before RAdam's switch at k = 6.
-    from tests.test_cuda_sources import _run_twin
+    from tests.test_cuda_sources import _run_twin, serial_cpu_run
 
     calls = record_cpu_kernel_calls(  # root = 1: the rectified steps
         monkeypatch, keep=lambda kernel, scalars: kernel is RADAM_KERNEL and scalars[-2] == 1.0
@@ -136,7 +135,7 @@ def test_RAdam_rectified_steps_match_the_cuda_twin_bit_for_bit(dtype, monkeypatc
     bits = np.uint32 if dtype == np.float32 else np.uint64
     for kernel, w, g, state, scalars in calls:
         cpu_w, cpu_state = w.copy(), tuple(a.copy() for a in state)
-        _cpu.entry_point(kernel, np.dtype(dtype))(cpu_w, g, cpu_state, scalars, False)
+        serial_cpu_run(kernel, cpu_w, g, cpu_state, scalars)
         gpu_w, gpu_state = w.copy(), [a.copy() for a in state]
         _run_twin(kernel, dtype, gpu_w, g, gpu_state, scalars, str(tmp_path))
         np.testing.assert_array_equal(gpu_w.view(bits), cpu_w.view(bits))

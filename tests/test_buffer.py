@@ -8,6 +8,7 @@ import pytest
 import mxopt
 from mxopt.kernels import cpu as _cpu
 from tests.cases import CASES, make_optimizer
+from tests.parallel_tools import cut_everything, cut_nothing
 
 SHAPES = {"a": (40, 30), "b": (30,), "c": (0,), "d": (7, 3, 2), "e": (1,)}
 
@@ -168,8 +169,8 @@ def test_parallel_packed_path_matches_serial(monkeypatch):
     rng = np.random.default_rng(4)
     shapes = {i: (3000,) for i in range(40)}
     results = []
-    for threshold in (1 << 62, 0):
-        monkeypatch.setattr(_cpu, "_parallel_min_size", threshold)
+    for cut in (cut_nothing, cut_everything):
+        cut(monkeypatch)
         state = mxopt.OptimizationState(3, 1, 1, 1)
         updater = mxopt.get_updater(mxopt.LAMB(state=state))
         buffer = mxopt.ParameterBuffer(shapes)

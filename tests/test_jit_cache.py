@@ -32,8 +32,8 @@ SCRIPT = textwrap.dedent(
     from mxopt.kernels import cpu as _cpu
     from mxopt.optimizers.adam import ADAM_AMSGRAD_KERNEL as kernel
 
-    _cpu.entry_point(kernel, np.dtype(np.float64), True, "segments")
-    dispatcher = _cpu._dispatchers[(kernel, "segments", True)]
+    _cpu.entry_point(kernel, np.dtype(np.float64), "segments")
+    dispatcher = _cpu._dispatchers[(kernel, "segments")]
     stats = dispatcher.stats
     print(len(stats.cache_hits), len(stats.cache_misses), stats.cache_path)
     """

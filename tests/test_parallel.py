@@ -1,10 +1,10 @@
-"""The multi-threaded CPU loops give exactly the serial loops' bits."""
+"""Steps cut into chunks for several threads give exactly the serial loops' bits."""
 
 import numpy as np
 import pytest
 
-from mxopt.kernels import cpu as _cpu
 from tests.cases import CASES, VARIANTS, trajectory
+from tests.parallel_tools import cut_everything, cut_nothing
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
@@ -12,12 +12,12 @@ from tests.cases import CASES, VARIANTS, trajectory
 def test_parallel_loops_match_serial_loops_bit_for_bit(case, dtype, monkeypatch):
     shape = (3 * 4096 + 77,)  # several reduction blocks and a ragged end
     variant = VARIANTS["clip"]
-    monkeypatch.setattr(_cpu, "_parallel_min_size", 1 << 62)
+    cut_nothing(monkeypatch)
     serial = [
         (w.copy(), {k: a.copy() for k, a in s.arrays.items()})
         for _, w, s, _, _ in trajectory(case, variant, dtype, shape)
     ]
-    monkeypatch.setattr(_cpu, "_parallel_min_size", 0)
+    cut_everything(monkeypatch)
     parallel = [
         (w.copy(), {k: a.copy() for k, a in s.arrays.items()})
         for _, w, s, _, _ in trajectory(case, variant, dtype, shape)

@@ -161,7 +161,7 @@ def _mxopt_packed(name, shapes, rng, nonfinite="raise"):
 
 
 def _memory_limit(name, shapes, rng):
-    from mxopt.kernels import backends
+    from mxopt.kernels import backends, threads
     from mxopt.kernels import cpu as _cpu
 
     total = sum(int(np.prod(s)) for s in shapes)
@@ -172,16 +172,25 @@ def _memory_limit(name, shapes, rng):
         for k in range(arrays_per_step(name) - 2)
     ]
     arrays = [weight, grad, *state]
-    kernel = _memory_kernels()[arrays_per_step(name)][total >= _cpu.parallel_min_size()]
+    kernel = _memory_kernels()[arrays_per_step(name)]
     scale = np.float32(1e-9)
-    return lambda: kernel(*arrays, scale)
+    if total < _cpu.parallel_min_size() or not threads.pool().parallel:
+        return lambda: kernel(*arrays, scale)
+    pool = threads.pool()  # cut as mxopt cuts its own steps (mxopt.kernels.cpu)
+    pieces = _cpu._chunks(total, pool)
+
+    def step():
+        pool.run(lambda k: kernel(*(a[slice(*pieces[k])] for a in arrays), scale), len(pieces))
+
+    return step
 
 
 _kernels = None
 
 
 def _memory_kernels():
-    """Numba loops moving the bytes of a 3-array and a 4-array step, serial and parallel."""
+    """Numba loops moving the bytes of a 3-array and a 4-array step (serial: big arrays are
+    cut into chunks for the threads exactly as mxopt's steps are)."""
     global _kernels
     if _kernels is None:
         import numba
@@ -189,22 +198,19 @@ def _memory_kernels():
         options = dict(cache=True, nogil=True, error_model="numpy")
 
         def three(w, g, v, a):
-            for i in numba.prange(w.size):
+            for i in range(w.size):
                 x = g[i]
                 v[i] = v[i] + x
                 w[i] = w[i] + a * x
 
         def four(w, g, m, v, a):
-            for i in numba.prange(w.size):
+            for i in range(w.size):
                 x = g[i]
                 m[i] = m[i] + x
                 v[i] = v[i] + x
                 w[i] = w[i] + a * x
 
-        _kernels = {
-            3: (numba.njit(**options)(three), numba.njit(parallel=True, **options)(three)),
-            4: (numba.njit(**options)(four), numba.njit(parallel=True, **options)(four)),
-        }
+        _kernels = {3: numba.njit(**options)(three), 4: numba.njit(**options)(four)}
     return _kernels
 
 
@@ -483,8 +489,7 @@ def machine_info() -> dict:
         "platform": platform.platform(),
         "machine": platform.machine(),
         "cpu_count": os.cpu_count(),
-        "numba_threads": numba.config.NUMBA_NUM_THREADS,
-        "numba_threading_layer_env": os.environ.get("NUMBA_THREADING_LAYER", "default"),
+        "mxopt_threads": importlib.import_module("mxopt.kernels.threads").pool().threads,
         "mxopt_parallel_min_size": importlib.import_module("mxopt.kernels.cpu").parallel_min_size(),
         "numpy": np.__version__,
         "numba": numba.__version__,

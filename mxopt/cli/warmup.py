@@ -25,21 +25,15 @@ def warmup(dtypes=(np.float32, np.float64), progress=print) -> float:
     started = time.perf_counter()
     for name, kernel in sorted(KERNELS.items()):
         for dtype in dtypes:
-            for parallel in (False, True):
-                for layout in ("single", "segments"):
-                    _cpu.entry_point(kernel, np.dtype(dtype), parallel, layout)
+            for layout in ("single", "segments"):
+                _cpu.entry_point(kernel, np.dtype(dtype), layout)
         progress(f"  {name}: ready")
+    _cpu.count_nonfinite(np.zeros(1))
     # Optimizers with their own (non-registered) loops compile them on a tiny update.
-    saved = _cpu._parallel_min_size
-    try:
-        for threshold in (saved, 0):
-            _cpu._parallel_min_size = threshold
-            for dtype in dtypes:
-                state = mxopt.OptimizationState(1, 1, 1, 1)
-                updater = mxopt.get_updater(mxopt.Adafactor(state=state))
-                updater("matrix", np.ones((3, 5), dtype), np.ones((3, 5), dtype))
-    finally:
-        _cpu._parallel_min_size = saved
+    for dtype in dtypes:
+        state = mxopt.OptimizationState(1, 1, 1, 1)
+        updater = mxopt.get_updater(mxopt.Adafactor(state=state))
+        updater("matrix", np.ones((3, 5), dtype), np.ones((3, 5), dtype))
     progress("  adafactor (factored): ready")
     seconds = time.perf_counter() - started
     progress(f"{len(KERNELS) + 1} kernels ready in {seconds:.1f} s")

@@ -1,19 +1,25 @@
-"""Numba compilation of kernels for NumPy arrays.
+"""Numba compilation of kernels for NumPy arrays, and their runs on big arrays.
 
 Imported on first use, never by ``import mxopt`` (Numba takes about 0.3 s to
 import). For each :class:`~mxopt.kernels.kernel.Kernel` the loops below are specialised
 to its element function: the element is compiled, wrapped in a small adapter that
 unpacks the state and scalar tuples into its named parameters (generated for the
 kernel's arity; unpacking with ``*`` inside a loop stops SIMD, measured 2-3 times
-slower), and substituted for the placeholder ``_ELEMENT`` in a fresh copy of the loop. Each
-copy gets a name derived from the kernel's name and a digest of the element's
-code, so Numba's on-disk cache (``cache=True``) keeps one entry per kernel and
-an edited element is never served from a stale cache.
+slower), and substituted for the placeholder ``_ELEMENT`` in a fresh copy of the loop.
+Each copy gets a name derived from the kernel's name and a digest of the element's
+code, so Numba's on-disk cache (``cache=True``) keeps one entry per kernel and an edited
+element is never served from a stale cache.
 
 Compilation flags (measured, see DESIGN.md): ``error_model="numpy"`` removes
 the division-by-zero check that stops SIMD; ``fastmath`` stays off (it breaks
-NaN checks and reorders arithmetic); ``nogil`` lets other Python threads run
-during a step.
+NaN checks and reorders arithmetic); ``nogil`` lets other threads run during a step.
+
+Every loop is serial. An array of :func:`parallel_min_size` elements or more is cut into
+chunks that mxopt's own threads run (:mod:`mxopt.kernels.threads`: workers that block
+rather than spin, and a caller that works too); a chunk is a slice handed to the same
+serial loop, and sums are taken per block of :data:`~mxopt.kernels.kernel.REDUCE_BLOCK`
+elements and added in block order, so a step has the same bits whatever the number of
+threads. Numba's own threading layer is never used.
 
 Calls go straight to the compiled entry point of the exact signature, which
 skips Numba's argument-type dispatch (about 2 microseconds); callers must pass
@@ -30,33 +36,38 @@ import types
 
 import numba
 import numpy as np
-from numba import prange
 from numba.np.unsafe.ndarray import to_fixed_tuple
 
+from mxopt.kernels import threads
 from mxopt.kernels.kernel import REDUCE_BLOCK, Kernel, reduction_blocks
 
-__all__ = ["entry_point", "parallel_min_size", "run", "run_segments"]
+__all__ = [
+    "compile_loop",
+    "count_nonfinite",
+    "entry_point",
+    "parallel_min_size",
+    "run",
+    "run_segments",
+    "runner",
+]
 
 _JIT_OPTIONS = {"cache": True, "nogil": True, "error_model": "numpy", "fastmath": False}
 
 _ELEMENT = None  # placeholder, replaced in each specialised copy of the loops
 _NSCALARS = 0  # placeholder: the kernel's number of scalars, a compile-time constant
-_COUNT_NONFINITE = None  # placeholder: _count_nonfinite, inlined into the loop calling it
+_COUNT_NONFINITE = None  # placeholder: _count_nonfinite, compiled and inlined by LLVM
 
-# Each template below is compiled twice, with parallel=True and parallel=False; without
-# it Numba runs prange as range, so both variants run the same code and give the same bits.
-
-#: Elements per work item of the segmented loops (whole items, so threads split evenly).
+#: Elements per inner piece of the segmented loops (a piece starts a segment lookup).
 SEGMENT_CHUNK = 1 << 16
 
 
 def _count_nonfinite(g, start, stop):
     """The number of NaN and infinite values in ``g[start:stop]``."""
-    # Over a slice from 0: with prange(start, stop) the index may be negative as far as
+    # Over a slice from 0: with range(start, stop) the index may be negative as far as
     # Numba knows, and the wrap-around check stops SIMD (3.5x slower, measured at 1M).
     part = g[start:stop]
     bad = 0
-    for i in prange(part.size):
+    for i in range(part.size):
         if not np.isfinite(part[i]):
             bad += 1
     return bad
@@ -73,17 +84,18 @@ def _elementwise(w, g, state, s, check):
         bad = _COUNT_NONFINITE(g, 0, n)
         if bad:
             return bad
-    for i in prange(n):
+    for i in range(n):
         _ELEMENT(i, w, g, state, s)
     return 0
 
 
-def _reduce(w, g, state, s, check):
+def _reduce(w, g, state, s, check, partial):
     """Apply a reducing element to every index and sum its pairs.
 
-    Returns ``(n_bad, sum_a, sum_b)``. The sums are float64, taken over fixed
-    blocks of ``REDUCE_BLOCK`` elements, then over the blocks in order: the same
-    bits for any number of threads.
+    Returns ``(n_bad, sum_a, sum_b)``. The sums are float64, taken over fixed blocks of
+    ``REDUCE_BLOCK`` elements (written to ``partial[block]``), then over the blocks in
+    order: a chunked run that fills ``partial`` slice by slice and adds it up in order
+    gets the same bits.
     """
     n = w.size
     if check:
@@ -91,8 +103,7 @@ def _reduce(w, g, state, s, check):
         if bad:
             return bad, 0.0, 0.0
     blocks = (n + REDUCE_BLOCK - 1) // REDUCE_BLOCK
-    partial = np.empty((blocks, 2))
-    for block in prange(blocks):
+    for block in range(blocks):
         sum_a = 0.0
         sum_b = 0.0
         for i in range(block * REDUCE_BLOCK, min(n, (block + 1) * REDUCE_BLOCK)):
@@ -109,27 +120,26 @@ def _reduce(w, g, state, s, check):
     return 0, total_a, total_b
 
 
-def _segments(w, g, state, offsets, table, check):
-    """The element over segments ``[offsets[k], offsets[k+1])``, with scalars ``table[k]``.
+def _segments(w, g, state, offsets, table, check, start, stop):
+    """The element over ``[start, stop)`` of segments ``[offsets[k], offsets[k+1])``, with
+    scalars ``table[k]``.
 
     Many tensors packed in one buffer, each with its own scalars (step count,
-    learning-rate multiplier...): the same bits as one call per tensor. Work is
-    split in chunks of ``SEGMENT_CHUNK`` elements of the whole range, each
-    starting at the segment that holds its first element.
+    learning-rate multiplier...): the same bits as one call per tensor. The range is
+    walked in pieces of ``SEGMENT_CHUNK`` elements, each starting at the segment that
+    holds its first element.
     """
-    start = offsets[0]
-    stop = offsets[offsets.size - 1]
     if check:
         bad = _COUNT_NONFINITE(g, start, stop)
         if bad:
             return bad
-    chunks = (stop - start + SEGMENT_CHUNK - 1) // SEGMENT_CHUNK
-    for chunk in prange(chunks):
-        i = start + chunk * SEGMENT_CHUNK
-        chunk_stop = min(stop, i + SEGMENT_CHUNK)
+    pieces = (stop - start + SEGMENT_CHUNK - 1) // SEGMENT_CHUNK
+    for piece in range(pieces):
+        i = start + piece * SEGMENT_CHUNK
+        piece_stop = min(stop, i + SEGMENT_CHUNK)
         segment = np.searchsorted(offsets, i, side="right") - 1
-        while i < chunk_stop:
-            segment_stop = min(chunk_stop, offsets[segment + 1])
+        while i < piece_stop:
+            segment_stop = min(piece_stop, offsets[segment + 1])
             s = to_fixed_tuple(table[segment], _NSCALARS)
             for j in range(i, segment_stop):
                 _ELEMENT(j, w, g, state, s)
@@ -138,21 +148,11 @@ def _segments(w, g, state, offsets, table, check):
     return 0
 
 
-def _segment_sums(w, g, state, offsets, table, check, blocks):
-    """A reducing element over segments: returns ``(n_bad, sums[segment, 2])``.
-
-    ``blocks[b] = (segment, start, stop)`` lists every segment's blocks of
-    ``REDUCE_BLOCK`` elements in order, so each segment's sum has exactly the
-    bits a call on that tensor alone gives.
-    """
-    nseg = offsets.size - 1
-    sums = np.zeros((nseg, 2))
-    if check:
-        bad = _COUNT_NONFINITE(g, offsets[0], offsets[nseg])
-        if bad:
-            return bad, sums
-    partial = np.empty((blocks.shape[0], 2))
-    for b in prange(blocks.shape[0]):
+def _segment_sums(w, g, state, table, blocks, partial):
+    """A reducing element over the blocks ``blocks[b] = (segment, start, stop)``: the pair
+    of sums of block ``b`` goes to ``partial[b]`` (the caller adds them up per segment,
+    in block order)."""
+    for b in range(blocks.shape[0]):
         s = to_fixed_tuple(table[blocks[b, 0]], _NSCALARS)
         sum_a = 0.0
         sum_b = 0.0
@@ -162,10 +162,7 @@ def _segment_sums(w, g, state, offsets, table, check, blocks):
             sum_b += c
         partial[b, 0] = sum_a
         partial[b, 1] = sum_b
-    for b in range(blocks.shape[0]):
-        sums[blocks[b, 0], 0] += partial[b, 0]
-        sums[blocks[b, 0], 1] += partial[b, 1]
-    return 0, sums
+    return 0
 
 
 _TEMPLATES = {
@@ -209,9 +206,7 @@ def _compile_device(function):
         for name, helper in _device_helpers(function).items():
             namespace[name] = _compile_device(helper)
         copy = types.FunctionType(function.__code__, namespace, function.__name__)
-        # Not inline="always": Numba's parfor pass loses writes to arrays unpacked from a
-        # tuple inside an inlined prange body (numba 0.68); LLVM inlines the call anyway.
-        compiled = numba.njit(error_model="numpy")(copy)
+        compiled = numba.njit(error_model="numpy")(copy)  # LLVM inlines it into the loops
         _compiled_devices[function] = compiled
     return compiled
 
@@ -221,36 +216,30 @@ _dispatchers: dict = {}
 _entries: dict = {}
 
 
-def _specialised(template, name: str, parallel: bool, **constants):
+def _specialised(template, name: str, **constants):
     """A Numba dispatcher for a copy of ``template`` named ``name`` (a unique name keeps
     one disk-cache entry per copy), with ``constants`` replacing its placeholder globals."""
     namespace = dict(template.__globals__)
     namespace.update(constants)
     copy = types.FunctionType(template.__code__, namespace, name)
     copy.__qualname__ = name
-    return numba.njit(**_JIT_OPTIONS, parallel=parallel)(copy)
+    return numba.njit(**_JIT_OPTIONS)(copy)
 
 
-def compile_loop(function, prefix: str, parallel: bool):
-    """``function`` (plain Python whose loops use ``prange``, a global that is ``range``
-    until now) compiled like the kernel loops: its device helpers compiled, ``prange``
-    made Numba's, cached on disk under ``prefix`` and a digest of its code; a parallel
-    variant runs one at a time (see :func:`_serialised`)."""
+def compile_loop(function, prefix: str):
+    """``function`` (plain Python) compiled like the kernel loops: its device helpers
+    compiled, cached on disk under ``prefix`` and a digest of its code."""
     namespace = dict(function.__globals__)
-    namespace["prange"] = prange
     for name, helper in _device_helpers(function).items():
         namespace[name] = _compile_device(helper)
-    variant = "parallel" if parallel else "serial"
-    name = f"{prefix}_{variant}_{_code_digest(function).hexdigest()[:12]}"
+    name = f"{prefix}_{_code_digest(function).hexdigest()[:12]}"
     copy = types.FunctionType(function.__code__, namespace, name)
     copy.__qualname__ = name
-    compiled = numba.njit(**_JIT_OPTIONS, parallel=parallel)(copy)
-    return _serialised(compiled) if parallel else compiled
+    return numba.njit(**_JIT_OPTIONS)(copy)
 
 
-# Inlined into each loop at Numba's IR level, so its prange becomes part of the loop's
-# own parallel region (a parallel function called from a parallel one runs serially).
-_count_nonfinite_inlined = numba.njit(inline="always", error_model="numpy")(_count_nonfinite)
+_count_nonfinite_compiled = numba.njit(error_model="numpy")(_count_nonfinite)
+_count_entry = numba.njit(**_JIT_OPTIONS)(_count_nonfinite)
 
 
 def _element_adapter(kernel: Kernel):
@@ -265,57 +254,57 @@ def _element_adapter(kernel: Kernel):
     return numba.njit(error_model="numpy")(namespace["element"])
 
 
-def _dispatcher(kernel: Kernel, loop: str, parallel: bool):
-    key = (kernel, loop, parallel)
+def _dispatcher(kernel: Kernel, loop: str):
+    key = (kernel, loop)
     dispatcher = _dispatchers.get(key)
     if dispatcher is None:
-        variant = "parallel" if parallel else "serial"
         digest = _code_digest(kernel.cpu).hexdigest()[:12]
         dispatcher = _specialised(
             _TEMPLATES[loop],
-            f"mxopt_{kernel.name}_{loop}_{variant}_{digest}",
-            parallel,
+            f"mxopt_{kernel.name}_{loop}_{digest}",
             _ELEMENT=_element_adapter(kernel),
             _NSCALARS=len(kernel.scalars),
-            _COUNT_NONFINITE=_count_nonfinite_inlined,
+            _COUNT_NONFINITE=_count_nonfinite_compiled,
         )
         _dispatchers[key] = dispatcher
     return dispatcher
 
 
-def _signature(kernel: Kernel, dtype: np.dtype, layout: str):
+def _signature(kernel: Kernel, dtype: np.dtype, loop: str):
     scalar = numba.from_dtype(dtype)
     array = numba.types.Array(scalar, 1, "C")
     n_state, n_scalars = len(kernel.state), len(kernel.scalars)
     state = numba.types.UniTuple(array, n_state) if n_state else numba.types.Tuple(())
-    if layout == "single":
+    partial = numba.types.Array(numba.float64, 2, "C")
+    if loop in ("elementwise", "reduce"):
         scalars = numba.types.UniTuple(scalar, n_scalars) if n_scalars else numba.types.Tuple(())
-        return (array, array, state, scalars, numba.types.boolean)
-    offsets = numba.types.Array(numba.int64, 1, "C")
+        signature = (array, array, state, scalars, numba.types.boolean)
+        return signature + (partial,) if loop == "reduce" else signature
+    int64s = numba.types.Array(numba.int64, 1, "C")
     table = numba.types.Array(scalar, 2, "C")
-    signature = (array, array, state, offsets, table, numba.types.boolean)
-    if kernel.reduces:
-        signature += (numba.types.Array(numba.int64, 2, "C"),)
-    return signature
+    if loop == "segments":
+        return (array, array, state, int64s, table, numba.types.boolean, numba.int64,
+                numba.int64)  # fmt: skip
+    return (array, array, state, table, numba.types.Array(numba.int64, 2, "C"), partial)
 
 
-def entry_point(kernel: Kernel, dtype: np.dtype, parallel: bool = False, layout: str = "single"):
-    """The compiled loop of ``kernel`` for ``dtype``.
+def entry_point(kernel: Kernel, dtype: np.dtype, layout: str = "single"):
+    """The compiled serial loop of ``kernel`` for ``dtype``.
 
-    ``layout="single"``: ``f(w, g, state, scalars, check)`` over one flat array;
-    returns ``n_bad``, or ``(n_bad, sum_a, sum_b)`` for a reducing kernel.
+    ``layout="single"``: ``f(w, g, state, scalars, check)`` over one flat array, returning
+    ``n_bad``; a reducing kernel takes a float64 ``partial`` array of one row per block
+    of ``REDUCE_BLOCK`` elements last and returns ``(n_bad, sum_a, sum_b)``.
 
-    ``layout="segments"``: ``f(w, g, state, offsets, table, check)`` over
-    segments ``[offsets[k], offsets[k+1])`` with scalars ``table[k]``; returns
-    ``n_bad``, or for a reducing kernel ``f(..., check, blocks)`` returns
-    ``(n_bad, sums[segment, 2])``.
+    ``layout="segments"``: ``f(w, g, state, offsets, table, check, start, stop)`` over
+    elements ``[start, stop)`` of segments ``[offsets[k], offsets[k+1])`` with scalars
+    ``table[k]``, returning ``n_bad``; a reducing kernel is ``f(w, g, state, table,
+    blocks, partial)`` (see :func:`run_segments`).
 
     Compiles (or loads from Numba's cache) on first use. Arguments must be
     1-D C-contiguous arrays of ``dtype`` (``g`` may be read-only), scalars as a
     tuple of floats or a C-contiguous table of ``dtype``, int64 offsets.
     """
-    parallel = bool(parallel)
-    key = (kernel, dtype, parallel, layout)
+    key = (kernel, dtype, layout)
     entry = _entries.get(key)
     if entry is None:
         with _lock:
@@ -325,64 +314,101 @@ def entry_point(kernel: Kernel, dtype: np.dtype, parallel: bool = False, layout:
                     loop = "segment_sums" if kernel.reduces else "segments"
                 else:
                     loop = "reduce" if kernel.reduces else "elementwise"
-                dispatcher = _dispatcher(kernel, loop, parallel)
-                signature = _signature(kernel, np.dtype(dtype), layout)
+                dispatcher = _dispatcher(kernel, loop)
+                signature = _signature(kernel, np.dtype(dtype), loop)
                 dispatcher.compile(signature)
-                entry = dispatcher.overloads[signature].entry_point
-                if parallel:
-                    entry = _serialised(entry)
-                _entries[key] = entry
+                entry = _entries[key] = dispatcher.overloads[signature].entry_point
     return entry
-
-
-_parallel_launch = threading.Lock()
-
-
-def _serialised(entry):
-    """Run parallel kernels one at a time.
-
-    Numba's default threading layer (workqueue) must not be entered by two
-    Python threads at once; a parallel kernel already uses every core, so
-    queueing them costs nothing.
-    """
-
-    def run_parallel(*args):
-        with _parallel_launch:
-            return entry(*args)
-
-    return run_parallel
 
 
 def _default_parallel_min_size() -> int:
     configured = os.environ.get("MXOPT_PARALLEL_MIN_SIZE")
     if configured:
         return int(configured)
-    if numba.config.NUMBA_NUM_THREADS <= 1:
-        return 1 << 62
-    # Below this size a step fits in the L2/L3 caches and thread start-up costs
-    # more than it saves (measured: see "Threads" in docs/performance.md).
-    return 1 << 16
+    # Below this a step takes about a millisecond or less, and waking the workers, cutting
+    # the arrays and waiting for the last chunk cost more than two threads save (measured:
+    # see "Threads" in docs/performance.md).
+    return 1 << 20
 
 
 _parallel_min_size = _default_parallel_min_size()
 
 
 def parallel_min_size() -> int:
-    """Arrays with at least this many elements use the multi-threaded loops.
-
-    Set ``MXOPT_PARALLEL_MIN_SIZE`` to override; with ``NUMBA_NUM_THREADS=1``
-    the parallel loops are never used.
-    """
+    """Arrays with at least this many elements are cut into chunks that mxopt's threads
+    run (``MXOPT_PARALLEL_MIN_SIZE`` overrides it; with one thread nothing is cut)."""
     return _parallel_min_size
 
 
+#: The smallest chunk of a parallel run (elements); a run has at most 4 chunks a thread.
+MIN_CHUNK = 1 << 16
+
+
+def _chunks(n: int, pool) -> list:
+    """``[(start, stop)]`` cutting ``n`` elements into pieces of whole reduction blocks."""
+    count = max(1, min(4 * pool.threads, n // MIN_CHUNK))
+    size = -(-n // count)
+    size = -(-size // REDUCE_BLOCK) * REDUCE_BLOCK
+    return [(a, min(n, a + size)) for a in range(0, n, size)]
+
+
+def _parallel(n: int):
+    """The pool when an array of ``n`` elements is worth cutting, else ``None``."""
+    if n < _parallel_min_size or n == 0:
+        return None
+    pool = threads.pool()
+    return pool if pool.parallel else None
+
+
+def count_nonfinite(g, start: int = 0, stop: int | None = None) -> int:
+    """The number of NaN and infinite values of the flat array ``g[start:stop]``."""
+    stop = g.size if stop is None else stop
+    pool = _parallel(stop - start)
+    if pool is None:
+        return int(_count_entry(g, start, stop))
+    pieces = [(start + a, start + b) for a, b in _chunks(stop - start, pool)]
+    counts = [0] * len(pieces)
+
+    def count(k):
+        counts[k] = _count_entry(g, *pieces[k])
+
+    pool.run(count, len(pieces))
+    return int(sum(counts))
+
+
+def _run_chunked(entry, pool, w, g, state, scalars, check, reduces):
+    n = w.size
+    if check:
+        bad = count_nonfinite(g)
+        if bad:
+            return (bad, 0.0, 0.0) if reduces else bad
+    pieces = _chunks(n, pool)
+    partial = np.empty(((n + REDUCE_BLOCK - 1) // REDUCE_BLOCK, 2)) if reduces else None
+
+    def piece(k):
+        a, b = pieces[k]
+        parts = tuple(array[a:b] for array in state)
+        if reduces:
+            blocks = partial[a // REDUCE_BLOCK : (b + REDUCE_BLOCK - 1) // REDUCE_BLOCK]
+            entry(w[a:b], g[a:b], parts, scalars, False, blocks)
+        else:
+            entry(w[a:b], g[a:b], parts, scalars, False)
+
+    pool.run(piece, len(pieces))
+    if not reduces:
+        return 0
+    totals = np.cumsum(partial, axis=0)[-1]  # in block order, as the serial loop adds
+    return 0, float(totals[0]), float(totals[1])
+
+
 def runner(kernel: Kernel, dtype, size: int):
-    """``f(w, g, state, scalars, check)``: :func:`run` for arrays of ``dtype`` and ``size``,
-    looked up once (callers keep it)."""
-    return entry_point(kernel, np.dtype(dtype), size >= _parallel_min_size)
-
-
-_run_entries: dict = {}  # (kernel, dtype char, parallel) -> entry point: the per-call lookup
+    """``f(w, g, state, scalars, check)``: :func:`run` for an elementwise kernel and arrays
+    of ``dtype`` and ``size``, looked up once (callers keep it)."""
+    entry = entry_point(kernel, np.dtype(dtype))
+    pool = _parallel(size)
+    if kernel.reduces or pool is None:
+        return entry if not kernel.reduces else lambda w, g, st, s, c: run(kernel, w, g, st, s, c)
+    return lambda w, g, st, s, c: _run_chunked(entry, pool, w, g, st, s, c, False)
 
 
 def run(kernel: Kernel, w, g, state: tuple, scalars: tuple, check: bool):
@@ -391,10 +417,13 @@ def run(kernel: Kernel, w, g, state: tuple, scalars: tuple, check: bool):
     Returns the count of non-finite gradient values found by ``check`` (then
     nothing was written), or 0; a reducing kernel returns ``(n_bad, sum_a, sum_b)``.
     """
-    key = (kernel, w.dtype.char, w.size >= _parallel_min_size)
-    entry = _run_entries.get(key)
-    if entry is None:
-        entry = _run_entries[key] = entry_point(kernel, w.dtype, key[2])
+    entry = _entries.get((kernel, w.dtype, "single")) or entry_point(kernel, w.dtype)
+    pool = _parallel(w.size)
+    if pool is not None:
+        return _run_chunked(entry, pool, w, g, state, scalars, check, kernel.reduces)
+    if kernel.reduces:
+        partial = np.empty(((w.size + REDUCE_BLOCK - 1) // REDUCE_BLOCK, 2))
+        return entry(w, g, state, scalars, check, partial)
     return entry(w, g, state, scalars, check)
 
 
@@ -406,8 +435,32 @@ def run_segments(kernel: Kernel, w, g, state: tuple, offsets, table, check: bool
     reducing kernel ``(n_bad, sums)`` with ``sums[k] = (sum_a, sum_b)`` of segment
     ``k``; every segment gets exactly the bits of a :func:`run` on it alone.
     """
-    parallel = bool(offsets[-1] - offsets[0] >= _parallel_min_size)
-    entry = entry_point(kernel, w.dtype, parallel, "segments")
+    entry = entry_point(kernel, w.dtype, "segments")
+    start, stop = int(offsets[0]), int(offsets[-1])
+    if check:
+        bad = count_nonfinite(g, start, stop)
+        if bad:
+            return (bad, np.zeros((len(offsets) - 1, 2))) if kernel.reduces else bad
+    pool = _parallel(stop - start)
     if kernel.reduces:
-        return entry(w, g, state, offsets, table, check, reduction_blocks(offsets))
-    return entry(w, g, state, offsets, table, check)
+        blocks = reduction_blocks(offsets)
+        partial = np.empty((blocks.shape[0], 2))
+        if pool is None:
+            entry(w, g, state, table, blocks, partial)
+        else:
+            rows = _chunks(blocks.shape[0] * REDUCE_BLOCK, pool)
+            rows = [(a // REDUCE_BLOCK, -(-b // REDUCE_BLOCK)) for a, b in rows]
+
+            def piece(k):
+                a, b = rows[k]
+                entry(w, g, state, table, blocks[a:b], partial[a:b])
+
+            pool.run(piece, len(rows))
+        sums = np.zeros((len(offsets) - 1, 2))
+        np.add.at(sums, blocks[:, 0], partial)  # per segment, in block order
+        return 0, sums
+    if pool is None:
+        return entry(w, g, state, offsets, table, False, start, stop)
+    pieces = [(start + a, start + b) for a, b in _chunks(stop - start, pool)]
+    pool.run(lambda k: entry(w, g, state, offsets, table, False, *pieces[k]), len(pieces))
+    return 0

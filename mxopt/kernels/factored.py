@@ -44,17 +44,9 @@ def adafactor_factored_update(gi, rv, cv, rn, eps1sq):
     return gi / np.sqrt(v)
 
 
-def _count_nonfinite(g):
-    bad = 0
-    for i in prange(g.size):
-        if not np.isfinite(g[i]):
-            bad += 1
-    return bad
-
-
-def _row_partials(w, g, rpart, C, ncc, rescale, clip, wd):
+def _row_partials(first, last, w, g, rpart, C, ncc, rescale, clip, wd):
     # Item t = (row j, chunk q of the row): sum of g^2 over the chunk.
-    for t in prange(rpart.size):
+    for t in range(first, last):
         j = t // ncc
         q = t - j * ncc
         start = j * C + q * CHUNK
@@ -66,12 +58,12 @@ def _row_partials(w, g, rpart, C, ncc, rescale, clip, wd):
         rpart[t] = s
 
 
-def _col_partials(w, g, cpart, R, C, nrc, rescale, clip, wd):
+def _col_partials(first, last, w, g, cpart, R, C, nrc, rescale, clip, wd):
     # Item (matrix b, row chunk p, column c) -> cpart[(b * nrc + p) * C + c]: sum of g^2
     # over the chunk's rows, in row order. Computed for groups of columns at a time so
     # that memory is read row by row; the order of each sum is the item's.
     groups = (C + _COL_GROUP - 1) // _COL_GROUP
-    for task in prange((cpart.size // C) * groups):
+    for task in range(first, last):  # of (cpart.size // C) * groups
         bp = task // groups
         c0 = (task - bp * groups) * _COL_GROUP
         c1 = min(C, c0 + _COL_GROUP)
@@ -89,10 +81,10 @@ def _col_partials(w, g, cpart, R, C, nrc, rescale, clip, wd):
                 cpart[out + c] += x * x
 
 
-def _combine(row_var, col_var, rn, rpart, cpart, R, C, ncc, nrc, w8, eps1):
+def _combine(first, last, row_var, col_var, rpart, cpart, R, C, ncc, nrc, w8):
     # Items 0 .. rows-1: row factors; then the column factors.
     rows = row_var.size
-    for t in prange(rows + col_var.size):
+    for t in range(first, last):
         if t < rows:
             s = 0.0
             for q in range(ncc):
@@ -110,8 +102,11 @@ def _combine(row_var, col_var, rn, rpart, cpart, R, C, ncc, nrc, w8, eps1):
             mean = col_var.dtype.type(s / R)
             v = col_var[u]
             col_var[u] = v + w8 * (mean - v)
+
+
+def _row_norms(first, last, row_var, rn, R, eps1):
     # Item b: max(mean of matrix b's row factor, eps1).
-    for b in prange(rn.size):
+    for b in range(first, last):
         s = 0.0
         for r in range(R):
             s += np.float64(row_var[b * R + r])
@@ -121,12 +116,14 @@ def _combine(row_var, col_var, rn, rpart, cpart, R, C, ncc, nrc, w8, eps1):
         rn[b] = m
 
 
-def _factored_sums(w, g, row_var, col_var, rn, partials, R, C, rescale, clip, wd, eps1sq):
+def _factored_sums(
+    first, last, w, g, row_var, col_var, rn, partials, R, C, rescale, clip, wd, eps1sq
+):
     # Item k: sums of W^2 and U^2 over elements [k * CHUNK, (k + 1) * CHUNK), in element
     # order. U is first computed row segment by row segment into a small buffer (a loop
     # the compiler vectorises), then summed.
     n = w.size
-    for k in prange(partials.size // 2):
+    for k in range(first, last):  # of partials.size // 2
         start = k * CHUNK
         stop = min(n, start + CHUNK)
         buffer = np.empty(stop - start, dtype=w.dtype)
@@ -157,9 +154,11 @@ def _factored_sums(w, g, row_var, col_var, rn, partials, R, C, rescale, clip, wd
         partials[2 * k + 1] = su
 
 
-def _factored_step(w, g, row_var, col_var, rn, R, C, rescale, clip, wd, eps1sq, decay, lr_t):
+def _factored_step(
+    first, last, w, g, row_var, col_var, rn, R, C, rescale, clip, wd, eps1sq, decay, lr_t
+):
     # Item i (element), run row by row: W = W * decay - lr_t * U.
-    for j in prange(row_var.size):
+    for j in range(first, last):  # of row_var.size
         b = j // R
         rv = row_var[j]
         rnb = rn[b]
@@ -176,13 +175,11 @@ def _factored_step(w, g, row_var, col_var, rn, R, C, rescale, clip, wd, eps1sq, 
 #: Columns per CPU task of the column sums (a cache-friendly width; no effect on results).
 _COL_GROUP = 256
 
-prange = range  # replaced by numba.prange in the compiled copies
-
 _CPU_FUNCTIONS = {
-    "count_nonfinite": _count_nonfinite,
     "row_partials": _row_partials,
     "col_partials": _col_partials,
     "combine": _combine,
+    "row_norms": _row_norms,
     "sums": _factored_sums,
     "step": _factored_step,
 }
@@ -191,23 +188,19 @@ _compile_lock = threading.Lock()
 _compiled: dict = {}
 
 
-def cpu_function(name: str, parallel: bool):
-    """The factored path's CPU function ``name``, compiled with Numba on first use.
-
-    With ``parallel``, the returned callable runs under mxopt's lock for parallel
-    kernels (Numba's thread pool must not be entered by two threads at once).
-    """
-    key = (name, parallel)
-    function = _compiled.get(key)
+def cpu_function(name: str):
+    """The factored path's CPU function ``name``, ``f(first, last, ...)`` over its work
+    items ``[first, last)``, compiled with Numba on first use."""
+    function = _compiled.get(name)
     if function is not None:
         return function
     with _compile_lock:
-        function = _compiled.get(key)
+        function = _compiled.get(name)
         if function is None:
             from mxopt.kernels import cpu
 
-            function = cpu.compile_loop(_CPU_FUNCTIONS[name], f"mxopt_adafactor_{name}", parallel)
-            _compiled[key] = function
+            function = cpu.compile_loop(_CPU_FUNCTIONS[name], f"mxopt_adafactor_{name}")
+            _compiled[name] = function
     return function
 
 
@@ -399,38 +392,51 @@ def factored_module_source() -> str:
 
 
 class _CpuFactored:
-    def __init__(self, n: int):
-        from mxopt.kernels import cpu
+    """The work items on NumPy arrays: each function over its items, cut into chunks that
+    mxopt's threads run when the weight is big (items are independent: the same bits)."""
 
-        self.parallel = n >= cpu.parallel_min_size()
+    def __init__(self, n: int):
+        from mxopt.kernels import cpu, threads
+
+        self.cpu = cpu
+        self.pool = threads.pool() if n >= cpu.parallel_min_size() else None
+
+    def _items(self, name: str, count: int, *args) -> None:
+        function = cpu_function(name)
+        pool = self.pool
+        if pool is None or not pool.parallel or count < 2:
+            function(0, count, *args)
+            return
+        size = -(-count // min(count, 4 * pool.threads))
+        pool.run(lambda k: function(k * size, min(count, (k + 1) * size), *args),
+                 -(-count // size))  # fmt: skip
 
     def empty(self, size, dtype):
         return np.empty(size, dtype=dtype)
 
     def count_nonfinite(self, g) -> int:
-        return int(cpu_function("count_nonfinite", self.parallel)(g))
+        return self.cpu.count_nonfinite(g)
 
     def row_partials(self, w, g, rpart, C, ncc, rescale, clip, wd):
-        cpu_function("row_partials", self.parallel)(w, g, rpart, C, ncc, rescale, clip, wd)
+        self._items("row_partials", rpart.size, w, g, rpart, C, ncc, rescale, clip, wd)
 
     def col_partials(self, w, g, cpart, R, C, nrc, rescale, clip, wd):
-        cpu_function("col_partials", self.parallel)(w, g, cpart, R, C, nrc, rescale, clip, wd)
+        items = (cpart.size // C) * (-(-C // _COL_GROUP))
+        self._items("col_partials", items, w, g, cpart, R, C, nrc, rescale, clip, wd)
 
     def combine(self, row_var, col_var, rn, rpart, cpart, R, C, ncc, nrc, w8, eps1):
-        cpu_function("combine", self.parallel)(
-            row_var, col_var, rn, rpart, cpart, R, C, ncc, nrc, w8, eps1
-        )
+        items = row_var.size + col_var.size
+        self._items("combine", items, row_var, col_var, rpart, cpart, R, C, ncc, nrc, w8)
+        self._items("row_norms", rn.size, row_var, rn, R, eps1)  # needs every row factor
 
     def sums(self, w, g, row_var, col_var, rn, partials, R, C, rescale, clip, wd, eps1sq):
-        cpu_function("sums", self.parallel)(
-            w, g, row_var, col_var, rn, partials, R, C, rescale, clip, wd, eps1sq
-        )
+        self._items("sums", partials.size // 2, w, g, row_var, col_var, rn, partials, R, C,
+                    rescale, clip, wd, eps1sq)  # fmt: skip
         return partials
 
     def step(self, w, g, row_var, col_var, rn, R, C, rescale, clip, wd, eps1sq, decay, lr_t):
-        cpu_function("step", self.parallel)(
-            w, g, row_var, col_var, rn, R, C, rescale, clip, wd, eps1sq, decay, lr_t
-        )
+        self._items("step", row_var.size, w, g, row_var, col_var, rn, R, C, rescale, clip,
+                    wd, eps1sq, decay, lr_t)  # fmt: skip
 
 
 class _CudaFactored:

@@ -42,6 +42,7 @@ from mxopt.training.engine import (
     run_step,
 )
 from mxopt.training.groups import ParamGroups
+from mxopt.training.lists import list_step
 from mxopt.training.loss_scaling import DynamicLossScaler
 from mxopt.training.weights import WeightState, check_optimizer, create_state
 
@@ -148,6 +149,7 @@ class Updater:
         self.groups = ParamGroups()
         self._creating = threading.Lock()
         self._groups: dict = {}  # id(ParameterBuffer) -> BufferGroup
+        self._list_plans: dict = {}  # tuple of indices -> ListPlan (or None: general path)
 
     def __setattr__(self, name, value):
         object.__setattr__(self, name, value)
@@ -283,7 +285,11 @@ class Updater:
         buffer = getattr(grads, "buffer", None)
         if buffer is not None and buffer.indices is indices and buffer.weight_list is weights:
             return self.update_buffer(buffer, statistics=statistics, multiplier=multiplier)
-        indices, grads, weights = list(indices), list(grads), list(weights)
+        indices, grads, weights = tuple(indices), list(grads), list(weights)
+        if statistics is None and multiplier == 1.0 and len(indices) == len(grads) == len(weights):
+            applied = list_step(self, indices, grads, weights)
+            if applied is not None:
+                return applied
         if not (len(indices) == len(grads) == len(weights)):
             raise ValueError(
                 f"update_many: got {len(indices)} indices, {len(grads)} grads and "

@@ -47,6 +47,9 @@ class WeightState(StateArrays):
         "skipped",
     )
 
+    #: Bumped whenever any state's arrays are replaced (list plans hold their addresses).
+    replacements = 0
+
     def __init__(self, index, flat: dict, shapes: dict, shape, dtype, backend, device, step=0):
         super().__init__(flat, shape)
         self.index = index
@@ -115,6 +118,7 @@ class WeightState(StateArrays):
         self.arrays = {name: flat[name].reshape(shapes[name]) for name in flat}
         self._by_kernel = {}  # cached tuples and plans point at the old arrays
         self.plan = None
+        WeightState.replacements += 1
 
     def __repr__(self) -> str:
         names = ", ".join(self.arrays) or "no arrays"

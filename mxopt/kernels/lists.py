@@ -1,0 +1,331 @@
+"""One compiled call for a list of NumPy arrays: ``update_many`` without a call per array.
+
+``update_many(indices, grads, weights)`` over a thousand small tensors used to cost a
+Python call, an argument check and a kernel entry per tensor (about 8 microseconds each),
+more than the arithmetic. Here one compiled call takes the *address of a Python list*
+of arrays, reads its items and each array's header (type, dtype, shape, flags, data
+pointer) in compiled code, checks it against what the step expects, counts the
+gradients' non-finite values, and only then runs the kernel's element over every array,
+with exactly the loop, element and scalars of the single-array path (so the same bits).
+
+Reading object headers is safe only under these rules, all enforced here:
+
+* the layouts (``PyArrayObject_fields`` of NumPy's C API, stable since NumPy 1.7, and
+  CPython's ``PyListObject``) are *checked at import* against what Python reports for a
+  list of sample arrays; on any difference (a free-threaded CPython, say) the fast path
+  is off (:data:`AVAILABLE`) and ``update_many`` takes the
+  general path;
+* an object's type pointer is compared with ``numpy.ndarray`` before anything else of it
+  is read (exact type: subclasses take the general path), and its dtype object with the
+  expected builtin dtype (by identity);
+* shapes, C-contiguity, alignment and (for weights) writeability are checked per array,
+  and a gradient whose memory overlaps its weight's is refused;
+* the list is the caller's own copy, so it cannot change during the call, and it holds
+  every array alive.
+
+Any array that fails a check stops the call before anything is written and is reported
+back: the general path then gives the precise error (or accepts the array, e.g. a
+non-contiguous gradient, which it copies).
+"""
+
+from __future__ import annotations
+
+import threading
+
+import numba
+import numpy as np
+from llvmlite import ir
+from numba import types
+from numba.extending import intrinsic
+from numba.np.unsafe.ndarray import to_fixed_tuple
+
+from mxopt.kernels import threads
+from mxopt.kernels.cpu import (
+    _JIT_OPTIONS,
+    _code_digest,
+    _element_adapter,
+    _specialised,
+    parallel_min_size,
+)
+from mxopt.kernels.kernel import Kernel
+
+__all__ = ["AVAILABLE", "check_headers", "count_nonfinite", "run"]
+
+# Byte offsets in a NumPy array object (PyArrayObject_fields) and in a Python list
+# (PyListObject: its size, then its array of item pointers), checked by _layout_holds().
+_TYPE, _DATA, _NDIM, _DIMS, _DESCR, _FLAGS = 8, 16, 24, 32, 56, 64
+_LIST_SIZE, _LIST_ITEMS = 16, 24
+_C_CONTIGUOUS, _ALIGNED, _WRITEABLE = 0x0001, 0x0100, 0x0400
+READ_FLAGS = _C_CONTIGUOUS | _ALIGNED
+WRITE_FLAGS = READ_FLAGS | _WRITEABLE
+
+
+@intrinsic
+def _load_int64(typingctx, address):
+    def codegen(context, builder, signature, args):
+        return builder.load(builder.inttoptr(args[0], ir.IntType(64).as_pointer()))
+
+    return types.int64(types.int64), codegen
+
+
+@intrinsic
+def _load_int32(typingctx, address):
+    def codegen(context, builder, signature, args):
+        value = builder.load(builder.inttoptr(args[0], ir.IntType(32).as_pointer()))
+        return builder.sext(value, ir.IntType(64))
+
+    return types.int64(types.int64), codegen
+
+
+def _pointer_to(numba_type):
+    """An intrinsic turning an address into a typed pointer (for ``numba.carray``)."""
+
+    @intrinsic
+    def pointer(typingctx, address):
+        result = types.CPointer(numba_type)
+
+        def codegen(context, builder, signature, args):
+            return builder.inttoptr(args[0], context.get_value_type(result))
+
+        return result(types.int64), codegen
+
+    return pointer
+
+
+_float32_pointer = _pointer_to(types.float32)
+_float64_pointer = _pointer_to(types.float64)
+_POINTERS = {np.dtype(np.float32): _float32_pointer, np.dtype(np.float64): _float64_pointer}
+
+
+@numba.njit(**_JIT_OPTIONS)
+def _headers(list_address, type_address, descr_address, flags, shapes, shape_starts, sizes,
+             itemsize, data, weights_data):  # fmt: skip
+    """Check the arrays of the list at ``list_address`` and write their data pointers to
+    ``data``.
+
+    Array ``k`` must be an exact ndarray of the dtype at ``descr_address``, shaped
+    ``shapes[shape_starts[k]:shape_starts[k + 1]]``, with every bit of ``flags``; when
+    ``weights_data`` is not empty, its memory must not overlap ``weights_data[k]``'s.
+    Returns -1 when all hold, else the first ``k`` that fails (nothing of it trusted).
+    """
+    count = data.shape[0]
+    if _load_int64(list_address + _LIST_SIZE) != count:
+        return 0
+    items = _load_int64(list_address + _LIST_ITEMS)
+    for k in range(count):
+        address = _load_int64(items + 8 * k)
+        if _load_int64(address + _TYPE) != type_address:
+            return k
+        if _load_int64(address + _DESCR) != descr_address:
+            return k
+        if _load_int32(address + _FLAGS) & flags != flags:
+            return k
+        ndim = _load_int32(address + _NDIM)
+        first = shape_starts[k]
+        if ndim != shape_starts[k + 1] - first:
+            return k
+        dims = _load_int64(address + _DIMS)
+        for axis in range(ndim):
+            if _load_int64(dims + 8 * axis) != shapes[first + axis]:
+                return k
+        pointer = _load_int64(address + _DATA)
+        if weights_data.shape[0]:
+            nbytes = sizes[k] * itemsize
+            other = weights_data[k]
+            if pointer < other + nbytes and other < pointer + nbytes and nbytes > 0:
+                return k
+        data[k] = pointer
+    return -1
+
+
+_POINTER = None  # placeholder: the dtype's pointer intrinsic
+_ELEMENT = None  # placeholder: the kernel's element adapter
+_NSCALARS = 0  # placeholder: the kernel's number of scalars
+_STATE_VIEWS = None  # placeholder: (state_data, k, size) -> tuple of the state arrays
+
+
+def _count_list(data, sizes, first, last):
+    """The number of NaN and infinite values in arrays ``first..last-1``."""
+    bad = 0
+    for k in range(first, last):
+        g = numba.carray(_POINTER(data[k]), sizes[k])
+        for i in range(g.size):
+            if not np.isfinite(g[i]):
+                bad += 1
+    return bad
+
+
+def _apply_list(w_data, g_data, state_data, sizes, table, rows, first, last):
+    """The kernel's element over every element of arrays ``first..last-1``, array ``k``
+    with the scalars ``table[rows[k]]`` (the loop of the single-array path)."""
+    for k in range(first, last):
+        size = sizes[k]
+        w = numba.carray(_POINTER(w_data[k]), size)
+        g = numba.carray(_POINTER(g_data[k]), size)
+        state = _STATE_VIEWS(state_data, k, size)
+        s = to_fixed_tuple(table[rows[k]], _NSCALARS)
+        for i in range(size):
+            _ELEMENT(i, w, g, state, s)
+    return 0
+
+
+def _state_views(n_state: int, pointer):
+    """``views(state_data, k, size)``: the tuple of array ``k``'s state arrays."""
+    items = "".join(f"numba.carray(pointer(state_data[k, {j}]), size), " for j in range(n_state))
+    source = f"def views(state_data, k, size):\n    return ({items})\n"
+    namespace = {"numba": numba, "pointer": pointer}
+    exec(compile(source, f"<mxopt state views {n_state}>", "exec"), namespace)
+    return numba.njit(namespace["views"])
+
+
+_lock = threading.RLock()
+_compiled: dict = {}
+
+
+def _counter(dtype: np.dtype):
+    key = ("count", dtype)
+    if key not in _compiled:
+        with _lock:
+            if key not in _compiled:
+                name = f"mxopt_count_list_{dtype.name}"
+                _compiled[key] = _specialised(_count_list, name, _POINTER=_POINTERS[dtype])
+    return _compiled[key]
+
+
+def _applier(kernel: Kernel, dtype: np.dtype):
+    key = (kernel, dtype)
+    if key not in _compiled:
+        with _lock:
+            if key not in _compiled:
+                digest = _code_digest(kernel.cpu).hexdigest()[:12]
+                pointer = _POINTERS[dtype]
+                _compiled[key] = _specialised(
+                    _apply_list,
+                    f"mxopt_{kernel.name}_list_{dtype.name}_{digest}",
+                    _POINTER=pointer,
+                    _ELEMENT=_element_adapter(kernel),
+                    _NSCALARS=len(kernel.scalars),
+                    _STATE_VIEWS=_state_views(len(kernel.state), pointer),
+                )
+    return _compiled[key]
+
+
+_EMPTY = np.empty(0, np.int64)
+
+
+def check_headers(arrays, dtype: np.dtype, shapes, shape_starts, sizes, *, writeable: bool,
+                  apart_from=_EMPTY):  # fmt: skip
+    """``(data, bad)``: the data pointers of ``arrays`` (a list of NumPy arrays that only
+    the caller holds, so it cannot change during the call), and -1, or the position of
+    the first array that is not an exact, C-contiguous, aligned (and ``writeable``)
+    ndarray of ``dtype`` and its expected shape, or whose memory overlaps
+    ``apart_from[k]``'s array of the same size."""
+    if type(arrays) is not list:
+        raise TypeError(f"check_headers: expected a list, got {type(arrays).__name__}")
+    data = np.empty(len(arrays), np.int64)
+    flags = WRITE_FLAGS if writeable else READ_FLAGS
+    bad = _headers(id(arrays), id(np.ndarray), id(dtype), flags, shapes, shape_starts, sizes,
+                   dtype.itemsize, data, apart_from)  # fmt: skip
+    return data, int(bad)
+
+
+def _groups(sizes, pool) -> list:
+    """``[(first, last)]``: consecutive arrays in about equal shares of the elements."""
+    total = int(sizes.sum())
+    share = -(-total // (4 * pool.threads))
+    bounds, acc, first = [], 0, 0
+    for k, size in enumerate(sizes.tolist()):
+        acc += size
+        if acc >= share:
+            bounds.append((first, k + 1))
+            first, acc = k + 1, 0
+    if first < len(sizes):
+        bounds.append((first, len(sizes)))
+    return bounds
+
+
+def _split(sizes):
+    """The pool and the groups of arrays it runs, or ``(None, None)`` for one serial call."""
+    total = int(sizes.sum())
+    if total < parallel_min_size() or total == 0:
+        return None, None
+    pool = threads.pool()
+    if not pool.parallel:
+        return None, None
+    return pool, _groups(sizes, pool)
+
+
+def count_nonfinite(dtype: np.dtype, g_data, sizes) -> int:
+    """The number of NaN and infinite values in the arrays at ``g_data`` (checked)."""
+    counter = _counter(dtype)
+    pool, groups = _split(sizes)
+    if pool is None:
+        return int(counter(g_data, sizes, 0, len(sizes)))
+    counts = [0] * len(groups)
+
+    def count(j):
+        counts[j] = counter(g_data, sizes, *groups[j])
+
+    pool.run(count, len(groups))
+    return int(sum(counts))
+
+
+def run(kernel: Kernel, dtype: np.dtype, w_data, g_data, state_data, sizes, table, rows):
+    """The elementwise ``kernel`` over every array (pointers checked by
+    :func:`check_headers`; ``state_data[k, j]`` the data of array ``k``'s ``j``-th state
+    array, ``table`` the scalar rows in ``dtype``, ``rows[k]`` array ``k``'s row)."""
+    applier = _applier(kernel, dtype)
+    pool, groups = _split(sizes)
+    if pool is None:
+        applier(w_data, g_data, state_data, sizes, table, rows, 0, len(sizes))
+        return
+    pool.run(lambda j: applier(w_data, g_data, state_data, sizes, table, rows, *groups[j]),
+             len(groups))  # fmt: skip
+
+
+@numba.njit(cache=True)
+def _read_int64(address):
+    return _load_int64(address)
+
+
+@numba.njit(cache=True)
+def _read_int32(address):
+    return _load_int32(address)
+
+
+def _layout_holds() -> bool:
+    """Whether this NumPy's array objects have the header layout read above."""
+    try:
+        samples = [np.zeros((3, 4), np.float32), np.zeros(5, np.float64)[::2],
+                   np.zeros(7, np.float32)]  # fmt: skip
+        samples[2].flags.writeable = False
+        for array in samples:
+            address = id(array)
+            dims = int(_read_int64(address + _DIMS))
+            flags = (
+                (_C_CONTIGUOUS if array.flags.c_contiguous else 0)
+                | (_ALIGNED if array.flags.aligned else 0)
+                | (_WRITEABLE if array.flags.writeable else 0)
+            )
+            if (
+                _read_int64(address + _TYPE) != id(np.ndarray)
+                or _read_int64(address + _DESCR) != id(array.dtype)
+                or _read_int64(address + _DATA) != array.ctypes.data
+                or _read_int32(address + _NDIM) != array.ndim
+                or [_read_int64(dims + 8 * a) for a in range(array.ndim)] != list(array.shape)
+                or _read_int32(address + _FLAGS) & WRITE_FLAGS != flags
+            ):
+                return False
+        items = _read_int64(id(samples) + _LIST_ITEMS)
+        if _read_int64(id(samples) + _LIST_SIZE) != len(samples) or [
+            _read_int64(items + 8 * k) for k in range(len(samples))
+        ] != [id(array) for array in samples]:
+            return False
+        # Builtin dtypes are singletons: an array's dtype object is the one compared with.
+        return all(np.empty(1, dtype).dtype is dtype for dtype in _POINTERS)
+    except Exception:  # noqa: BLE001 - any surprise turns the fast path off
+        return False
+
+
+#: Whether the compiled list path can be used with this NumPy (checked at import).
+AVAILABLE = _layout_holds()

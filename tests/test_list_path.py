@@ -1,0 +1,247 @@
+"""``update_many`` over lists of NumPy arrays in one compiled call (mxopt.training.lists).
+
+The reference is always the same steps taken one weight at a time through
+``updater(index, grad, weight)`` (whose kernels the oracle tests check): the list path
+must give the same bits, refuse what the single path refuses with the same error, and
+write nothing when it refuses.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import mxopt
+from mxopt.kernels import lists as list_kernels
+from mxopt.training.lists import ListPlan
+from tests.parallel_tools import cut_everything
+
+SHAPES = [(40, 25), (7,), (1,), (0,), (3, 4, 5), (1000,), (2, 1)]
+
+
+def _model(rng, dtype=np.float32, shapes=SHAPES):
+    names = [f"layer{k}" for k in range(len(shapes))]
+    weights = [rng.normal(size=s).astype(dtype) for s in shapes]
+    return names, weights
+
+
+def _grads(rng, weights):
+    return [rng.normal(size=w.shape).astype(w.dtype) for w in weights]
+
+
+def _pair(make_optimizer, **policy):
+    updaters = []
+    for _ in range(2):
+        state = mxopt.OptimizationState(batch_size=2)
+        state.begin_epoch()
+        updaters.append(mxopt.get_updater(make_optimizer(state), **policy))
+    return updaters
+
+
+def _step(updater, names, grads, weights):
+    state = updater.optimizer.state
+    state.begin_batch()
+    return updater.update_many(names, grads, weights)
+
+
+def _single_steps(updater, names, grads, weights):
+    updater.optimizer.state.begin_batch()
+    for name, grad, weight in zip(names, grads, weights, strict=True):
+        updater(name, grad, weight)
+
+
+def _plan(updater, names) -> ListPlan:
+    return updater._list_plans.get(tuple(names))
+
+
+def _same_bits(a_list, b_list):
+    for a, b in zip(a_list, b_list, strict=True):
+        assert a.dtype == b.dtype
+        np.testing.assert_array_equal(a.view(f"u{a.itemsize}"), b.view(f"u{b.itemsize}"))
+
+
+def test_the_array_header_layout_is_understood():
+    # The list path reads NumPy's array headers; with an unknown layout it turns itself
+    # off (and update_many is slow again): this tells when a NumPy release changes it.
+    assert list_kernels.AVAILABLE
+
+
+OPTIMIZERS = {
+    "ADAM": lambda state: mxopt.ADAM(lr=0.01, weight_decay=0.01, grad_clip=1.0, state=state),
+    "AdamW": lambda state: mxopt.AdamW(lr=0.01, state=state),
+    "SGD-momentum": lambda state: mxopt.SGD(lr=0.1, momentum=0.9, state=state),
+    "SGD": lambda state: mxopt.SGD(lr=0.1, state=state),
+    "RMSProp": lambda state: mxopt.RMSProp(lr=0.01, state=state),
+}
+
+
+@pytest.mark.parametrize("threads", ["serial", "cut"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("name", OPTIMIZERS)
+def test_list_steps_give_the_bits_of_single_steps(name, dtype, threads, monkeypatch):
+    if threads == "cut":
+        cut_everything(monkeypatch)
+    rng = np.random.default_rng(0)
+    names, many_weights = _model(rng, dtype)
+    single_weights = [w.copy() for w in many_weights]
+    many, single = _pair(OPTIMIZERS[name])
+    for _ in range(4):
+        grads = _grads(rng, many_weights)
+        assert _step(many, names, grads, many_weights)
+        _single_steps(single, names, grads, single_weights)
+    plan = _plan(many, names)
+    assert plan is not None and plan.kernel is not None  # the list path ran
+    _same_bits(many_weights, single_weights)
+    for key in names:
+        assert many.states[key].step == single.states[key].step == 4
+        _same_bits(many.states[key].flat.values(), single.states[key].flat.values())
+
+
+def test_per_index_learning_rate_multipliers_take_their_own_scalars():
+    rng = np.random.default_rng(1)
+    names, many_weights = _model(rng)
+    single_weights = [w.copy() for w in many_weights]
+    many, single = _pair(OPTIMIZERS["ADAM"])
+    for updater in (many, single):
+        updater.set_lr_mult({"layer1": 0.5, "layer4": 3.0})
+        updater.set_wd_mult({"layer0": 0.0})
+    for _ in range(3):
+        grads = _grads(rng, many_weights)
+        _step(many, names, grads, many_weights)
+        _single_steps(single, names, grads, single_weights)
+    assert len(_plan(many, names).mults) == 4
+    _same_bits(many_weights, single_weights)
+
+
+def test_an_option_change_is_seen_by_the_next_step():
+    rng = np.random.default_rng(2)
+    names, many_weights = _model(rng)
+    single_weights = [w.copy() for w in many_weights]
+    many, single = _pair(OPTIMIZERS["SGD-momentum"])
+    for step in range(4):
+        if step == 2:
+            for updater in (many, single):
+                updater.optimizer.opts.lr = 0.3
+        grads = _grads(rng, many_weights)
+        _step(many, names, grads, many_weights)
+        _single_steps(single, names, grads, single_weights)
+    _same_bits(many_weights, single_weights)
+
+
+def test_an_option_that_needs_more_state_fails_before_any_write():
+    rng = np.random.default_rng(3)
+    names, weights = _model(rng)
+    updater = mxopt.get_updater(mxopt.SGD(lr=0.1, state=mxopt.OptimizationState(1)))
+    for _ in range(2):
+        _step(updater, names, _grads(rng, weights), weights)
+    before = [w.copy() for w in weights]
+    updater.optimizer.opts.momentum = 0.9  # needs a velocity array the states do not have
+    with pytest.raises(ValueError, match="needs state arrays"):
+        _step(updater, names, _grads(rng, weights), weights)
+    _same_bits(weights, before)
+    assert all(updater.states[k].step == 2 for k in names)
+
+
+def test_refused_members_get_the_single_paths_errors_and_nothing_is_written():
+    rng = np.random.default_rng(4)
+    names, weights = _model(rng)
+    updater = mxopt.get_updater(OPTIMIZERS["ADAM"](mxopt.OptimizationState(1)))
+    for _ in range(2):
+        _step(updater, names, _grads(rng, weights), weights)
+    assert _plan(updater, names).kernel is not None
+    before = [w.copy() for w in weights]
+    bad_members = {
+        "wrong shape": lambda g: np.ones(g.shape + (1,), g.dtype),
+        "wrong dtype": lambda g: g.astype(np.float64),
+        "a list": lambda g: g.tolist(),
+    }
+    for why, make_bad in bad_members.items():
+        grads = _grads(rng, weights)
+        grads[4] = make_bad(grads[4])
+        with pytest.raises((TypeError, ValueError), match="'layer4'"):
+            updater.update_many(names, grads, weights)
+        _same_bits(weights, before)
+        assert all(updater.states[k].step == 2 for k in names), why
+    read_only = [w.copy() for w in weights]
+    read_only[0].flags.writeable = False
+    with pytest.raises(ValueError, match="'layer0'"):
+        updater.update_many(names, _grads(rng, weights), read_only)
+    assert all(updater.states[k].step == 2 for k in names)
+
+
+def test_non_finite_gradients_are_named_and_nothing_is_written():
+    rng = np.random.default_rng(5)
+    names, weights = _model(rng)
+    updater = mxopt.get_updater(OPTIMIZERS["SGD-momentum"](mxopt.OptimizationState(1)))
+    skipper = mxopt.get_updater(OPTIMIZERS["SGD-momentum"](mxopt.OptimizationState(1)),
+                                nonfinite="skip")  # fmt: skip
+    skipped_weights = [w.copy() for w in weights]
+    for _ in range(2):
+        grads = _grads(rng, weights)
+        _step(updater, names, grads, weights)
+        _step(skipper, names, grads, skipped_weights)
+    before = [w.copy() for w in weights]
+    grads = _grads(rng, weights)
+    grads[5][17] = np.nan
+    grads[0][3, 4] = -np.inf
+    with pytest.raises(FloatingPointError, match="indices 'layer0', 'layer5': grad holds 2"):
+        updater.update_many(names, grads, weights)
+    _same_bits(weights, before)
+    assert not skipper.update_many(names, grads, skipped_weights)
+    _same_bits(skipped_weights, before)
+    assert all(s.skipped == 1 and s.step == 2 for s in skipper.states.values())
+
+
+class _Subclass(np.ndarray):
+    pass
+
+
+def test_non_contiguous_read_only_and_subclass_gradients_are_accepted_as_copies():
+    rng = np.random.default_rng(6)
+    names, many_weights = _model(rng)
+    single_weights = [w.copy() for w in many_weights]
+    many, single = _pair(OPTIMIZERS["ADAM"])
+    for step in range(3):
+        grads = _grads(rng, many_weights)
+        odd = list(grads)
+        if step == 2:  # the plan exists: these members leave the compiled check
+            odd[0] = np.asfortranarray(grads[0])
+            odd[5] = np.repeat(grads[5], 2)[::2]
+            odd[1] = grads[1].copy()
+            odd[1].flags.writeable = False
+            odd[2] = grads[2].view(_Subclass)
+        _step(many, names, odd, many_weights)
+        _single_steps(single, names, grads, single_weights)
+    _same_bits(many_weights, single_weights)
+
+
+def test_a_changed_list_of_states_is_planned_again():
+    rng = np.random.default_rng(7)
+    names, many_weights = _model(rng)
+    single_weights = [w.copy() for w in many_weights]
+    many, single = _pair(OPTIMIZERS["ADAM"])
+    for _ in range(2):
+        grads = _grads(rng, many_weights)
+        _step(many, names, grads, many_weights)
+        _single_steps(single, names, grads, single_weights)
+    # Restoring a state_dict replaces every state (and their arrays).
+    many.load_state_dict(single.state_dict())
+    many_weights = [w.copy() for w in single_weights]
+    for _ in range(2):
+        grads = _grads(rng, many_weights)
+        _step(many, names, grads, many_weights)
+        _single_steps(single, names, grads, single_weights)
+    _same_bits(many_weights, single_weights)
+    # Packing the weights in a buffer moves their states into its flat arrays.
+    buffer = mxopt.ParameterBuffer.from_arrays(dict(zip(names, many_weights, strict=True)))
+    buffer.grad[:] = 0
+    many.optimizer.state.begin_batch()
+    many.update_buffer(buffer)
+    single.optimizer.state.begin_batch()
+    for name, weight in zip(names, single_weights, strict=True):
+        single(name, np.zeros_like(weight), weight)
+    many_weights = list(buffer.weight_list)
+    grads = _grads(rng, many_weights)
+    _step(many, names, grads, many_weights)
+    _single_steps(single, names, grads, single_weights)
+    _same_bits(many_weights, single_weights)
