@@ -16,8 +16,8 @@ import statistics
 import time
 
 import mxopt
-from mxopt.kernels import backends as _backend
 from mxopt.cli.bench import _mxopt_optimizer, _state, machine_info
+from mxopt.kernels import backends as _backend
 
 SIZES = {"0.25M": 1 << 18, "1M": 1 << 20, "16M": 16 << 20, "64M": 64 << 20}
 STAGGERED_MIN_BYTES = _backend.STAGGER_MIN_BYTES

@@ -13,6 +13,8 @@ alike; each figure is the median of the repeats after a warm-up:
 
 * ``mxopt per-tensor``: ``updater(index, grad, weight)`` for every tensor, with
   the default safety check for NaN/inf gradients;
+* ``mxopt update_many``: one ``updater.update_many(indices, grads, weights)`` over the
+  list of tensors (one compiled call for a list of NumPy arrays);
 * ``mxopt packed``: the same tensors in a :class:`~mxopt.ParameterBuffer`,
   one ``updater.update_buffer(buffer)``;
 * ``mxopt packed, unchecked``: the same with ``nonfinite="apply"`` (what torch
@@ -131,6 +133,14 @@ def _mxopt_per_tensor(name, shapes, rng):
     return step
 
 
+def _mxopt_update_many(name, shapes, rng):
+    updater = mxopt.get_updater(_mxopt_optimizer(name, _state()))
+    weights = [rng.standard_normal(s, dtype=np.float32) for s in shapes]
+    grads = [rng.standard_normal(s, dtype=np.float32) for s in shapes]
+    indices = list(range(len(shapes)))
+    return lambda: updater.update_many(indices, grads, weights)
+
+
 def _mxopt_one_call(name, shapes, rng, weights_per_step):
     """One ``updater(index, grad, weight)`` call per ``step()``: the next of
     ``weights_per_step`` 16-element weights, a new mini-batch after each round, so the host
@@ -224,6 +234,7 @@ def implementations(name: str, per_call: bool) -> dict:
     else:
         table = {"mxopt per-tensor": lambda s, r: _mxopt_per_tensor(name, s, r)}
     if not per_call:
+        table["mxopt update_many"] = lambda s, r: _mxopt_update_many(name, s, r)
         table["mxopt packed"] = lambda s, r: _mxopt_packed(name, s, r)
         table["mxopt packed, unchecked"] = lambda s, r: _mxopt_packed(name, s, r, "apply")
         table["memory limit"] = lambda s, r: _memory_limit(name, s, r)

@@ -92,6 +92,7 @@ class ChunkPool:
     def __init__(self, threads: int):
         self.threads = max(1, int(threads))
         self._lock = threading.Lock()
+        self._start_lock = threading.Lock()
         self._wake = threading.Condition(self._lock)
         self._job: _Job | None = None
         self._generation = 0
@@ -141,8 +142,10 @@ class ChunkPool:
             for k in range(chunks):
                 task(k)
             return
-        if self._pid != os.getpid():
-            self._start()
+        if self._pid != os.getpid():  # first use, or a forked child: no workers yet
+            with self._start_lock:
+                if self._pid != os.getpid():
+                    self._start()
         job = _Job(task, chunks)
         with self._wake:
             self._job = job
