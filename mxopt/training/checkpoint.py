@@ -51,26 +51,38 @@ __all__ = [
 
 FORMAT = "mxopt.updater"
 
+#: 1: one archive member per state array (0.1.0). 2: the state arrays of one name and dtype
+#: concatenated in one member, each state record naming ``[member, offset, shape]`` (save
+#: and load cost follows the bytes, not the number of indices). Both are read.
+FORMAT_VERSION = 2
 
-FORMAT_VERSION = 1
+
+def _host_copy(array, copy: bool = True) -> np.ndarray:
+    if backends.backend_of(array) == backends.CUPY:
+        return array.get()
+    return np.array(array, copy=True) if copy else array
 
 
-def _host_copy(array) -> np.ndarray:
-    return (
-        array.get() if backends.backend_of(array) == backends.CUPY else np.array(array, copy=True)
-    )
+_DTYPE_NAMES = {np.dtype(d): np.dtype(d).name for d in DTYPES}
+
+
+def _dtype_name(dtype) -> str:
+    # A dict lookup: np.dtype.name costs several microseconds, a lot per 100,000 indices.
+    return _DTYPE_NAMES.get(dtype) or np.dtype(dtype).name
 
 
 def _optimization_state_dict(state):
     return None if state is None else attrs.asdict(state)
 
 
-def updater_state_dict(updater) -> dict:
-    """``updater``'s complete state as plain values and NumPy arrays (copies).
+def updater_state_dict(updater, *, copy: bool = True) -> dict:
+    """``updater``'s complete state as plain values and NumPy arrays (copies; with
+    ``copy=False`` NumPy state arrays are handed out as they are, for a writer that copies
+    them anyway).
 
     Layout::
 
-        {"format": "mxopt.updater", "version": 1, "mxopt": "<version>",
+        {"format": "mxopt.updater", "version": 2, "mxopt": "<version>",
          "optimizer": <config dict, or None if it cannot be written>,
          "optimizer_type": "mxopt.ADAM.v1", "optimizer_repr": "...",
          "optimization_state": {"batch_size": ..., "curr_epoch": ..., ...} or None,
@@ -93,8 +105,8 @@ def updater_state_dict(updater) -> dict:
                 "skipped": state.skipped,
                 "memory": dict(state.memory),
                 "shape": list(state.shape),
-                "dtype": str(np.dtype(state.dtype)),
-                "arrays": {name: _host_copy(array) for name, array in state.arrays.items()},
+                "dtype": _dtype_name(state.dtype),
+                "arrays": {name: _host_copy(array, copy) for name, array in state.arrays.items()},
             }
         )
     scaler = updater.loss_scaler
@@ -178,6 +190,7 @@ def _build_states(saved_states, optimizer, averaging) -> dict:
     if not isinstance(saved_states, list):
         raise CheckpointError("bad 'states' record: not a list")
     states = {}
+    specs: dict = {}  # shape -> {name: expected shape}: computed once per distinct shape
     for position, saved in enumerate(saved_states):
         where = f"state {position}"
         try:
@@ -194,39 +207,52 @@ def _build_states(saved_states, optimizer, averaging) -> dict:
             isinstance(k, str) and isinstance(v, float) for k, v in memory.items()
         ):
             raise CheckpointError(f"{where}: memory must map names to floats, got {memory!r}")
-        if not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in shape):
+        if not all(type(n) is int and n >= 0 for n in shape):
             raise CheckpointError(f"{where}: bad shape {saved['shape']!r}")
-        try:
-            dtype = np.dtype(dtype_name)
-        except TypeError:
-            raise CheckpointError(f"{where}: unknown dtype {dtype_name!r}") from None
-        if dtype not in DTYPES:
-            raise CheckpointError(f"{where}: dtype {dtype} is not float32 or float64")
-        spec = dict(optimizer.state_spec(shape))
-        if averaging is not None:
-            spec["average"] = None
-        if set(arrays) != set(spec):
+        dtype = _DTYPES_BY_NAME.get(dtype_name)
+        if dtype is None:
+            raise CheckpointError(f"{where}: dtype {dtype_name!r} is not float32 or float64")
+        if not isinstance(arrays, dict):
+            raise CheckpointError(f"{where}: 'arrays' must map names to arrays")
+        spec = specs.get(shape)
+        if spec is None:
+            spec = specs[shape] = _expected_shapes(optimizer, averaging, shape)
+        if arrays.keys() != spec.keys():
             raise CheckpointError(
                 f"{where}: the saved state arrays {sorted(arrays)} do not match what "
                 f"{type(optimizer).__name__} with these options keeps: {sorted(spec)}"
             )
         flat, shapes = {}, {}
         for name, array in arrays.items():
-            expected = spec[name][0] if isinstance(spec[name], tuple) else shape
+            expected = spec[name]
             if not isinstance(array, np.ndarray) or array.dtype != dtype:
                 raise CheckpointError(f"{where}: state array {name!r} is not a {dtype} array")
-            if tuple(array.shape) != tuple(expected):
+            if array.shape != expected:
                 raise CheckpointError(
                     f"{where}: state array {name!r} has shape {array.shape}, expected {expected}"
                 )
             flat[name] = np.ascontiguousarray(array).reshape(-1).copy()
-            shapes[name] = tuple(expected)
+            shapes[name] = expected
         state = WeightState(index, flat, shapes, shape, dtype, backends.NUMPY, None, step=step)
         state.skipped, state.memory, state.portable = skipped, dict(memory), True
         if index in states:
             raise CheckpointError(f"{where}: saved twice")
         states[index] = state
     return states
+
+
+_DTYPES_BY_NAME = {name: dtype for dtype, name in _DTYPE_NAMES.items()}
+
+
+def _expected_shapes(optimizer, averaging, shape: tuple) -> dict:
+    """``{name: shape}`` of the state arrays ``optimizer`` keeps for a weight of ``shape``."""
+    spec = dict(optimizer.state_spec(shape))
+    if averaging is not None:
+        spec["average"] = None
+    return {
+        name: tuple(start[0]) if isinstance(start, tuple) else shape
+        for name, start in spec.items()
+    }
 
 
 def _check_against_weights(states: dict, weights) -> None:
@@ -312,25 +338,56 @@ def load_updater_state_dict(updater, d: dict, weights=None, optimizer=None) -> N
 
 def save_updater(updater, path) -> None:
     """Write ``updater``'s checkpoint to ``path`` (atomic: temporary file, fsync, rename)."""
-    state_dict = updater_state_dict(updater)
-    arrays = {}
-    for position, saved in enumerate(state_dict["states"]):
-        keys = {}
+    state_dict = updater_state_dict(updater, copy=False)
+    pieces: dict = {}  # member -> the arrays concatenated into it, in order
+    offsets: dict = {}
+    for saved in state_dict["states"]:
+        places = {}
         for name, array in saved["arrays"].items():
-            key = f"state{position}.{name}"
-            arrays[key] = array
-            keys[name] = key
-        saved["arrays"] = keys
+            member = f"{name}.{_dtype_name(array.dtype)}"
+            pieces.setdefault(member, []).append(array.reshape(-1))
+            offset = offsets.get(member, 0)
+            places[name] = [member, offset, list(array.shape)]
+            offsets[member] = offset + array.size
+        saved["arrays"] = places
+    arrays = {member: np.concatenate(parts) for member, parts in pieces.items()}
     write_archive(path, state_dict, arrays)
+
+
+def _unpack(path, position, place, arrays) -> np.ndarray:
+    """The state array at ``place`` (``[member, offset, shape]``) of a version-2 file."""
+    try:
+        member, offset, shape = place
+        packed = arrays[member]
+        shape = tuple(shape)
+        size = math.prod(shape)
+        valid = (
+            type(offset) is int
+            and all(type(n) is int and n >= 0 for n in shape)
+            and 0 <= offset <= offset + size <= packed.size
+        )
+    except (TypeError, ValueError, KeyError):
+        valid = False
+    if not valid:
+        raise CheckpointError(f"{path}: state {position} refers to missing arrays ({place!r})")
+    return packed[offset : offset + size].reshape(shape)
 
 
 def read_checkpoint(path) -> dict:
     """The state dict stored at ``path``, verified (format, checksum), with NumPy arrays."""
     d, arrays = read_archive(path)
     _check_header(d)
+    packed = d["version"] >= 2
     for position, saved in enumerate(d["states"] if isinstance(d["states"], list) else []):
-        keys = saved.get("arrays") if isinstance(saved, dict) else None
-        if not isinstance(keys, dict) or not all(k in arrays for k in keys.values()):
+        places = saved.get("arrays") if isinstance(saved, dict) else None
+        if not isinstance(places, dict):
             raise CheckpointError(f"{path}: state {position} refers to missing arrays")
-        saved["arrays"] = {name: arrays[key] for name, key in keys.items()}
+        if packed:
+            saved["arrays"] = {
+                name: _unpack(path, position, place, arrays) for name, place in places.items()
+            }
+            continue
+        if not all(isinstance(k, str) and k in arrays for k in places.values()):
+            raise CheckpointError(f"{path}: state {position} refers to missing arrays")
+        saved["arrays"] = {name: arrays[key] for name, key in places.items()}
     return d
