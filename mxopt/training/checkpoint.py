@@ -250,8 +250,7 @@ def _expected_shapes(optimizer, averaging, shape: tuple) -> dict:
     if averaging is not None:
         spec["average"] = None
     return {
-        name: tuple(start[0]) if isinstance(start, tuple) else shape
-        for name, start in spec.items()
+        name: tuple(start[0]) if isinstance(start, tuple) else shape for name, start in spec.items()
     }
 
 
