@@ -64,3 +64,22 @@ def test_suite_runs_end_to_end(tmp_path, capsys):
     # the chart leaves out the per-call regime, so a run of it alone writes no PNG, and says so
     assert not (out / "bench.png").exists()
     assert "no PNG: the per-call regime is only a table" in capsys.readouterr().out
+
+
+def test_report_says_when_figures_are_not_trustworthy():
+    from mxopt.cli.bench_report import report, trust
+
+    calm = _row("1M", "adam", "mxopt packed", 1.0, 90.0) | {"spread": 1.05}
+    noisy = _row("1M", "adam", "numpy", 3.0, 30.0) | {"spread": 1.8}
+    impossible = _row("1M", "adam", "torch fused", 0.5, 180.0) | {"spread": 1.1}
+    base = {"machine": {}, "repeats": 5, "gpu": [], "startup": {}, "peak_extra_memory_bytes": {}}
+    quiet = base | {"rows": [calm], "load": {"before": 0.1, "after": 0.2, "cpus": 2}}
+    assert trust(quiet) == ""
+    assert "Not trustworthy" not in report(quiet)
+    loud = base | {"rows": [calm, noisy, impossible],
+                   "load": {"before": 1.9, "after": 0.3, "cpus": 2}}  # fmt: skip
+    text = report(loud)
+    assert "the machine was busy (load average 1.9 before" in text
+    assert "1 of 3 figures (marked ~) varied by more than 1.3x" in text
+    assert "1 figures (marked !) are faster than the memory limit" in text
+    assert "| 3.000~ |" in text and "| 0.500! |" in text and "| 1.000 |" in text

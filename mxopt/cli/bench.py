@@ -274,7 +274,7 @@ def _median_times(steps: dict, repeats: int, inner: int) -> dict:
             for _ in range(inner):
                 step()
             times[label].append((time.perf_counter() - started) / inner)
-    return {label: statistics.median(values) for label, values in times.items()}
+    return times
 
 
 #: Most memory the implementations alive at once may take (arrays and optimizer state).
@@ -305,14 +305,17 @@ def run_regime(regime: str, optimizer: str, repeats: int) -> list:
     elements = sum(int(np.prod(s)) for s in shapes)
     factories = implementations(optimizer, per_call)
     inner = 10_000 if per_call else (20 if elements < (4 << 20) else 1)
-    medians, limits = {}, {}
+    medians, limits, samples = {}, {}, {}
     for group in _groups(list(factories), elements, optimizer):
         steps = {}
         for label in group:
             step = factories[label](shapes, np.random.default_rng(0))
             if step is not None:
                 steps[label] = step
-        group_medians = _median_times(steps, repeats, inner)
+        group_times = _median_times(steps, repeats, inner)
+        group_medians = {label: statistics.median(v) for label, v in group_times.items()}
+        for label, values in group_times.items():
+            samples.setdefault(label, values)
         steps.clear()
         gc.collect()
         for label, seconds in group_medians.items():
@@ -345,6 +348,8 @@ def run_regime(regime: str, optimizer: str, repeats: int) -> list:
                 "GB/s": bytes_per_element(optimizer) * elements / seconds / 1e9,
                 "percent_of_memory_limit": None if limit is None else 100 * limit / seconds,
                 "mxopt_speedup": seconds / mxopt_best,
+                "spread": max(samples[label]) / min(samples[label]),
+                "repeats_s": samples[label],
             }
         )
     order = list(factories)
@@ -522,6 +527,14 @@ def machine_info() -> dict:
     return info
 
 
+def _load() -> float | None:
+    """The 1-minute load average (runnable processes), where the system reports it."""
+    try:
+        return os.getloadavg()[0]
+    except (AttributeError, OSError):
+        return None
+
+
 def run_suite(regimes, optimizers, repeats: int) -> list:
     rows = []
     for regime in regimes:
@@ -562,12 +575,14 @@ def main(argv=None) -> int:
     regimes = ["1M", "1000x1k", "per-call-16"] if args.quick else args.regimes
     info = machine_info()
     print("machine: " + ", ".join(f"{k}={v}" for k, v in info.items()))
+    load_before = _load()
     rows = run_suite(regimes, args.optimizers, args.repeats)
     gpu = gpu_rows(regimes, args.optimizers, args.repeats)
     extra = {} if args.no_startup else startup_figures()
     memory = peak_extra_memory()
     data = {
         "machine": info,
+        "load": {"before": load_before, "after": _load(), "cpus": os.cpu_count()},
         "repeats": args.repeats,
         "rows": rows,
         "gpu": gpu,

@@ -5,7 +5,49 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["chart", "markdown", "report", "summary"]
+__all__ = ["chart", "markdown", "report", "summary", "trust"]
+
+#: A figure whose repeats differ by more than this factor (max/min) is marked as noisy.
+NOISY_SPREAD = 1.3
+
+
+def _mark(row) -> str:
+    """``~`` for a noisy figure, ``!`` for one faster than the memory limit beside it."""
+    marks = "~" if row.get("spread", 1.0) > NOISY_SPREAD else ""
+    percent = row.get("percent_of_memory_limit")
+    return marks + ("!" if percent is not None and percent > 105 else "")
+
+
+def trust(data: dict) -> str:
+    """What says the figures of a run may not be trusted: machine load, noisy figures,
+    figures beyond the memory limit (empty when nothing does)."""
+    rows = data["rows"]
+    warnings = []
+    load = data.get("load") or {}
+    cpus = load.get("cpus") or 1
+    busy = [v for v in (load.get("before"), load.get("after")) if v is not None and v > 0.5 * cpus]
+    if busy:
+        warnings.append(
+            f"the machine was busy (load average {load.get('before')} before, "
+            f"{load.get('after')} after, {cpus} CPUs): other processes shared the cores and "
+            f"the memory bus, so every figure may be slow and noisy"
+        )
+    noisy = [r for r in rows if "~" in _mark(r)]
+    if noisy:
+        warnings.append(
+            f"{len(noisy)} of {len(rows)} figures (marked ~) varied by more than "
+            f"{NOISY_SPREAD}x between repeats: repeat the run before trusting them"
+        )
+    impossible = [r for r in rows if "!" in _mark(r)]
+    if impossible:
+        warnings.append(
+            f"{len(impossible)} figures (marked !) are faster than the memory limit measured "
+            f"beside them, which a step cannot be: the limit was measured while the machine "
+            f"was disturbed; do not use these percentages"
+        )
+    if not warnings:
+        return ""
+    return "\n**Not trustworthy as they stand:**\n\n" + "".join(f"- {w}\n" for w in warnings)
 
 
 def markdown(rows: list) -> str:
@@ -20,7 +62,7 @@ def markdown(rows: list) -> str:
             lines.append("|---|---|---:|---:|")
             for r in chunk:
                 lines.append(
-                    f"| {r['optimizer']} | {r['implementation']} | {r['us']:.2f} | "
+                    f"| {r['optimizer']} | {r['implementation']} | {r['us']:.2f}{_mark(r)} | "
                     f"{r['mxopt_speedup']:.1f}x |"
                 )
             continue
@@ -32,7 +74,7 @@ def markdown(rows: list) -> str:
             percent = r["percent_of_memory_limit"]
             percent = "" if percent is None else f"{percent:.0f}%"
             lines.append(
-                f"| {r['optimizer']} | {r['implementation']} | {r['ms']:.3f} | "
+                f"| {r['optimizer']} | {r['implementation']} | {r['ms']:.3f}{_mark(r)} | "
                 f"{r['GB/s']:.1f} | {percent} | {r['mxopt_speedup']:.2f}x |"
             )
     return "\n".join(lines) + "\n"
@@ -80,6 +122,7 @@ def report(data: dict) -> str:
     info = data["machine"]
     text = "machine: " + ", ".join(f"{k}={v}" for k, v in info.items()) + "\n"
     text += f"\n{data['repeats']} timed repeats per figure, medians.\n"
+    text += trust(data)
     text += "\n### Summary\n\n" + summary(data["rows"])
     text += markdown(data["rows"])
     if data["gpu"]:
