@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import math
 
+import pytest
+
 from mxopt.cli import bench as benchmark
 from mxopt.cli import bench_report
 
@@ -83,3 +85,23 @@ def test_report_says_when_figures_are_not_trustworthy():
     assert "1 of 3 figures (marked ~) varied by more than 1.3x" in text
     assert "1 figures (marked !) are faster than the memory limit" in text
     assert "| 3.000~ |" in text and "| 0.500! |" in text and "| 1.000 |" in text
+
+
+def test_the_gpu_check_runs_on_the_emulated_gpu(monkeypatch, tmp_path):
+    import importlib.util
+    import pathlib
+
+    from tests import cuda_tools, fake_cupy
+
+    if not cuda_tools.have_cxx():
+        pytest.skip("g++ not on PATH")
+    path = pathlib.Path(__file__).parent.parent / "benchmarks" / "gpu_check.py"
+    spec = importlib.util.spec_from_file_location("gpu_check", path)
+    gpu_check = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gpu_check)
+    fake_cupy.install(monkeypatch)
+    rows = gpu_check.run_bench(tmp_path, True, ["1000x1k"], ["adam"], 1)
+    assert {r["implementation"] for r in rows} >= {"mxopt packed (GPU)", "device copy bandwidth"}
+    table = (tmp_path / "gpu_bench.md").read_text()
+    assert "| 1000x1k | adam | mxopt packed (GPU) |" in table and "Emulated" in table
+    assert json.loads((tmp_path / "gpu_bench.json").read_text())["emulated"] is True

@@ -262,7 +262,8 @@ def implementations(name: str, per_call: bool) -> dict:
 PAUSE_S = 0.05
 
 
-def _median_times(steps: dict, repeats: int, inner: int) -> dict:
+def _repeat_times(steps: dict, repeats: int, inner: int) -> dict:
+    """``{label: [seconds per step of each repeat]}``, the steps alternating."""
     for step in steps.values():  # warm-up: compile, fault pages in
         for _ in range(2):
             step()
@@ -312,7 +313,7 @@ def run_regime(regime: str, optimizer: str, repeats: int) -> list:
             step = factories[label](shapes, np.random.default_rng(0))
             if step is not None:
                 steps[label] = step
-        group_times = _median_times(steps, repeats, inner)
+        group_times = _repeat_times(steps, repeats, inner)
         group_medians = {label: statistics.median(v) for label, v in group_times.items()}
         for label, values in group_times.items():
             samples.setdefault(label, values)
@@ -478,7 +479,8 @@ def gpu_rows(regimes, optimizers, repeats) -> list:
                         torch.cuda.synchronize()
 
                     steps["torch fused (GPU)"] = torch_fused
-            medians = _median_times(steps, repeats, 1)
+            times = _repeat_times(steps, repeats, 1)
+            medians = {label: statistics.median(values) for label, values in times.items()}
             limit = medians["device copy bandwidth"]
             for label, seconds in medians.items():
                 rows.append(
@@ -490,6 +492,8 @@ def gpu_rows(regimes, optimizers, repeats) -> list:
                         "ms": seconds * 1e3,
                         "GB/s": bytes_per_element(optimizer) * elements / seconds / 1e9,
                         "percent_of_memory_limit": 100 * limit / seconds,
+                        "spread": max(times[label]) / min(times[label]),
+                        "repeats_s": times[label],
                     }
                 )
             del steps, buffer, arrays
