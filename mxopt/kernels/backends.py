@@ -34,6 +34,25 @@ def backend_of(array) -> str | None:
     return None
 
 
+def plain(array):
+    """``array`` as an exact ``numpy.ndarray`` view of the same memory (a subclass such as
+    ``np.memmap`` or ``np.matrix`` is used through its plain view, on purpose: compiled
+    kernels are built for plain arrays, and a matrix would not even flatten); CuPy arrays
+    as they are."""
+    if type(array) is not np.ndarray and isinstance(array, np.ndarray):
+        return array.view(np.ndarray)
+    return array
+
+
+def _refuse_masked(index, what: str, array) -> None:
+    if isinstance(array, np.ma.MaskedArray):
+        raise TypeError(
+            f"index {index!r}: {what} is a numpy masked array; optimizers update every "
+            f"element and cannot honour a mask: pass {what}.filled(0) (or {what}.data, "
+            f"whose masked values would then be used)"
+        )
+
+
 def _describe(array) -> str:
     cls = type(array)
     return f"{cls.__module__}.{cls.__qualname__}"
@@ -52,6 +71,7 @@ def check_weight(index, weight) -> str:
             f"index {index!r}: weight must be a numpy.ndarray or cupy.ndarray, "
             f"got {_describe(weight)}"
         )
+    _refuse_masked(index, "weight", weight)
     if weight.dtype not in DTYPES:
         raise TypeError(
             f"index {index!r}: weight dtype {weight.dtype} is not supported; expected {_SUPPORTED}"
@@ -77,6 +97,7 @@ def _check_grad(index, weight, grad, backend: str):
         raise TypeError(
             f"index {index!r}: grad must be a numpy.ndarray or cupy.ndarray, got {_describe(grad)}"
         )
+    _refuse_masked(index, "grad", grad)
     if grad_backend != backend:
         raise TypeError(
             f"index {index!r}: weight is a {backend} array but grad is a {grad_backend} "
@@ -146,20 +167,14 @@ def flat_arrays(index, weight, grad, wstate):
     backend = check_weight(index, weight)
     _check_against_state(index, weight, backend, wstate)
     grad = _check_grad(index, weight, grad, backend)
-    if backend == NUMPY and type(weight) is not np.ndarray:
-        weight = weight.view(np.ndarray)  # e.g. np.memmap: same memory, plain type
-    if backend == NUMPY and type(grad) is not np.ndarray:
-        grad = grad.view(np.ndarray)
-    return weight.reshape(-1), grad.reshape(-1)
+    return plain(weight).reshape(-1), plain(grad).reshape(-1)
 
 
 def flat_weight(index, weight, wstate):
     """Check ``weight`` against the index's state; returns its flat view."""
     backend = check_weight(index, weight)
     _check_against_state(index, weight, backend, wstate)
-    if backend == NUMPY and type(weight) is not np.ndarray:
-        weight = weight.view(np.ndarray)
-    return weight.reshape(-1)
+    return plain(weight).reshape(-1)
 
 
 def to_backend(array, backend: str, device):
@@ -197,7 +212,7 @@ def flat_copy(array):
 
         with cupy.cuda.Device(array.device.id):
             return array.reshape(-1).copy()
-    return array.reshape(-1).copy()
+    return plain(array).reshape(-1).copy()
 
 
 #: NumPy state arrays of at least this many bytes are staggered within a memory page.

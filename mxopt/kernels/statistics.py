@@ -89,9 +89,13 @@ def global_norm(grads) -> float:
                 f"array, got {type(grad).__name__}"
                 + (f" of dtype {grad.dtype}" if hasattr(grad, "dtype") else "")
             )
+        if isinstance(grad, np.ma.MaskedArray):
+            raise TypeError(
+                f"global_norm: gradient {position} is a numpy masked array; pass grad.filled(0)"
+            )
         if not grad.flags.c_contiguous:
             grad = (np if backend == backends.NUMPY else __import__("cupy")).ascontiguousarray(grad)
-        flat_by_backend.setdefault(backend, []).append(grad.reshape(-1))
+        flat_by_backend.setdefault(backend, []).append(backends.plain(grad).reshape(-1))
     total = GradientStatistics()
     for backend, flats in flat_by_backend.items():
         stats = gradient_statistics(backend_module(backend), flats)
