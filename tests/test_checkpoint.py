@@ -343,3 +343,17 @@ def test_load_state_dict_checks_everything_before_changing_anything(checkpoint):
     with pytest.raises(CheckpointError, match="step must be an integer >= 0"):
         updater.load_state_dict(d)
     assert (dict(updater.states), state.curr_iter, updater.optimizer.opts) == before
+
+
+def test_a_refused_load_leaves_the_given_optimizer_as_it_was(checkpoint):
+    path, weights = checkpoint
+    optimizer = make_optimizer(CASES[1], {"grad_clip": 0.7}, None)
+    before = repr(optimizer)
+    wrong = {k: np.zeros(w.shape + (1,), w.dtype) for k, w in weights.items()}
+    with pytest.raises(CheckpointError, match="does not match the weights"):
+        mxopt.load_updater(path, optimizer=optimizer, weights=wrong)
+    assert optimizer.state is None and repr(optimizer) == before
+    _rewrite(path, lambda h: h["states"][0].update(step=-1))
+    with pytest.raises(CheckpointError, match="step must be an integer >= 0"):
+        mxopt.load_updater(path, optimizer=optimizer)
+    assert optimizer.state is None and repr(optimizer) == before

@@ -308,15 +308,20 @@ def load_updater_state_dict(updater, d: dict, weights=None, optimizer=None) -> N
         )
     except (KeyError, TypeError, ValueError) as error:
         raise CheckpointError(f"bad loss scaler in checkpoint: {error}") from None
-    if new_optimizer.state is None:
+    lent_state = new_optimizer.state is None
+    if lent_state:
         new_optimizer.state = new_state  # some initial values read the state (Rprop's lr)
-
     try:
-        groups = ParamGroups.from_dict(d["groups"], decode_index)
-    except (KeyError, TypeError, ValueError) as error:
-        raise CheckpointError(f"bad parameter groups in checkpoint: {error}") from None
-    states = _build_states(d["states"], new_optimizer, averaging)
-    _check_against_weights(states, weights)
+        try:
+            groups = ParamGroups.from_dict(d["groups"], decode_index)
+        except (KeyError, TypeError, ValueError) as error:
+            raise CheckpointError(f"bad parameter groups in checkpoint: {error}") from None
+        states = _build_states(d["states"], new_optimizer, averaging)
+        _check_against_weights(states, weights)
+    except BaseException:
+        if lent_state:  # a refused load leaves the caller's optimizer as it was
+            new_optimizer.state = None
+        raise
 
     # Everything is checked: now replace.
     live_state = updater.optimizer.state
