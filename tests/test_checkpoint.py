@@ -340,7 +340,7 @@ def test_load_state_dict_checks_everything_before_changing_anything(checkpoint):
     updater, weights, state = _fresh(CASES[1])
     _run(updater, weights, state, 2, seed=4)
     before = (dict(updater.states), state.curr_iter, updater.optimizer.opts)
-    with pytest.raises(CheckpointError, match="step must be an integer >= 0"):
+    with pytest.raises(CheckpointError, match="step must be an integer from 0 to 2"):
         updater.load_state_dict(d)
     assert (dict(updater.states), state.curr_iter, updater.optimizer.opts) == before
 
@@ -354,6 +354,48 @@ def test_a_refused_load_leaves_the_given_optimizer_as_it_was(checkpoint):
         mxopt.load_updater(path, optimizer=optimizer, weights=wrong)
     assert optimizer.state is None and repr(optimizer) == before
     _rewrite(path, lambda h: h["states"][0].update(step=-1))
-    with pytest.raises(CheckpointError, match="step must be an integer >= 0"):
+    with pytest.raises(CheckpointError, match="step must be an integer from 0 to 2"):
         mxopt.load_updater(path, optimizer=optimizer)
     assert optimizer.state is None and repr(optimizer) == before
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda h: h["states"][0].update(step=10**400), "step must be an integer from 0 to 2"),
+        (lambda h: h["states"][0].update(skipped=2**63), "skipped must be an integer from 0"),
+        (lambda h: h["states"][0].update(extra=1), "the state record has keys"),
+        (lambda h: h["optimization_state"].pop("curr_iter"), r"missing \['curr_iter'\]"),
+        (lambda h: h["optimization_state"].update(when="now"), r"unknown \['when'\]"),
+        (lambda h: h.update(surprise=True), r"unknown entries \['surprise'\]"),
+    ],
+    ids=["huge-step", "huge-skipped", "state-extra-key", "missing-counter", "state-extra",
+         "header-extra"],
+)  # fmt: skip
+def test_out_of_schema_checkpoints_are_refused(checkpoint, edit, message):
+    path, _ = checkpoint
+    _rewrite(path, edit)
+    with pytest.raises(CheckpointError, match=message):
+        mxopt.load_updater(path)
+
+
+def test_a_non_finite_float_index_is_refused(checkpoint):
+    path, _ = checkpoint
+    _rewrite(path, lambda h: h["states"][0].update(index={"float": float("inf")}))
+    text = path.read_bytes()
+    assert b"Infinity" in text  # JSON's extension, which Python's json reads by default
+    with pytest.raises(CheckpointError, match="bad index record"):
+        mxopt.load_updater(path)
+
+
+def test_a_compressed_member_is_refused_before_it_is_unpacked(checkpoint, tmp_path):
+    path, _ = checkpoint
+    with np.load(path) as archive:
+        entries = {name: archive[name] for name in archive.files}
+    entries["bomb"] = np.zeros(64 << 20, np.uint8)  # 64 MiB of zeros: tiny once deflated
+    bomb = tmp_path / "bomb.ckpt"
+    with open(bomb, "wb") as f:
+        np.savez_compressed(f, **entries)
+    assert bomb.stat().st_size < 1 << 20
+    with pytest.raises(CheckpointError, match="is compressed .* refused unread"):
+        mxopt.load_updater(bomb)

@@ -18,6 +18,7 @@ import json
 import math
 import os
 import tempfile
+import zipfile
 
 import numpy as np
 
@@ -59,7 +60,7 @@ def decode_index(encoded):
         "int": lambda v: v if isinstance(v, int) and not isinstance(v, bool) else None,
         "str": lambda v: v if isinstance(v, str) else None,
         "none": lambda v: None,
-        "float": lambda v: v if isinstance(v, float) else None,
+        "float": lambda v: v if isinstance(v, float) and math.isfinite(v) else None,
         "tuple": lambda v: tuple(decode_index(item) for item in v) if isinstance(v, list) else None,
     }
     if kind not in decoders:
@@ -124,9 +125,26 @@ class _suppress_os_error:
         return kind is not None and issubclass(kind, OSError)
 
 
+def _check_members(path) -> None:
+    """Refuse, before anything is decompressed, an archive that mxopt did not write as it
+    writes: every member a stored (uncompressed) ``.npy`` file. A compressed member could
+    unpack to far more than the file holds (a 1 MiB file to 512 MiB, say)."""
+    with zipfile.ZipFile(path) as archive:
+        for info in archive.infolist():
+            if info.compress_type != zipfile.ZIP_STORED or info.file_size != info.compress_size:
+                raise CheckpointError(
+                    f"{path}: member {info.filename!r} is compressed ({info.compress_size} bytes "
+                    f"unpacking to {info.file_size}); mxopt writes stored members only, so this "
+                    f"file was not written by mxopt and is refused unread"
+                )
+            if not info.filename.endswith(".npy"):
+                raise CheckpointError(f"{path}: unexpected member {info.filename!r}")
+
+
 def read_archive(path) -> tuple[dict, dict]:
     """``(header, arrays)`` stored at ``path``, verified against the checksum."""
     try:
+        _check_members(os.fspath(path))
         with np.load(os.fspath(path), allow_pickle=False) as archive:
             names = set(archive.files)
             if not {"header", "checksum"} <= names:

@@ -127,6 +127,11 @@ def updater_state_dict(updater, *, copy: bool = True) -> dict:
     }
 
 
+_HEADER_KEYS = {"optimizer", "optimizer_type", "optimization_state", "averaging", "nonfinite",
+                "max_grad_norm", "loss_scaler", "groups", "states"}  # fmt: skip
+_STATE_KEYS = {"index", "step", "skipped", "memory", "shape", "dtype", "arrays"}
+
+
 def _check_header(d: dict) -> None:
     if not isinstance(d, dict) or d.get("format") != FORMAT:
         raise CheckpointError("not an mxopt updater checkpoint (wrong or missing 'format')")
@@ -138,14 +143,12 @@ def _check_header(d: dict) -> None:
             f"checkpoint format version {version} is newer than this mxopt understands "
             f"({FORMAT_VERSION}; written by mxopt {d.get('mxopt')!r}); upgrade mxopt"
         )
-    missing = [
-        key
-        for key in ("optimizer", "optimizer_type", "optimization_state", "averaging", "nonfinite",
-                    "max_grad_norm", "loss_scaler", "groups", "states")
-        if key not in d
-    ]  # fmt: skip
+    missing = sorted(_HEADER_KEYS - d.keys())
     if missing:
         raise CheckpointError(f"checkpoint is missing {missing}")
+    unknown = sorted(d.keys() - _HEADER_KEYS - {"format", "version", "mxopt", "optimizer_repr"})
+    if unknown:
+        raise CheckpointError(f"checkpoint has unknown entries {unknown}")
 
 
 def build_optimizer(d: dict, optimizer):
@@ -179,6 +182,13 @@ def _build_optimization_state(saved):
         return None
     if not isinstance(saved, dict):
         raise CheckpointError(f"bad OptimizationState record {saved!r}")
+    fields = {field.name for field in attrs.fields(OptimizationState)}
+    if saved.keys() != fields:
+        missing, extra = sorted(fields - saved.keys()), sorted(saved.keys() - fields)
+        raise CheckpointError(
+            f"bad OptimizationState in checkpoint: missing {missing}, unknown {extra} (a "
+            f"missing counter would silently restart the schedules)"
+        )
     try:
         return OptimizationState(**saved)
     except (TypeError, ValueError) as error:
@@ -200,9 +210,16 @@ def _build_states(saved_states, optimizer, averaging) -> dict:
             shape, dtype_name, arrays = tuple(saved["shape"]), saved["dtype"], saved["arrays"]
         except (KeyError, TypeError) as error:
             raise CheckpointError(f"{where}: incomplete state record ({error})") from None
+        if saved.keys() != _STATE_KEYS:
+            raise CheckpointError(
+                f"{where}: the state record has keys {sorted(saved)}, expected "
+                f"{sorted(_STATE_KEYS)}"
+            )
         for name, value in (("step", step), ("skipped", skipped)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise CheckpointError(f"{where}: {name} must be an integer >= 0, got {value!r}")
+            if type(value) is not int or not 0 <= value < 2**63:
+                raise CheckpointError(
+                    f"{where}: {name} must be an integer from 0 to 2**63 - 1, got {value!r}"
+                )
         if not isinstance(memory, dict) or not all(
             isinstance(k, str) and isinstance(v, float) for k, v in memory.items()
         ):
