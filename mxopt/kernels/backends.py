@@ -118,11 +118,45 @@ def _check_grad(index, weight, grad, backend: str):
         )
     if grad is weight:
         raise ValueError(f"index {index!r}: grad and weight are the same array")
+    (grad_start, grad_stop), (weight_start, weight_stop) = map(memory_interval, (grad, weight))
+    if grad_start < weight_stop and weight_start < grad_stop:
+        raise ValueError(
+            f"index {index!r}: grad overlaps the memory of weight (a view of it?); the "
+            f"update would read values it has already written: pass a copy"
+        )
     if not grad.flags.c_contiguous or (backend == NUMPY and not grad.flags.aligned):
         # The kernels read flat memory; a strided gradient is copied once, in C order.
         xp = np if backend == NUMPY else __import__("cupy")
         grad = xp.ascontiguousarray(grad)
     return grad
+
+
+def memory_interval(array) -> tuple[int, int]:
+    """``(start, stop)``: the bytes a C-contiguous NumPy or CuPy array occupies."""
+    start = array.data.ptr if backend_of(array) == CUPY else array.__array_interface__["data"][0]
+    return start, start + array.nbytes
+
+
+def first_overlap(starts, stops, writable) -> int:
+    """The position of an interval ``[starts[k], stops[k])`` that overlaps another one where
+    at least one of the two is ``writable``, or -1 (empty intervals overlap nothing).
+
+    Sorted by start, an interval overlaps an earlier one exactly when it starts before the
+    largest stop seen so far: of all earlier intervals when it is writable, of the earlier
+    writable ones when it is only read.
+    """
+    starts, stops = np.asarray(starts, np.int64), np.asarray(stops, np.int64)
+    writable = np.asarray(writable, bool)
+    keep = np.flatnonzero(stops > starts)
+    order = keep[np.argsort(starts[keep], kind="stable")]
+    if order.size < 2:
+        return -1
+    s, e, w = starts[order], stops[order], writable[order]
+    before_all = np.maximum.accumulate(e)[:-1]
+    before_writable = np.maximum.accumulate(np.where(w, e, np.iinfo(np.int64).min))[:-1]
+    clash = np.where(w[1:], before_all, before_writable) > s[1:]
+    hits = np.flatnonzero(clash)
+    return int(order[hits[0] + 1]) if hits.size else -1
 
 
 def _check_against_state(index, weight, backend: str, wstate) -> None:
@@ -139,6 +173,15 @@ def _check_against_state(index, weight, backend: str, wstate) -> None:
             f"{wstate.shape} and dtype {wstate.dtype}, but this weight has shape "
             f"{weight.shape} and dtype {weight.dtype}"
         )
+
+
+def _same_owner(a, b) -> bool:
+    """Whether ``a`` and ``b`` are views of one memory owner (they may overlap: the full
+    checks decide). Two attribute reads: NumPy points a view's base at the owner."""
+    base_a, base_b = a.base, b.base
+    if base_a is None and base_b is None:
+        return False
+    return (a if base_a is None else base_a) is (b if base_b is None else base_b)
 
 
 def flat_arrays(index, weight, grad, wstate):
@@ -158,6 +201,7 @@ def flat_arrays(index, weight, grad, wstate):
             and (weight.dtype is dtype or weight.dtype == dtype)
             and (grad.dtype is dtype or grad.dtype == dtype)
             and grad is not weight
+            and not _same_owner(grad, weight)
             and weight.flags.carray
             and grad.flags.carray
         ):

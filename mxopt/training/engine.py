@@ -40,6 +40,7 @@ __all__ = [
     "Item",
     "Plan",
     "StepStatistics",
+    "check_disjoint",
     "check_policy",
     "host_scalars",
     "make_item",
@@ -121,6 +122,30 @@ def make_item(index, grad, weight, state, *, new=False, mult=NO_MULTIPLIERS) -> 
         state.place_like(index, weight)
     w, g = backends.flat_arrays(index, weight, grad, state)
     return Item(index, w, g, state, new=new, mult=mult)
+
+
+def check_disjoint(items) -> None:
+    """A clear error when the memory of one item's weight overlaps another's weight or any
+    item's gradient (the same array under two indices, or overlapping views): the step
+    would update memory twice, or read what it has already written."""
+    singles = [item for item in items if item.offsets is None]
+    if len(singles) < 2:
+        return  # one weight: flat_arrays has checked its gradient against it
+    intervals = [backends.memory_interval(a) for item in singles for a in (item.w, item.g)]
+    starts, stops = zip(*intervals, strict=True)
+    writable = [k % 2 == 0 for k in range(len(intervals))]
+    k = backends.first_overlap(starts, stops, writable)
+    if k < 0:
+        return
+    for j in range(len(intervals)):
+        other = intervals[j]
+        if j != k and (writable[j] or writable[k]) and other[0] < stops[k] and starts[k] < other[1]:
+            break
+    what = lambda n: f"the {'weight' if n % 2 == 0 else 'grad'} of index {singles[n // 2].index!r}"  # noqa: E731
+    raise ValueError(
+        f"update_many: the memory of {what(k)} overlaps {what(j)}; an array (or views of "
+        f"one memory) under two indices would be updated twice or read after it was written"
+    )
 
 
 def nonfinite_error(bad: int, size: int, indices) -> FloatingPointError:

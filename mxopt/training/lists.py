@@ -24,6 +24,7 @@ from operator import attrgetter
 import numpy as np
 
 from mxopt.kernels import backends
+from mxopt.kernels.backends import first_overlap
 from mxopt.training.engine import host_scalars, require_state_arrays
 from mxopt.training.weights import WeightState
 
@@ -153,6 +154,14 @@ class ListPlan:
         return self.kernel is not None and self.stamp == _stamp(updater) and \
             list(map(updater.states.get, indices)) == self.states  # fmt: skip
 
+    def _overlapping(self, w_data, g_data) -> bool:
+        """Whether a weight's memory overlaps another weight's or any gradient's (the
+        general path then names them)."""
+        nbytes = self.sizes * self.dtype.itemsize
+        starts = np.concatenate([w_data, g_data])
+        writable = np.arange(starts.size) < w_data.size
+        return first_overlap(starts, starts + np.concatenate([nbytes, nbytes]), writable) >= 0
+
     def run(self, updater, grads: list, weights: list) -> bool | None:
         """Apply the step; ``None`` when a check asks for the general path (nothing
         written then)."""
@@ -169,7 +178,7 @@ class ListPlan:
         if bad >= 0:
             return None
         g_data, bad = module.check_headers(grads, *layout, writeable=False, apart_from=w_data)
-        if bad >= 0:
+        if bad >= 0 or self._overlapping(w_data, g_data):
             return None
         if updater.nonfinite != "apply" and module.count_nonfinite(dtype, g_data, self.sizes):
             return None

@@ -36,6 +36,7 @@ from mxopt.training.engine import (
     Item,
     Plan,
     StepStatistics,
+    check_disjoint,
     check_policy,
     host_scalars,
     make_item,
@@ -297,16 +298,7 @@ class Updater:
             )
         if len(set(indices)) != len(indices):
             raise ValueError("update_many: an index appears more than once")
-        items = []
-        for index, grad, weight in zip(indices, grads, weights, strict=True):
-            mult = self._multipliers(index)
-            if mult is None:
-                continue  # frozen weights are left out of the step entirely
-            state = self.states.get(index)
-            new = state is None
-            if new:
-                state = create_state(self.optimizer, index, weight, averaging=self.averaging)
-            items.append(make_item(index, grad, weight, state, new=new, mult=mult))
+        items = _list_items(self, indices, grads, weights)
         if not run_step(self, items, statistics=statistics, multiplier=multiplier):
             return False
         for item in items:
@@ -449,6 +441,23 @@ class Updater:
 
     def __repr__(self) -> str:
         return f"Updater({self.optimizer!r}, {len(self.states)} indices)"
+
+
+def _list_items(updater: Updater, indices, grads, weights) -> list:
+    """The items of an ``update_many`` step through the general path: arrays checked,
+    states found or made (not stored yet), frozen weights left out, no memory shared."""
+    items = []
+    for index, grad, weight in zip(indices, grads, weights, strict=True):
+        mult = updater._multipliers(index)
+        if mult is None:
+            continue  # frozen weights are left out of the step entirely
+        state = updater.states.get(index)
+        new = state is None
+        if new:
+            state = create_state(updater.optimizer, index, weight, averaging=updater.averaging)
+        items.append(make_item(index, grad, weight, state, new=new, mult=mult))
+    check_disjoint(items)
+    return items
 
 
 def get_updater(
