@@ -411,6 +411,15 @@ class ThincOptimizer(_ThincOptimizerBase):
         """Whether the optimizer is RAdam (Thinc's flag, read-only)."""
         return isinstance(self._optimizer, RAdam)
 
+    def __getstate__(self) -> dict:
+        # Only this adapter's own attributes: Thinc's base class declares slots (averages,
+        # ...) that are read-only properties here. The updater copies itself (its lock and
+        # compiled caches are made again).
+        return dict(self.__dict__)
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+
     @property
     def use_averages(self) -> bool:
         """Whether moving averages of the parameters are kept."""

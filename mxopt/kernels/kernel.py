@@ -58,6 +58,16 @@ __all__ = [
 KERNELS: dict[str, Kernel] = {}
 
 
+def kernel_named(name: str) -> Kernel:
+    """The kernel defined under ``name`` (its module must have been imported)."""
+    try:
+        return KERNELS[name]
+    except KeyError:
+        raise LookupError(
+            f"no kernel named {name!r}: import the module that defines it first"
+        ) from None
+
+
 def device(function: Callable) -> Callable:
     """Mark a helper that elements call; it is compiled (and inlined) with them."""
     function.__mxopt_device__ = True
@@ -126,6 +136,11 @@ class Kernel:
             raise ValueError(f"Kernel {self.name}: names used twice: {sorted(clash)}")
         if KERNELS.setdefault(self.name, self) is not self:
             raise ValueError(f"Kernel name {self.name!r} is already taken")
+
+    def __reduce__(self):
+        # Kernels are unique by name (compiled code is keyed by them): a copied or pickled
+        # state refers to the same kernel, found again by its name.
+        return (kernel_named, (self.name,))
 
     def rows(self, values: Mapping, segments: int) -> np.ndarray:
         """The scalars of ``segments`` segments as a float64 table, one row per segment, in

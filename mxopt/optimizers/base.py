@@ -265,6 +265,17 @@ class StateArrays:
         self.shape = shape
         self._by_kernel = {}
 
+    def __getstate__(self) -> dict:
+        """Every slot's value (copies and pickles), without the cache of array tuples."""
+        names = {name for cls in type(self).__mro__ for name in getattr(cls, "__slots__", ())}
+        state = {name: getattr(self, name) for name in names if hasattr(self, name)}
+        state["_by_kernel"] = {}
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        for name, value in state.items():
+            object.__setattr__(self, name, value)
+
     def describe(self) -> str:
         """How error messages name these arrays."""
         return "this state"

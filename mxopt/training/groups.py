@@ -27,7 +27,7 @@ import fnmatch
 import math
 from collections.abc import Hashable, Iterable, Mapping
 
-__all__ = ["ParamGroups", "mxnet_wd_mult", "NORM_AND_BIAS_PATTERNS"]
+__all__ = ["GroupMethods", "ParamGroups", "mxnet_wd_mult", "NORM_AND_BIAS_PATTERNS"]
 
 #: Names that usually get no weight decay: biases and normalisation parameters.
 NORM_AND_BIAS_PATTERNS = ("*bias*", "*norm*", "*bn*", "*_beta", "*_gamma", "*ln_*", "*layernorm*")
@@ -234,3 +234,46 @@ class ParamGroups:
         groups.frozen = {decode(i) for i in d["frozen"]}
         groups._changed()
         return groups
+
+
+class GroupMethods:
+    """The parameter-group methods of :class:`~mxopt.Updater`, on its ``groups``
+    (a :class:`ParamGroups`): one place for the group API, next to the groups."""
+
+    groups: ParamGroups
+
+    def set_lr_mult(self, mapping) -> None:
+        """Learning-rate multipliers by index or glob pattern (see :mod:`mxopt.training.groups`)."""
+        self.groups.set_lr_mult(mapping)
+
+    def set_wd_mult(self, mapping) -> None:
+        """Weight-decay multipliers by index or glob pattern (see :mod:`mxopt.training.groups`)."""
+        self.groups.set_wd_mult(mapping)
+
+    def exclude_from_weight_decay(self, patterns=None) -> None:
+        """No weight decay for indices matching ``patterns`` (default: biases and norms)."""
+        if patterns is None:
+            self.groups.exclude_from_weight_decay()
+        else:
+            self.groups.exclude_from_weight_decay(patterns)
+
+    def set_groups(self, groups) -> None:
+        """Ordered groups of indices, for :meth:`discriminative_lr` and freezing."""
+        self.groups.set_groups(groups)
+
+    def discriminative_lr(self, lr, base_lr=None) -> list:
+        """Per-group learning rates from ``slice(lo, hi)`` (fastai); see
+        this module."""
+        return self.groups.discriminative_lr(lr, base_lr)
+
+    def freeze_to(self, n: int) -> None:
+        """Freeze the groups before group ``n``; unfreeze the rest."""
+        self.groups.freeze_to(n)
+
+    def freeze(self) -> None:
+        """Freeze every group but the last."""
+        self.groups.freeze()
+
+    def unfreeze(self) -> None:
+        """Unfreeze every group."""
+        self.groups.unfreeze()

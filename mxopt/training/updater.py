@@ -42,7 +42,7 @@ from mxopt.training.engine import (
     make_item,
     run_step,
 )
-from mxopt.training.groups import ParamGroups
+from mxopt.training.groups import GroupMethods, ParamGroups
 from mxopt.training.lists import list_step
 from mxopt.training.loss_scaling import DynamicLossScaler
 from mxopt.training.weights import WeightState, check_optimizer, create_state
@@ -100,7 +100,7 @@ def update(
     return run_step(policy, [make_item(index, grad, weight, state)])
 
 
-class Updater:
+class Updater(GroupMethods):
     """``updater(index, grad, weight)``: per-index state created on first use, then updated.
 
     Args:
@@ -151,6 +151,19 @@ class Updater:
         self._creating = threading.Lock()
         self._groups: dict = {}  # id(ParameterBuffer) -> BufferGroup
         self._list_plans: dict = {}  # tuple of indices -> ListPlan (or None: general path)
+
+    def __getstate__(self) -> dict:
+        """What a copy or a pickle keeps: everything but the lock, the list plans
+        (compiled code and array addresses) and the packed buffers' groups (states are
+        copied unpacked, and pack again at the copy's next ``update_buffer``). A deep copy
+        shares nothing with the original."""
+        state = dict(self.__dict__)
+        del state["_creating"], state["_list_plans"], state["_groups"]
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self.__dict__.update(_creating=threading.Lock(), _list_plans={}, _groups={})
 
     def __setattr__(self, name, value):
         object.__setattr__(self, name, value)
@@ -332,44 +345,6 @@ class Updater:
             return False
         group.commit(self)
         return True
-
-    # -- parameter groups ------------------------------------------------------------------
-
-    def set_lr_mult(self, mapping) -> None:
-        """Learning-rate multipliers by index or glob pattern (see :mod:`mxopt.training.groups`)."""
-        self.groups.set_lr_mult(mapping)
-
-    def set_wd_mult(self, mapping) -> None:
-        """Weight-decay multipliers by index or glob pattern (see :mod:`mxopt.training.groups`)."""
-        self.groups.set_wd_mult(mapping)
-
-    def exclude_from_weight_decay(self, patterns=None) -> None:
-        """No weight decay for indices matching ``patterns`` (default: biases and norms)."""
-        if patterns is None:
-            self.groups.exclude_from_weight_decay()
-        else:
-            self.groups.exclude_from_weight_decay(patterns)
-
-    def set_groups(self, groups) -> None:
-        """Ordered groups of indices, for :meth:`discriminative_lr` and freezing."""
-        self.groups.set_groups(groups)
-
-    def discriminative_lr(self, lr, base_lr=None) -> list:
-        """Per-group learning rates from ``slice(lo, hi)`` (fastai); see
-        :mod:`mxopt.training.groups`."""
-        return self.groups.discriminative_lr(lr, base_lr)
-
-    def freeze_to(self, n: int) -> None:
-        """Freeze the groups before group ``n``; unfreeze the rest."""
-        self.groups.freeze_to(n)
-
-    def freeze(self) -> None:
-        """Freeze every group but the last."""
-        self.groups.freeze()
-
-    def unfreeze(self) -> None:
-        """Unfreeze every group."""
-        self.groups.unfreeze()
 
     @property
     def skipped(self) -> int:

@@ -65,6 +65,23 @@ class WeightState(StateArrays):
         self.skipped = 0
         self.portable = False
 
+    def __getstate__(self) -> dict:
+        # What a copy keeps: the flat arrays and their shapes (the shaped views are made
+        # again from the copied flat arrays: a copied view would be memory of its own), the
+        # step and scalars as this state has them (a packed state's are its run's); no plan
+        # (compiled code) and no packing (the copy packs again into its own buffers).
+        state = super().__getstate__()
+        state.update(
+            arrays={name: array.shape for name, array in self.arrays.items()},
+            plan=None, packed=None, _step=self.step, _memory=dict(self.memory),
+        )  # fmt: skip
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        shapes = state.pop("arrays")
+        super().__setstate__(state)
+        self.arrays = {name: self.flat[name].reshape(shape) for name, shape in shapes.items()}
+
     def describe(self) -> str:
         return f"index {self.index!r}"
 
