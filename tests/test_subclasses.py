@@ -65,7 +65,8 @@ def test_memmap_weights_are_updated_in_their_file(tmp_path):
     path = tmp_path / "weight.dat"
     weight = np.memmap(path, dtype=np.float32, mode="w+", shape=(5,))
     weight[:] = 1.0
-    updater = mxopt.get_updater(mxopt.SGD(lr=0.5, weight_decay=0.0, state=mxopt.OptimizationState(1)))
+    optimizer = mxopt.SGD(lr=0.5, weight_decay=0.0, state=mxopt.OptimizationState(1))
+    updater = mxopt.get_updater(optimizer)
     updater("w", np.ones(5, np.float32), weight)
     weight.flush()
     np.testing.assert_array_equal(np.fromfile(path, np.float32), np.full(5, 0.5, np.float32))

@@ -326,3 +326,40 @@ def test_memmap_and_zero_dimensional_weights(tmp_path):
     scalar = np.array(2.0)
     updater("s", np.array(0.5), scalar)
     assert scalar == 1.5
+
+
+def test_options_set_on_the_optimizer_go_to_its_options_checked():
+    optimizer = mxopt.ADAM(lr=0.1, state=running_state())
+    optimizer.lr = 0.5  # not a plain attribute that every update would ignore
+    assert optimizer.opts.lr == 0.5 and optimizer.lr == 0.5
+    with pytest.raises(ValueError, match="lr must be a finite number > 0, got nan"):
+        optimizer.lr = float("nan")
+    assert optimizer.opts.lr == 0.5
+    updater = mxopt.get_updater(optimizer)
+    weight = np.ones(3, np.float32)
+    updater(0, np.ones(3, np.float32), weight)
+    optimizer.lr = 0.25  # seen by the next step, like opts.lr
+    before = weight.copy()
+    updater(0, np.zeros(3, np.float32), weight)  # zero gradient: only the moments decay
+    reference = mxopt.get_updater(mxopt.ADAM(lr=0.5, state=running_state()))
+    other = np.ones(3, np.float32)
+    reference(0, np.ones(3, np.float32), other)
+    reference.optimizer.opts.lr = 0.25
+    reference(0, np.zeros(3, np.float32), other)
+    np.testing.assert_array_equal(weight, other)
+    assert not np.array_equal(weight, before)
+    with pytest.raises(AttributeError, match="'ADAM' object has no attribute 'learning_rat'"):
+        optimizer.learning_rat  # noqa: B018
+
+
+@pytest.mark.parametrize("index", [float("nan"), ("layer", float("nan"))], ids=["nan", "tuple"])
+def test_a_nan_index_is_refused(index):
+    updater = mxopt.get_updater(mxopt.SGD(state=running_state()))
+    weight = np.ones(3, np.float32)
+    grad = np.ones(3, np.float32)
+    with pytest.raises(ValueError, match="holds a NaN, which never equals itself"):
+        updater(index, grad, weight)
+    with pytest.raises(ValueError, match="holds a NaN, which never equals itself"):
+        updater.update_many([index], [grad], [weight])
+    assert updater.states == {}
+    np.testing.assert_array_equal(weight, np.ones(3, np.float32))

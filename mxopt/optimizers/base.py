@@ -323,10 +323,13 @@ class AbstractOptimizer(abc.ABC):
     #: True when an update is one call of :meth:`kernel` (``apply`` is not overridden):
     #: the updater keeps a ready-to-run plan per weight for such optimizers.
     single_kernel: ClassVar[bool] = True
+    _option_names: ClassVar[frozenset] = frozenset()
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
         cls.single_kernel = cls.apply is AbstractOptimizer.apply
+        options = getattr(cls, "Options", None)
+        cls._option_names = frozenset(attrs.fields_dict(options) if attrs.has(options) else ())
         if "Options" in cls.__dict__ and "__signature__" not in cls.__dict__:
             # help() and inspect.signature show the real keyword options.
             keyword = inspect.Parameter.KEYWORD_ONLY
@@ -336,6 +339,20 @@ class AbstractOptimizer(abc.ABC):
             ]
             parameters.append(inspect.Parameter("state", keyword, default=None))
             cls.__signature__ = inspect.Signature(parameters)
+
+    def __setattr__(self, name, value):
+        # ``optimizer.lr = x`` means the option: set it there, checked. As a plain
+        # attribute it would be ignored by every update.
+        if name in self._option_names:
+            setattr(self.opts, name, value)
+        else:
+            object.__setattr__(self, name, value)
+
+    def __getattr__(self, name):
+        # Reached only when normal lookup fails: ``optimizer.lr`` reads ``opts.lr``.
+        if name in type(self)._option_names and "opts" in self.__dict__:
+            return getattr(self.opts, name)
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     def __init__(self, *, state: OptimizationState | None = None, **options):
         known = attrs.fields_dict(self.Options)

@@ -200,9 +200,11 @@ def _refuse(policy, items, stats: StepStatistics) -> bool:
         if policy.loss_scaler is not None:
             policy.loss_scaler.record(overflow=True)
         return False
-    size = sum(item.g.size for item in items)
     culprits = stats.culprits or [index for item in items for index in item.indices()]
-    raise nonfinite_error(stats.nonfinite, size, culprits)
+    named = set(culprits)
+    # the size of the gradients named, not of the whole step (a run names its members)
+    size = sum(item.g.size for item in items if named.issuperset(item.indices()))
+    raise nonfinite_error(stats.nonfinite, size or sum(item.g.size for item in items), culprits)
 
 
 def gradient_multiplier(policy, optimizer, opt_state, stats, multiplier: float) -> float:

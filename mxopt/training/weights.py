@@ -153,6 +153,13 @@ def check_optimizer(optimizer) -> None:
         )
 
 
+def _never_equal(index) -> bool:
+    """Whether ``index`` is, or (in a tuple) holds, a float NaN."""
+    if isinstance(index, tuple):
+        return any(map(_never_equal, index))
+    return isinstance(index, float) and index != index
+
+
 def create_state(
     optimizer: AbstractOptimizer, index: Hashable, weight, *, averaging=None
 ) -> WeightState:
@@ -165,6 +172,11 @@ def create_state(
     ``"average"``, starting as a copy of the weight.
     """
     check_optimizer(optimizer)
+    if _never_equal(index):
+        raise ValueError(
+            f"index {index!r} holds a NaN, which never equals itself: its state could never "
+            f"be found again (each call would start a new one); use another index"
+        )
     backend = backends.check_weight(index, weight)
     spec = dict(optimizer.state_spec(weight.shape))
     if averaging is not None:
