@@ -50,6 +50,29 @@ def _single_steps(updater, names, grads, weights):
         updater(name, grad, weight)
 
 
+class _Twins:
+    """One model stepped two ways from the same gradients: ``many`` by ``update_many`` (the
+    list path once the states exist) and ``single`` by one call per weight, the reference."""
+
+    def __init__(self, seed, optimizer, dtype=np.float32):
+        self.rng = np.random.default_rng(seed)
+        self.names, self.many_weights = _model(self.rng, dtype)
+        self.single_weights = [w.copy() for w in self.many_weights]
+        self.many, self.single = _pair(OPTIMIZERS[optimizer])
+
+    def step(self, change=None):
+        """Both take a step from fresh gradients; ``update_many`` gets ``change(grads)`` (the
+        same values in another form) when given. Returns what ``update_many`` returned."""
+        grads = _grads(self.rng, self.many_weights)
+        given = grads if change is None else change(grads)
+        applied = _step(self.many, self.names, given, self.many_weights)
+        _single_steps(self.single, self.names, grads, self.single_weights)
+        return applied
+
+    def assert_same_bits(self):
+        _same_bits(self.many_weights, self.single_weights)
+
+
 def _plan(updater, names) -> ListPlan:
     return updater._list_plans.get(tuple(names))
 
@@ -81,51 +104,37 @@ OPTIMIZERS = {
 def test_list_steps_give_the_bits_of_single_steps(name, dtype, threads, monkeypatch):
     if threads == "cut":
         cut_everything(monkeypatch)
-    rng = np.random.default_rng(0)
-    names, many_weights = _model(rng, dtype)
-    single_weights = [w.copy() for w in many_weights]
-    many, single = _pair(OPTIMIZERS[name])
+    twins = _Twins(0, name, dtype)
     for _ in range(4):
-        grads = _grads(rng, many_weights)
-        assert _step(many, names, grads, many_weights)
-        _single_steps(single, names, grads, single_weights)
-    plan = _plan(many, names)
+        assert twins.step()
+    many, single = twins.many, twins.single
+    plan = _plan(many, twins.names)
     assert plan is not None and plan.kernel is not None  # the list path ran
-    _same_bits(many_weights, single_weights)
-    for key in names:
+    twins.assert_same_bits()
+    for key in twins.names:
         assert many.states[key].step == single.states[key].step == 4
         _same_bits(many.states[key].flat.values(), single.states[key].flat.values())
 
 
 def test_per_index_learning_rate_multipliers_take_their_own_scalars():
-    rng = np.random.default_rng(1)
-    names, many_weights = _model(rng)
-    single_weights = [w.copy() for w in many_weights]
-    many, single = _pair(OPTIMIZERS["ADAM"])
-    for updater in (many, single):
+    twins = _Twins(1, "ADAM")
+    for updater in (twins.many, twins.single):
         updater.set_lr_mult({"layer1": 0.5, "layer4": 3.0})
         updater.set_wd_mult({"layer0": 0.0})
     for _ in range(3):
-        grads = _grads(rng, many_weights)
-        _step(many, names, grads, many_weights)
-        _single_steps(single, names, grads, single_weights)
-    assert len(_plan(many, names).mults) == 4
-    _same_bits(many_weights, single_weights)
+        twins.step()
+    assert len(_plan(twins.many, twins.names).mults) == 4
+    twins.assert_same_bits()
 
 
 def test_an_option_change_is_seen_by_the_next_step():
-    rng = np.random.default_rng(2)
-    names, many_weights = _model(rng)
-    single_weights = [w.copy() for w in many_weights]
-    many, single = _pair(OPTIMIZERS["SGD-momentum"])
+    twins = _Twins(2, "SGD-momentum")
     for step in range(4):
         if step == 2:
-            for updater in (many, single):
+            for updater in (twins.many, twins.single):
                 updater.optimizer.opts.lr = 0.3
-        grads = _grads(rng, many_weights)
-        _step(many, names, grads, many_weights)
-        _single_steps(single, names, grads, single_weights)
-    _same_bits(many_weights, single_weights)
+        twins.step()
+    twins.assert_same_bits()
 
 
 def test_an_option_that_needs_more_state_fails_before_any_write():
@@ -197,51 +206,40 @@ class _Subclass(np.ndarray):
 
 
 def test_non_contiguous_read_only_and_subclass_gradients_are_accepted_as_copies():
-    rng = np.random.default_rng(6)
-    names, many_weights = _model(rng)
-    single_weights = [w.copy() for w in many_weights]
-    many, single = _pair(OPTIMIZERS["ADAM"])
-    for step in range(3):
-        grads = _grads(rng, many_weights)
+    def odd(grads):  # the plan exists: these members leave the compiled check
         odd = list(grads)
-        if step == 2:  # the plan exists: these members leave the compiled check
-            odd[0] = np.asfortranarray(grads[0])
-            odd[5] = np.repeat(grads[5], 2)[::2]
-            odd[1] = grads[1].copy()
-            odd[1].flags.writeable = False
-            odd[2] = grads[2].view(_Subclass)
-        _step(many, names, odd, many_weights)
-        _single_steps(single, names, grads, single_weights)
-    _same_bits(many_weights, single_weights)
+        odd[0] = np.asfortranarray(grads[0])
+        odd[5] = np.repeat(grads[5], 2)[::2]
+        odd[1] = grads[1].copy()
+        odd[1].flags.writeable = False
+        odd[2] = grads[2].view(_Subclass)
+        return odd
+
+    twins = _Twins(6, "ADAM")
+    for step in range(3):
+        twins.step(odd if step == 2 else None)
+    twins.assert_same_bits()
 
 
 def test_a_changed_list_of_states_is_planned_again():
-    rng = np.random.default_rng(7)
-    names, many_weights = _model(rng)
-    single_weights = [w.copy() for w in many_weights]
-    many, single = _pair(OPTIMIZERS["ADAM"])
+    twins = _Twins(7, "ADAM")
+    many, single, names = twins.many, twins.single, twins.names
     for _ in range(2):
-        grads = _grads(rng, many_weights)
-        _step(many, names, grads, many_weights)
-        _single_steps(single, names, grads, single_weights)
+        twins.step()
     # Restoring a state_dict replaces every state (and their arrays).
     many.load_state_dict(single.state_dict())
-    many_weights = [w.copy() for w in single_weights]
+    twins.many_weights = [w.copy() for w in twins.single_weights]
     for _ in range(2):
-        grads = _grads(rng, many_weights)
-        _step(many, names, grads, many_weights)
-        _single_steps(single, names, grads, single_weights)
-    _same_bits(many_weights, single_weights)
+        twins.step()
+    twins.assert_same_bits()
     # Packing the weights in a buffer moves their states into its flat arrays.
-    buffer = mxopt.ParameterBuffer.from_arrays(dict(zip(names, many_weights, strict=True)))
+    buffer = mxopt.ParameterBuffer.from_arrays(dict(zip(names, twins.many_weights, strict=True)))
     buffer.grad[:] = 0
     many.optimizer.state.begin_batch()
     many.update_buffer(buffer)
     single.optimizer.state.begin_batch()
-    for name, weight in zip(names, single_weights, strict=True):
+    for name, weight in zip(names, twins.single_weights, strict=True):
         single(name, np.zeros_like(weight), weight)
-    many_weights = list(buffer.weight_list)
-    grads = _grads(rng, many_weights)
-    _step(many, names, grads, many_weights)
-    _single_steps(single, names, grads, single_weights)
-    _same_bits(many_weights, single_weights)
+    twins.many_weights = list(buffer.weight_list)
+    twins.step()
+    twins.assert_same_bits()

@@ -118,8 +118,7 @@ def _check_grad(index, weight, grad, backend: str):
         )
     if grad is weight:
         raise ValueError(f"index {index!r}: grad and weight are the same array")
-    (grad_start, grad_stop), (weight_start, weight_stop) = map(memory_interval, (grad, weight))
-    if grad_start < weight_stop and weight_start < grad_stop:
+    if overlap(memory_interval(grad), memory_interval(weight)):
         raise ValueError(
             f"index {index!r}: grad overlaps the memory of weight (a view of it?); the "
             f"update would read values it has already written: pass a copy"
@@ -135,6 +134,12 @@ def memory_interval(array) -> tuple[int, int]:
     """``(start, stop)``: the bytes a C-contiguous NumPy or CuPy array occupies."""
     start = array.data.ptr if backend_of(array) == CUPY else array.__array_interface__["data"][0]
     return start, start + array.nbytes
+
+
+def overlap(a: tuple, b: tuple) -> bool:
+    """Whether byte intervals ``a`` and ``b`` (``(start, stop)``, empty ones overlap nothing)
+    share a byte."""
+    return a[0] < a[1] and b[0] < b[1] and a[0] < b[1] and b[0] < a[1]
 
 
 def first_overlap(starts, stops, writable) -> int:

@@ -137,9 +137,8 @@ def check_disjoint(items) -> None:
     k = backends.first_overlap(starts, stops, writable)
     if k < 0:
         return
-    for j in range(len(intervals)):
-        other = intervals[j]
-        if j != k and (writable[j] or writable[k]) and other[0] < stops[k] and starts[k] < other[1]:
+    for j in range(len(intervals)):  # the partner, for the message
+        if j != k and (writable[j] or writable[k]) and backends.overlap(intervals[j], intervals[k]):
             break
     what = lambda n: f"the {'weight' if n % 2 == 0 else 'grad'} of index {singles[n // 2].index!r}"  # noqa: E731
     raise ValueError(
@@ -242,8 +241,10 @@ def host_scalars(optimizer, opt_state, step: int, memory, mult: Multipliers):
     ):
         return cached[6]
     prepared = optimizer.prepare(optimizer.values(opt_state, mult), step, memory)
-    optimizer._scalars_cache = (opt_state, opt_state._revision, opts, revision, step, mult,
-                                prepared)  # fmt: skip
+    # Straight into __dict__, as it is read: not through the optimizer's __setattr__ (which
+    # routes option names), on a path taken once per step.
+    optimizer.__dict__["_scalars_cache"] = (opt_state, opt_state._revision, opts, revision,
+                                            step, mult, prepared)  # fmt: skip
     return prepared
 
 

@@ -30,7 +30,6 @@ from mxopt.training.weights import WeightState
 
 __all__ = ["ListPlan", "list_step"]
 
-_plan_of = attrgetter("plan")
 _step_of = attrgetter("_step")
 
 #: List plans an updater keeps (one per distinct list of indices it was called with).
