@@ -16,6 +16,7 @@ import numpy as np
 
 import mxopt
 from mxopt import LearningRate, OptimizationState
+from mxopt.core.checks import shown
 
 __all__ = [
     "DEMO_OPTIMIZERS",
@@ -257,7 +258,7 @@ def main_demo(
     for name, make in runs.items():
         optimizer = make()
         if not isinstance(optimizer, mxopt.AbstractOptimizer):
-            raise TypeError(f"{name}: the config describes {optimizer!r}, not an optimizer")
+            raise TypeError(f"{name}: the config describes {shown(optimizer)}, not an optimizer")
         _write(bar, f"\n== {name}: {optimizer!r}")
         _write(bar, f"{'epoch':>5} {'loss':>8} {'train acc':>9} {'val acc':>8} {'lr':>10}")
         started = time.perf_counter()

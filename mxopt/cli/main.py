@@ -16,6 +16,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from mxopt.core.checks import shown
+
 _PLOT_HINT = 'pictures need matplotlib: pip install "mxopt[plot]"'
 
 
@@ -66,7 +68,9 @@ def _plot_schedule(args) -> int:
     elif isinstance(loaded, mxopt.AbstractSchedule):
         schedule = loaded
     else:
-        raise CommandError(f"{args.config}: expected a schedule or an optimizer, got {loaded!r}")
+        raise CommandError(
+            f"{args.config}: expected a schedule or an optimizer, got {shown(loaded)}"
+        )
     mxopt.plot_schedules(
         {type(schedule).__name__: schedule},
         epochs=args.epochs,
@@ -102,7 +106,9 @@ def _positive(text: str) -> int:
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+        raise argparse.ArgumentTypeError(
+            f"expected a positive integer, got {shown(text)}"
+        ) from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
     return value

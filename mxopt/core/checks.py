@@ -9,10 +9,52 @@ from __future__ import annotations
 import math
 import numbers
 import operator
+import reprlib
 
 import attrs
 
-__all__ = ["Interval", "check_integer", "check_number", "owner_name", "to_float", "to_int"]
+__all__ = [
+    "Interval",
+    "check_integer",
+    "clipped",
+    "check_number",
+    "owner_name",
+    "shown",
+    "to_float",
+    "to_int",
+]
+
+
+class _ShortRepr(reprlib.Repr):
+    def repr_int(self, x, level):
+        if x.bit_length() > 128:  # repr of an int over 4300 digits raises; cut before it
+            digits = int(x.bit_length() * 0.30103) + 1
+            return f"{'-' if x < 0 else ''}<an integer of about {digits} digits>"
+        return super().repr_int(x, level)
+
+
+#: How values quoted in messages are shortened: a 10 MB string, a 10**400 step count or a
+#: list nested 1,000 deep must give a message of a line, not of the value's size.
+_SHORT = _ShortRepr()
+_SHORT.maxstring = _SHORT.maxother = 80
+_SHORT.maxlong = 40
+_SHORT.maxlist = _SHORT.maxtuple = _SHORT.maxset = _SHORT.maxdict = 10
+_SHORT.maxlevel = 4
+
+
+def shown(value) -> str:
+    """``repr(value)`` for a message, shortened: long strings and numbers are cut in the
+    middle (with the string's length), long or deep containers elided; a ``__repr__`` that
+    raises gives a placeholder instead of a second error."""
+    text = _SHORT.repr(value)
+    if isinstance(value, str) and len(value) > _SHORT.maxstring:
+        text += f" ({len(value)} characters)"
+    return text
+
+
+def clipped(text: str, limit: int = 500) -> str:
+    """``text`` (another library's error message, say) cut to ``limit`` characters."""
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
 
 
 def owner_name(instance) -> str:
@@ -58,11 +100,11 @@ def check_number(owner: str, name: str, value, interval: Interval) -> None:
     """Raise a clear error unless ``value`` is a finite real number in ``interval``."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(
-            f"{owner}: {name} must be a number {interval}, got {value!r} "
+            f"{owner}: {name} must be a number {interval}, got {shown(value)} "
             f"of type {type(value).__name__}"
         )
     if not math.isfinite(value) or not interval.contains(value):
-        raise ValueError(f"{owner}: {name} must be a finite number {interval}, got {value!r}")
+        raise ValueError(f"{owner}: {name} must be a finite number {interval}, got {shown(value)}")
 
 
 def to_float(value):
@@ -87,7 +129,7 @@ def check_integer(owner: str, name: str, value, ge: int) -> None:
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(
             f"{owner}: {name} must be an integer >= {ge}, "
-            f"got {value!r} of type {type(value).__name__}"
+            f"got {shown(value)} of type {type(value).__name__}"
         )
     if value < ge:
-        raise ValueError(f"{owner}: {name} must be an integer >= {ge}, got {value!r}")
+        raise ValueError(f"{owner}: {name} must be an integer >= {ge}, got {shown(value)}")

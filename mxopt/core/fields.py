@@ -10,7 +10,15 @@ from __future__ import annotations
 
 import attrs
 
-from mxopt.core.checks import Interval, check_integer, check_number, owner_name, to_float, to_int
+from mxopt.core.checks import (
+    Interval,
+    check_integer,
+    check_number,
+    owner_name,
+    shown,
+    to_float,
+    to_int,
+)
 from mxopt.core.schedule import AbstractSchedule
 
 __all__ = ["flag", "hyperparameter", "integer", "optional_instance"]
@@ -53,7 +61,7 @@ def flag(default: bool, *, doc: str = ""):
         if not isinstance(value, bool):
             raise TypeError(
                 f"{owner_name(instance)}: {attribute.name} must be True or False, "
-                f"got {value!r} of type {type(value).__name__}"
+                f"got {shown(value)} of type {type(value).__name__}"
             )
 
     return attrs.field(default=default, validator=validate, metadata={"doc": doc})
@@ -80,7 +88,7 @@ def optional_instance(cls, *, doc: str = ""):
         if value is not None and not isinstance(value, cls):
             raise TypeError(
                 f"{owner_name(instance)}: {attribute.name} must be None or a "
-                f"{cls.__name__}, got {value!r} of type {type(value).__name__}"
+                f"{cls.__name__}, got {shown(value)} of type {type(value).__name__}"
             )
 
     return attrs.field(default=None, validator=validate, metadata={"doc": doc})

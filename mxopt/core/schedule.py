@@ -10,14 +10,23 @@ from __future__ import annotations
 import abc
 from typing import Any, ClassVar
 
+import attrs
+
 from mxopt.core.state import OptimizationState
 
 __all__ = [
+    "MAX_NESTING",
     "AbstractLearningRateScheduler",
     "AbstractMomentumScheduler",
     "AbstractSchedule",
+    "nesting_depth",
     "value_at",
 ]
+
+#: How deep schedules may nest (``Warmup(Warmup(...))``): far beyond any real schedule, and
+#: far below the depth at which Python's recursion in copies, pickles, reprs, comparisons
+#: and configs of the chain would fail.
+MAX_NESTING = 32
 
 
 class AbstractSchedule(abc.ABC):
@@ -42,6 +51,21 @@ class AbstractLearningRateScheduler(AbstractSchedule):
 
 class AbstractMomentumScheduler(AbstractSchedule):
     """Base class of momentum schedulers (``mxopt.Momentum``)."""
+
+
+def nesting_depth(schedule: AbstractSchedule) -> int:
+    """How many schedules deep ``schedule`` goes: 1, plus the deepest schedule it holds in an
+    attrs field (alone or in a tuple). Each held schedule was checked when it was set, so
+    the walk is at most :data:`MAX_NESTING` deep."""
+    if not attrs.has(type(schedule)):
+        return 1
+    deepest = 0
+    for field in attrs.fields(type(schedule)):
+        value = getattr(schedule, field.name, None)
+        for item in value if isinstance(value, tuple) else (value,):
+            if isinstance(item, AbstractSchedule):
+                deepest = max(deepest, nesting_depth(item))
+    return 1 + deepest
 
 
 def value_at(value, state: OptimizationState):

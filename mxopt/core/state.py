@@ -29,7 +29,7 @@ import numbers
 
 import attrs
 
-from mxopt.core.checks import check_integer, to_int
+from mxopt.core.checks import check_integer, shown, to_int
 
 __all__ = ["OptimizationState"]
 
@@ -46,7 +46,7 @@ def _score(value, where: str) -> float:
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(
             f"OptimizationState: {where} must be a real number, "
-            f"got {value!r} of type {type(value).__name__}"
+            f"got {shown(value)} of type {type(value).__name__}"
         )
     return float(value)
 
@@ -56,7 +56,7 @@ def _as_scores(value):
     if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
         raise TypeError(
             f"OptimizationState: scores must be a list of numbers, "
-            f"got {value!r} of type {type(value).__name__}"
+            f"got {shown(value)} of type {type(value).__name__}"
         )
     return [_score(v, "every score") for v in value]
 

@@ -79,6 +79,7 @@ import sys
 
 import attrs
 
+from mxopt.core.checks import shown
 from mxopt.core.schedule import AbstractLearningRateScheduler, AbstractSchedule
 from mxopt.core.state import OptimizationState
 from mxopt.kernels import backends
@@ -121,7 +122,7 @@ class ThincSchedule(AbstractLearningRateScheduler):
                 first = next(self._source)
             except (TypeError, StopIteration) as error:
                 raise ValueError(
-                    f"Invalid schedule for {name!r} ({type(schedule).__name__}): {error}"
+                    f"Invalid schedule for {shown(name)} ({type(schedule).__name__}): {error}"
                 ) from None
             self._call = None
             self._values = [first]
@@ -213,11 +214,11 @@ class ThincOptimizer(_ThincOptimizerBase):
         if not isinstance(optimizer, AbstractOptimizer):
             raise TypeError(
                 f"ThincOptimizer: optimizer must be an mxopt optimizer (e.g. mxopt.AdamW()) "
-                f"or its config dict, got {optimizer!r}"
+                f"or its config dict, got {shown(optimizer)}"
             )
         if not isinstance(use_averages, bool):
             raise TypeError(
-                f"ThincOptimizer: use_averages must be True or False, got {use_averages!r}"
+                f"ThincOptimizer: use_averages must be True or False, got {shown(use_averages)}"
             )
         if averaging is None and use_averages:
             averaging = EMA()  # decay 0.9999 with Thinc's warmup, as thinc's update_averages
@@ -228,10 +229,12 @@ class ThincOptimizer(_ThincOptimizerBase):
         ):
             raise ValueError(
                 f"ThincOptimizer: steps_per_epoch must be None or an integer >= 1, "
-                f"got {steps_per_epoch!r}"
+                f"got {shown(steps_per_epoch)}"
             )
         if not isinstance(zero_grad, bool):
-            raise TypeError(f"ThincOptimizer: zero_grad must be True or False, got {zero_grad!r}")
+            raise TypeError(
+                f"ThincOptimizer: zero_grad must be True or False, got {shown(zero_grad)}"
+            )
         self._state = OptimizationState(batch_size=1, curr_epoch=1, curr_batch=1, curr_iter=1)
         optimizer.state = self._state
         self._optimizer = optimizer
@@ -321,7 +324,9 @@ class ThincOptimizer(_ThincOptimizerBase):
         opts = self._opts_with("lr_scheduler", "learn_rate")
         if isinstance(value, AbstractSchedule):
             if not isinstance(value, AbstractLearningRateScheduler):
-                raise TypeError(f"learn_rate: expected a learning-rate schedule, got {value!r}")
+                raise TypeError(
+                    f"learn_rate: expected a learning-rate schedule, got {shown(value)}"
+                )
             opts.lr_scheduler = value
         else:
             opts.lr = value
@@ -340,7 +345,7 @@ class ThincOptimizer(_ThincOptimizerBase):
     def grad_clip(self, value) -> None:
         value = self._hyperparameter(value, "grad_clip")
         if not isinstance(value, AbstractSchedule) and not value >= 0:
-            raise ValueError(f"grad_clip must be a number >= 0 or a schedule, got {value!r}")
+            raise ValueError(f"grad_clip must be a number >= 0 or a schedule, got {shown(value)}")
         self._grad_clip = value
 
     def _opts_with(self, name: str, thinc_name: str):
@@ -354,7 +359,7 @@ class ThincOptimizer(_ThincOptimizerBase):
             inner = getattr(optimizer, "inner", None)
             if not isinstance(inner, AbstractOptimizer):
                 raise AttributeError(
-                    f"{thinc_name}: {type(self._optimizer).__name__} has no {name!r} option"
+                    f"{thinc_name}: {type(self._optimizer).__name__} has no {shown(name)} option"
                 )
             optimizer = inner
 
@@ -460,7 +465,7 @@ class ThincOptimizer(_ThincOptimizerBase):
     def _hyperparameter(self, value, name: str):
         """A number, an mxopt schedule, or Thinc's forms of a schedule, for ``name``."""
         if isinstance(value, bool):
-            raise TypeError(f"Invalid value for {name!r}: {value!r}")
+            raise TypeError(f"Invalid value for {shown(name)}: {shown(value)}")
         if isinstance(value, numbers.Real):
             return float(value)
         if isinstance(value, AbstractSchedule):
@@ -474,7 +479,7 @@ class ThincOptimizer(_ThincOptimizerBase):
         ):
             return ThincSchedule(value, lambda: self._last_score_value, name)
         raise TypeError(
-            f"Invalid schedule for {name!r} ({type(value).__name__}): expected a number, an "
+            f"Invalid schedule for {shown(name)} ({type(value).__name__}): expected a number, an "
             f"mxopt schedule, a Thinc schedule, or a list or generator of values"
         )
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from mxopt.core.checks import shown
 from mxopt.kernels.kernel import DTYPES
 
 __all__ = ["backend_of", "check_weight", "flat_arrays", "full"]
@@ -47,7 +48,7 @@ def plain(array):
 def _refuse_masked(index, what: str, array) -> None:
     if isinstance(array, np.ma.MaskedArray):
         raise TypeError(
-            f"index {index!r}: {what} is a numpy masked array; optimizers update every "
+            f"index {shown(index)}: {what} is a numpy masked array; optimizers update every "
             f"element and cannot honour a mask: pass {what}.filled(0) (or {what}.data, "
             f"whose masked values would then be used)"
         )
@@ -68,25 +69,26 @@ def check_weight(index, weight) -> str:
     backend = backend_of(weight)
     if backend is None:
         raise TypeError(
-            f"index {index!r}: weight must be a numpy.ndarray or cupy.ndarray, "
+            f"index {shown(index)}: weight must be a numpy.ndarray or cupy.ndarray, "
             f"got {_describe(weight)}"
         )
     _refuse_masked(index, "weight", weight)
     if weight.dtype not in DTYPES:
         raise TypeError(
-            f"index {index!r}: weight dtype {weight.dtype} is not supported; expected {_SUPPORTED}"
+            f"index {shown(index)}: weight dtype {weight.dtype} is not supported; expected "
+            f"{_SUPPORTED}"
         )
     flags = weight.flags
     if not flags.c_contiguous:
         raise ValueError(
-            f"index {index!r}: weight is not C-contiguous (strides {weight.strides}); "
+            f"index {shown(index)}: weight is not C-contiguous (strides {weight.strides}); "
             f"updates are in place, so keep and pass a contiguous array "
             f"(e.g. numpy.ascontiguousarray(weight))"
         )
     if backend == NUMPY and not flags.writeable:
-        raise ValueError(f"index {index!r}: weight is read-only; updates are in place")
+        raise ValueError(f"index {shown(index)}: weight is read-only; updates are in place")
     if backend == NUMPY and not flags.aligned:
-        raise ValueError(f"index {index!r}: weight is not aligned to its dtype")
+        raise ValueError(f"index {shown(index)}: weight is not aligned to its dtype")
     return backend
 
 
@@ -95,32 +97,35 @@ def _check_grad(index, weight, grad, backend: str):
     grad_backend = backend_of(grad)
     if grad_backend is None:
         raise TypeError(
-            f"index {index!r}: grad must be a numpy.ndarray or cupy.ndarray, got {_describe(grad)}"
+            f"index {shown(index)}: grad must be a numpy.ndarray or cupy.ndarray, got "
+            f"{_describe(grad)}"
         )
     _refuse_masked(index, "grad", grad)
     if grad_backend != backend:
         raise TypeError(
-            f"index {index!r}: weight is a {backend} array but grad is a {grad_backend} "
+            f"index {shown(index)}: weight is a {backend} array but grad is a {grad_backend} "
             f"array; both must be on the same backend"
         )
     if grad.dtype != weight.dtype:
         raise TypeError(
-            f"index {index!r}: grad dtype {grad.dtype} does not match weight dtype {weight.dtype}"
+            f"index {shown(index)}: grad dtype {grad.dtype} does not match weight dtype "
+            f"{weight.dtype}"
         )
     if grad.shape != weight.shape:
         raise ValueError(
-            f"index {index!r}: grad shape {grad.shape} does not match weight shape {weight.shape}"
+            f"index {shown(index)}: grad shape {grad.shape} does not match weight shape "
+            f"{weight.shape}"
         )
     if backend == CUPY and grad.device.id != weight.device.id:
         raise ValueError(
-            f"index {index!r}: grad is on GPU {grad.device.id} but weight is on GPU "
+            f"index {shown(index)}: grad is on GPU {grad.device.id} but weight is on GPU "
             f"{weight.device.id}"
         )
     if grad is weight:
-        raise ValueError(f"index {index!r}: grad and weight are the same array")
+        raise ValueError(f"index {shown(index)}: grad and weight are the same array")
     if overlap(memory_interval(grad), memory_interval(weight)):
         raise ValueError(
-            f"index {index!r}: grad overlaps the memory of weight (a view of it?); the "
+            f"index {shown(index)}: grad overlaps the memory of weight (a view of it?); the "
             f"update would read values it has already written: pass a copy"
         )
     if not grad.flags.c_contiguous or (backend == NUMPY and not grad.flags.aligned):
@@ -168,13 +173,13 @@ def _check_against_state(index, weight, backend: str, wstate) -> None:
     if backend != wstate.backend or device_of(weight, backend) != wstate.device:
         where = lambda b, d: f"{b} array" + (f" on GPU {d}" if d is not None else "")  # noqa: E731
         raise ValueError(
-            f"index {index!r}: the state of this index lives with a "
+            f"index {shown(index)}: the state of this index lives with a "
             f"{where(wstate.backend, wstate.device)} but weight is a "
             f"{where(backend, device_of(weight, backend))}"
         )
     if weight.shape != wstate.shape or weight.dtype != wstate.dtype:
         raise ValueError(
-            f"index {index!r}: the state of this index was created for a weight of shape "
+            f"index {shown(index)}: the state of this index was created for a weight of shape "
             f"{wstate.shape} and dtype {wstate.dtype}, but this weight has shape "
             f"{weight.shape} and dtype {weight.dtype}"
         )

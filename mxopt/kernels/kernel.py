@@ -44,6 +44,8 @@ from collections.abc import Callable, Mapping
 import attrs
 import numpy as np
 
+from mxopt.core.checks import shown
+
 __all__ = [
     "CUDA_PREAMBLE",
     "adam_moments_element",
@@ -64,7 +66,7 @@ def kernel_named(name: str) -> Kernel:
         return KERNELS[name]
     except KeyError:
         raise LookupError(
-            f"no kernel named {name!r}: import the module that defines it first"
+            f"no kernel named {shown(name)}: import the module that defines it first"
         ) from None
 
 
@@ -77,7 +79,7 @@ def device(function: Callable) -> Callable:
 def _check_identifier(instance, attribute, value):
     for name in value if isinstance(value, tuple) else (value,):
         if not (isinstance(name, str) and name.isidentifier()):
-            raise ValueError(f"Kernel.{attribute.name}: {name!r} is not an identifier")
+            raise ValueError(f"Kernel.{attribute.name}: {shown(name)} is not an identifier")
 
 
 def _scalars_from_signature(kernel) -> tuple:
@@ -135,7 +137,7 @@ class Kernel:
         if clash:
             raise ValueError(f"Kernel {self.name}: names used twice: {sorted(clash)}")
         if KERNELS.setdefault(self.name, self) is not self:
-            raise ValueError(f"Kernel name {self.name!r} is already taken")
+            raise ValueError(f"Kernel name {shown(self.name)} is already taken")
 
     def __reduce__(self):
         # Kernels are unique by name (compiled code is keyed by them): a copied or pickled
@@ -156,7 +158,7 @@ class Kernel:
             return self._gather(values)
         except KeyError as error:
             raise KeyError(
-                f"kernel {self.name} needs the scalar {error.args[0]!r}; got "
+                f"kernel {self.name} needs the scalar {shown(error.args[0])}; got "
                 f"{', '.join(map(repr, values))}"
             ) from None
 

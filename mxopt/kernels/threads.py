@@ -26,6 +26,8 @@ import os
 import threading
 import time
 
+from mxopt.core.checks import shown
+
 __all__ = ["ChunkPool", "default_threads", "pool"]
 
 #: Steps run on the calling thread after a stall: doubles up to this, from MIN_BACKOFF.
@@ -45,7 +47,9 @@ def default_threads() -> int:
             try:
                 return max(1, int(value))
             except ValueError:
-                raise ValueError(f"{variable} must be a positive integer, got {value!r}") from None
+                raise ValueError(
+                    f"{variable} must be a positive integer, got {shown(value)}"
+                ) from None
     try:
         cpus = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):  # not Linux

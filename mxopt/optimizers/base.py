@@ -28,7 +28,7 @@ from typing import ClassVar, NamedTuple
 
 import attrs
 
-from mxopt.core.checks import check_number, owner_name
+from mxopt.core.checks import check_number, owner_name, shown
 from mxopt.core.schedule import AbstractSchedule
 from mxopt.core.state import OptimizationState
 from mxopt.kernels.kernel import Kernel
@@ -56,9 +56,11 @@ OPTIMIZERS: dict[str, type] = {}
 def register(cls):
     """Class decorator: add an optimizer to :data:`OPTIMIZERS` under its class name."""
     if not (isinstance(cls, type) and issubclass(cls, AbstractOptimizer)):
-        raise TypeError(f"register: {cls!r} is not an AbstractOptimizer subclass")
+        raise TypeError(f"register: {shown(cls)} is not an AbstractOptimizer subclass")
     if OPTIMIZERS.setdefault(cls.__name__, cls) is not cls:
-        raise ValueError(f"register: an optimizer called {cls.__name__!r} is already registered")
+        raise ValueError(
+            f"register: an optimizer called {shown(cls.__name__)} is already registered"
+        )
     return cls
 
 
@@ -131,8 +133,8 @@ def _scheduled(opts, name: str, value, state: OptimizationState) -> float:
         value = float(scheduled)
     except (TypeError, ValueError):
         raise TypeError(
-            f"{owner_name(opts)}: {name} is given by the schedule {value!r}, which must "
-            f"give a number, got {scheduled!r}"
+            f"{owner_name(opts)}: {name} is given by the schedule {shown(value)}, which must "
+            f"give a number, got {shown(scheduled)}"
         ) from None
     interval = attrs.fields_dict(type(opts))[name].metadata["interval"]
     check_number(owner_name(opts), f"{name} (from its schedule)", value, interval)
@@ -150,7 +152,8 @@ def _learning_rate(opts, values: dict, state: OptimizationState) -> float:
         or not (math.isfinite(lr) and lr >= 0)
     ):
         raise ValueError(
-            f"{owner_name(opts)}: lr_scheduler {scheduler!r} gave {lr!r}; a learning rate "
+            f"{owner_name(opts)}: lr_scheduler {shown(scheduler)} gave {shown(lr)}; a learning "
+            f"rate "
             f"must be a finite number >= 0"
         )
     return float(lr)
@@ -217,7 +220,7 @@ def momentum_value(scheduler, state: OptimizationState) -> float:
     value = scheduler.value(state)
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
         raise ValueError(
-            f"momentum_scheduler {scheduler!r} gave {value!r}; a momentum must be a "
+            f"momentum_scheduler {shown(scheduler)} gave {shown(value)}; a momentum must be a "
             f"number in [0, 1)"
         )
     return float(value)
@@ -288,7 +291,7 @@ class StateArrays:
             if missing:
                 raise ValueError(
                     f"{self.describe()}: the optimizer's options now call for the "
-                    f"{kernel.name!r} kernel, which needs state arrays {missing} that this "
+                    f"{shown(kernel.name)} kernel, which needs state arrays {missing} that this "
                     f"state (made for {tuple(self.flat)}) does not have; create new "
                     f"state (a new updater) after changing such options"
                 )
@@ -352,7 +355,7 @@ class AbstractOptimizer(abc.ABC):
         # Reached only when normal lookup fails: ``optimizer.lr`` reads ``opts.lr``.
         if name in type(self)._option_names and "opts" in self.__dict__:
             return getattr(self.opts, name)
-        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+        raise AttributeError(f"{shown(type(self).__name__)} object has no attribute {shown(name)}")
 
     def __init__(self, *, state: OptimizationState | None = None, **options):
         known = attrs.fields_dict(self.Options)
@@ -375,7 +378,7 @@ class AbstractOptimizer(abc.ABC):
         if value is not None and not isinstance(value, OptimizationState):
             raise TypeError(
                 f"{type(self).__name__}: state must be an OptimizationState or None, "
-                f"got {value!r} of type {type(value).__name__}"
+                f"got {shown(value)} of type {type(value).__name__}"
             )
         self._state = value
 

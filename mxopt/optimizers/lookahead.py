@@ -21,6 +21,7 @@ import inspect
 
 import attrs
 
+from mxopt.core.checks import shown
 from mxopt.core.fields import hyperparameter, integer
 from mxopt.kernels.kernel import Kernel
 from mxopt.optimizers.base import (
@@ -61,7 +62,7 @@ LOOKAHEAD_SYNC_KERNEL = Kernel(
 def _check_inner(instance, attribute, value):
     if not isinstance(value, AbstractOptimizer):
         raise TypeError(
-            f"Lookahead: inner must be an mxopt optimizer (e.g. mxopt.RAdam()), got {value!r}"
+            f"Lookahead: inner must be an mxopt optimizer (e.g. mxopt.RAdam()), got {shown(value)}"
         )
     if isinstance(value, Lookahead):
         raise ValueError("Lookahead: inner must not itself be a Lookahead")

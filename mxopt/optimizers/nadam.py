@@ -28,6 +28,7 @@ import numbers
 import attrs
 import numpy as np
 
+from mxopt.core.checks import shown
 from mxopt.core.fields import hyperparameter
 from mxopt.core.schedule import AbstractMomentumScheduler
 from mxopt.core.state import OptimizationState
@@ -84,12 +85,13 @@ def _momentum_pair(scheduler, state) -> tuple[float, float]:
     ):
         raise TypeError(
             f"Nadam: momentum_scheduler must give a pair (mu_t, mu_t+1) like "
-            f"Momentum.NadamScheduler, but {scheduler!r} gave {pair!r}"
+            f"Momentum.NadamScheduler, but {shown(scheduler)} gave {shown(pair)}"
         )
     mu_t, mu_next = float(pair[0]), float(pair[1])
     if not (0.0 <= mu_t <= 1.0 and 0.0 <= mu_next <= 1.0):
         raise ValueError(
-            f"Nadam: momentum_scheduler {scheduler!r} gave ({mu_t!r}, {mu_next!r}) at "
+            f"Nadam: momentum_scheduler {shown(scheduler)} gave ({shown(mu_t)}, {shown(mu_next)}) "
+            f"at "
             f"curr_iter={state.curr_iter}; both momenta must be in [0, 1]"
         )
     return mu_t, mu_next
@@ -101,7 +103,7 @@ def _check_momentum_scheduler(instance, attribute, value):
     if not isinstance(value, AbstractMomentumScheduler) or isinstance(value, (Null, Fixed)):
         raise TypeError(
             f"Nadam: momentum_scheduler must be None or a scheduler giving a pair "
-            f"(mu_t, mu_t+1), such as Momentum.NadamScheduler(mu0=0.99); got {value!r} "
+            f"(mu_t, mu_t+1), such as Momentum.NadamScheduler(mu0=0.99); got {shown(value)} "
             f"of type {type(value).__name__}"
         )
     _momentum_pair(value, _PROBE_STATE)
@@ -204,7 +206,7 @@ class Nadam(AbstractOptimizer):
         product = memory.get("mu_product", 1.0) * mu_t
         if not product < 1.0:
             raise ValueError(
-                f"Nadam: the running product of the momenta reached {product!r} at "
+                f"Nadam: the running product of the momenta reached {shown(product)} at "
                 f"curr_iter={v.state.curr_iter}, so its bias correction 1 - product is 0; "
                 f"use a schedule whose momenta stay below 1"
             )

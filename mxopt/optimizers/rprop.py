@@ -24,6 +24,7 @@ call iRprop-.
 
 from __future__ import annotations
 
+from mxopt.core.checks import shown
 from mxopt.core.fields import hyperparameter
 from mxopt.kernels.kernel import Kernel, normalize_gradient_element
 from mxopt.optimizers.base import About, AbstractOptimizer, register
@@ -167,8 +168,8 @@ class Rprop(AbstractOptimizer):
     def _check_step_bounds(step_min: float, step_max: float) -> None:
         if not step_min <= step_max:
             raise ValueError(
-                f"Rprop: step_min must be <= step_max, got step_min={step_min!r} "
-                f"and step_max={step_max!r}"
+                f"Rprop: step_min must be <= step_max, got step_min={shown(step_min)} "
+                f"and step_max={shown(step_max)}"
             )
 
     def kernel(self) -> Kernel:

@@ -20,6 +20,7 @@ The velocity exists exactly when the momentum scheduler is not
 
 from __future__ import annotations
 
+from mxopt.core.checks import shown
 from mxopt.core.fields import flag, hyperparameter, optional_instance
 from mxopt.core.schedule import AbstractMomentumScheduler
 from mxopt.kernels.kernel import Kernel, normalize_gradient_element
@@ -185,7 +186,7 @@ class SGD(AbstractOptimizer):
         if self.opts.nesterov:
             if self.opts.dampening != 0:
                 raise ValueError(
-                    f"SGD: nesterov=True needs dampening=0, got {self.opts.dampening!r}"
+                    f"SGD: nesterov=True needs dampening=0, got {shown(self.opts.dampening)}"
                 )
             return SGD_NESTEROV_KERNEL
         return SGD_MOMENTUM_KERNEL

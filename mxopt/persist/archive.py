@@ -22,6 +22,8 @@ import zipfile
 
 import numpy as np
 
+from mxopt.core.checks import shown
+
 __all__ = ["CheckpointError", "decode_index", "encode_index", "read_archive", "write_archive"]
 
 
@@ -46,14 +48,14 @@ def encode_index(index, where="index"):
     if isinstance(index, tuple):
         return {"tuple": [encode_index(item, where) for item in index]}
     raise CheckpointError(
-        f"{where} {index!r} (a {type(index).__name__}) cannot be saved; indices saved in a "
+        f"{where} {shown(index)} (a {type(index).__name__}) cannot be saved; indices saved in a "
         f"checkpoint must be ints, strings, finite floats, bools, None or tuples of those"
     )
 
 
 def decode_index(encoded):
     if not isinstance(encoded, dict) or len(encoded) != 1:
-        raise CheckpointError(f"bad index record {encoded!r}")
+        raise CheckpointError(f"bad index record {shown(encoded)}")
     ((kind, value),) = encoded.items()
     decoders = {
         "bool": lambda v: v if isinstance(v, bool) else None,
@@ -64,10 +66,10 @@ def decode_index(encoded):
         "tuple": lambda v: tuple(decode_index(item) for item in v) if isinstance(v, list) else None,
     }
     if kind not in decoders:
-        raise CheckpointError(f"bad index record {encoded!r}")
+        raise CheckpointError(f"bad index record {shown(encoded)}")
     decoded = decoders[kind](value)
     if decoded is None and kind != "none":
-        raise CheckpointError(f"bad index record {encoded!r}")
+        raise CheckpointError(f"bad index record {shown(encoded)}")
     return decoded
 
 
@@ -133,12 +135,13 @@ def _check_members(path) -> None:
         for info in archive.infolist():
             if info.compress_type != zipfile.ZIP_STORED or info.file_size != info.compress_size:
                 raise CheckpointError(
-                    f"{path}: member {info.filename!r} is compressed ({info.compress_size} bytes "
+                    f"{path}: member {shown(info.filename)} is compressed ({info.compress_size} "
+                    f"bytes "
                     f"unpacking to {info.file_size}); mxopt writes stored members only, so this "
                     f"file was not written by mxopt and is refused unread"
                 )
             if not info.filename.endswith(".npy"):
-                raise CheckpointError(f"{path}: unexpected member {info.filename!r}")
+                raise CheckpointError(f"{path}: unexpected member {shown(info.filename)}")
 
 
 def read_archive(path) -> tuple[dict, dict]:

@@ -43,6 +43,7 @@ import os
 
 import attrs
 
+from mxopt.core.checks import shown
 from mxopt.optimizers.base import AbstractOptimizer
 from mxopt.persist import files
 from mxopt.persist.registry import (
@@ -82,7 +83,7 @@ def to_config(obj, path: str = "config") -> dict:
     """``obj`` (optimizer, schedule or averaging rule) as a JSON-ready dict."""
     kind = kind_of(obj)
     if kind is None or not attrs.has(obj.opts if kind == "optimizers" else type(obj)):
-        raise ConfigError(f"{path}: {obj!r} cannot be written as a config")
+        raise ConfigError(f"{path}: {shown(obj)} cannot be written as a config")
     config = {KIND_KEYS[kind]: registry_name(obj)}
     for name, value in _fields(obj):
         config[name] = _value_to_config(value, f"{path}.{name}")
@@ -94,14 +95,14 @@ def _value_to_config(value, path: str):
         return value
     if isinstance(value, float):
         if not math.isfinite(value):
-            raise ConfigError(f"{path}: {value!r} is not a finite number")
+            raise ConfigError(f"{path}: {shown(value)} is not a finite number")
         return value
     if isinstance(value, (list, tuple)):
         return [_value_to_config(v, f"{path}[{i}]") for i, v in enumerate(value)]
     if kind_of(value) is not None:
         return to_config(value, path)
     raise ConfigError(
-        f"{path}: {value!r} (a {type(value).__name__}) cannot be written as a config; "
+        f"{path}: {shown(value)} (a {type(value).__name__}) cannot be written as a config; "
         f"only numbers, booleans, strings, lists, None and registered mxopt objects can"
     )
 
@@ -128,7 +129,8 @@ def from_config(config, path: str | None = None, *, section: str | None = None,
     if isinstance(config, (str, os.PathLike)):
         return load(config, section=section, extensions=extensions)
     if not isinstance(config, dict):
-        raise ConfigError(f"{path or 'config'}: expected a table (dict), got {config!r}")
+        raise ConfigError(f"{path or 'config'}: expected a table (dict), got {shown(config)}")
+    files.check_bounds(config, path or "config")
     if section is not None or not _is_promise(config):
         section = _find_section(config, section, path)
         for key in section.split("."):
@@ -153,13 +155,13 @@ def _find_section(tree: dict, section: str | None, path: str | None) -> str:
                 done = ".".join(section.split(".")[:depth])
                 options = sorted(node) if isinstance(node, dict) else []
                 raise ConfigError(
-                    f"{where}: no section {section!r} (nothing called {key!r}"
+                    f"{where}: no section {shown(section)} (nothing called {shown(key)}"
                     f"{' in ' + repr(done) if done else ''}){suggestion(key, options)}"
                     f"{'; there: ' + ', '.join(map(str, options)) if options else ''}"
                 )
             node = node[key]
         if not isinstance(node, dict):
-            raise ConfigError(f"{where}.{section}: expected a table (dict), got {node!r}")
+            raise ConfigError(f"{where}.{section}: expected a table (dict), got {shown(node)}")
         return section
     found = []
 
@@ -190,7 +192,7 @@ def _find_section(tree: dict, section: str | None, path: str | None) -> str:
 
 def _build(config: dict, path: str, extensions: bool):
     if not isinstance(config, dict):
-        raise ConfigError(f"{path}: expected a table (dict), got {config!r}")
+        raise ConfigError(f"{path}: expected a table (dict), got {shown(config)}")
     keys = [key for key in config if isinstance(key, str) and key.startswith("@")]
     if len(keys) != 1:
         raise ConfigError(
@@ -199,17 +201,17 @@ def _build(config: dict, path: str, extensions: bool):
     kind = next((k for k, v in KIND_KEYS.items() if v == keys[0]), None)
     if kind is None:
         raise ConfigError(
-            f"{path}: unknown registry {keys[0]!r}; expected one of "
+            f"{path}: unknown registry {shown(keys[0])}; expected one of "
             f"{sorted(KIND_KEYS.values())}{suggestion(keys[0], KIND_KEYS.values())}"
         )
     name = config[keys[0]]
     if not isinstance(name, str):
-        raise ConfigError(f"{path}.{keys[0]}: expected a name (string), got {name!r}")
+        raise ConfigError(f"{path}.{keys[0]}: expected a name (string), got {shown(name)}")
     target = lookup(kind, name, extensions=extensions)
     if target is None:
         known = known_names(kind, extensions=extensions)
         raise ConfigError(
-            f"{path}: unknown {_KIND_LABELS[kind]} {name!r}"
+            f"{path}: unknown {_KIND_LABELS[kind]} {shown(name)}"
             f"{suggestion(name, known)} (known: {', '.join(known)})"
         )
     options, anything = options_of(target)

@@ -28,9 +28,20 @@ import sys
 import tempfile
 from pathlib import Path
 
+from mxopt.core.checks import clipped, shown
 from mxopt.persist.registry import KIND_KEYS, ConfigError, find, options_of
 
-__all__ = ["FILE_FORMATS", "dumps", "parse", "read", "write_atomically"]
+__all__ = ["FILE_FORMATS", "MAX_DEPTH", "MAX_TEXT", "check_bounds", "dumps", "parse", "read",
+           "write_atomically"]  # fmt: skip
+
+#: Bounds on what a config may be, checked before it is parsed or built, so that a
+#: hostile or broken file gives a ConfigError quickly instead of a RecursionError, a
+#: long wait or a message the size of the file. Real configs are a few kilobytes, a few
+#: levels deep, with option names of a few words.
+MAX_TEXT = 1 << 20  # characters of config text (and bytes of a config file)
+MAX_DEPTH = 32  # nested tables and lists
+MAX_KEY = 200  # characters of one key
+MAX_VALUES = 100_000  # tables, lists and values in all
 
 _REGISTRY_KEY_LINE = re.compile(r"^\s*@\w+\s*=", re.MULTILINE)
 _QUOTED_REGISTRY_KEY_LINE = re.compile(r"^\s*[\"']@\w+[\"']\s*=", re.MULTILINE)
@@ -61,6 +72,33 @@ def _confection():
     return confection
 
 
+def check_bounds(tree, where: str = "config") -> None:
+    """Raise :class:`ConfigError` if ``tree`` (dicts and lists) nests deeper than
+    :data:`MAX_DEPTH`, holds a key longer than ``MAX_KEY`` or more than ``MAX_VALUES``
+    values. Walks without recursion, so any tree can be checked."""
+    pending, count = [(tree, 0)], 0
+    while pending:
+        node, depth = pending.pop()
+        count += 1
+        if count > MAX_VALUES:
+            raise ConfigError(f"{where}: more than {MAX_VALUES} values; that is no optimizer")
+        if isinstance(node, dict):
+            children = node.values()
+            long_key = next((k for k in node if isinstance(k, str) and len(k) > MAX_KEY), None)
+            if long_key is not None:
+                raise ConfigError(
+                    f"{where}: a key of {len(long_key)} characters ({shown(long_key)}); "
+                    f"option and section names are at most {MAX_KEY}"
+                )
+        elif isinstance(node, (list, tuple)):
+            children = node
+        else:
+            continue
+        if depth >= MAX_DEPTH:
+            raise ConfigError(f"{where}: nested deeper than {MAX_DEPTH} levels")
+        pending.extend((child, depth + 1) for child in children)
+
+
 def _plain(value):
     """confection's Config (a dict subclass) and its tuples as plain dicts and lists."""
     if isinstance(value, dict):
@@ -80,7 +118,21 @@ def parse(text: str, format: str | None = None) -> dict:
     else TOML, falling back to Thinc-style.
     """
     if format not in (None, "cfg", "toml", "json"):
-        raise ValueError(f"format must be 'cfg', 'toml', 'json' or None, got {format!r}")
+        raise ValueError(f"format must be 'cfg', 'toml', 'json' or None, got {shown(format)}")
+    if len(text) > MAX_TEXT:
+        raise ConfigError(
+            f"config: the text is {len(text)} characters long; configs are limited to "
+            f"{MAX_TEXT} (mxopt.persist.files.MAX_TEXT)"
+        )
+    try:
+        parsed = _parse(text, format)
+    except RecursionError:  # the parsers recurse once per nested table or list
+        raise ConfigError(f"config: nested deeper than {MAX_DEPTH} levels") from None
+    check_bounds(parsed)
+    return parsed
+
+
+def _parse(text: str, format: str | None):
     if format is None:
         stripped = text.lstrip()
         if stripped.startswith("{"):
@@ -92,8 +144,8 @@ def parse(text: str, format: str | None = None) -> dict:
     if format == "json":
         try:
             data = json.loads(text)
-        except json.JSONDecodeError as error:
-            raise ConfigError(f"config: not valid JSON: {error}") from None
+        except ValueError as error:  # JSONDecodeError, or an integer of over 4300 digits
+            raise ConfigError(f"config: not valid JSON: {clipped(str(error))}") from None
         if not isinstance(data, dict):
             raise ConfigError(f"config: expected a JSON object, got {type(data).__name__}")
         return data
@@ -101,9 +153,9 @@ def parse(text: str, format: str | None = None) -> dict:
         toml = _toml_module()
         try:
             return toml.loads(text)
-        except toml.TOMLDecodeError as error:
+        except (toml.TOMLDecodeError, ValueError) as error:
             if format == "toml":
-                raise ConfigError(f"config: not valid TOML: {error}") from None
+                raise ConfigError(f"config: not valid TOML: {clipped(str(error))}") from None
             toml_error = error
     confection = _confection()
     try:
@@ -112,7 +164,7 @@ def parse(text: str, format: str | None = None) -> dict:
         detail = f"; as TOML: {toml_error}" if format is None else ""
         raise ConfigError(
             f"config: cannot read it as a Thinc-style config: "
-            f"{type(error).__name__}: {error}{detail}"
+            f"{type(error).__name__}: {clipped(str(error) + detail)}"
         ) from None
     return _exact_values(text, _plain(parsed))
 
@@ -184,9 +236,17 @@ def read(source) -> tuple[dict, str]:
     ):
         path = Path(source)
         try:
-            text = path.read_text(encoding="utf-8")
-        except OSError as error:
-            raise ConfigError(f"cannot read config file {str(path)!r}: {error}") from None
+            with open(path, "rb") as f:
+                data = f.read(MAX_TEXT + 1)  # no more than the limit is ever read
+            if len(data) > MAX_TEXT:
+                raise ConfigError(
+                    f"{path}: larger than {MAX_TEXT} bytes; configs are limited to that "
+                    f"(mxopt.persist.files.MAX_TEXT)"
+                )
+            text = data.decode("utf-8")
+        except (OSError, UnicodeDecodeError) as error:
+            detail = getattr(error, "strerror", None) or error  # strerror: without the name
+            raise ConfigError(f"cannot read config file {shown(str(path))}: {detail}") from None
         fmt = FILE_FORMATS.get(path.suffix.lower())
         try:
             return parse(text, fmt), f"{path}: "
@@ -217,12 +277,12 @@ def dumps(config: dict, format: str = "cfg", *, section: str | None = "optimizer
                 data = {key: data}
         return json.dumps(data, indent=2) + "\n"
     if not section:
-        raise ValueError(f"format {format!r} needs a section name")
+        raise ValueError(f"format {shown(format)} needs a section name")
     if format == "toml":
         return _TomlWriter().document(section, config)
     if format == "cfg":
         return _cfg_document(section, config)
-    raise ValueError(f"format must be 'cfg', 'toml' or 'json', got {format!r}")
+    raise ValueError(f"format must be 'cfg', 'toml' or 'json', got {shown(format)}")
 
 
 def write_atomically(path, text: str) -> None:
@@ -293,7 +353,7 @@ class _TomlWriter:
             items = self.items(value, path)
             return "{ " + ", ".join(f"{self.key(k)} = {self.value(v, f'{path}.{k}')}"
                                     for k, v in items) + " }"  # fmt: skip
-        raise ConfigError(f"{path}: {value!r} cannot be written as TOML")
+        raise ConfigError(f"{path}: {shown(value)} cannot be written as TOML")
 
     def items(self, table: dict, path: str) -> list:
         """The entries of ``table`` to write: ``None`` left out where it is the default."""

@@ -28,6 +28,7 @@ import inspect
 
 import attrs
 
+from mxopt.core.checks import shown
 from mxopt.core.schedule import AbstractSchedule
 from mxopt.optimizers import OPTIMIZERS
 from mxopt.optimizers.averaging import EMA, Polyak
@@ -123,12 +124,12 @@ def __getattr__(name: str):
         return _registries()[name]
     if name == "REGISTRIES":
         return _registries()
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    raise AttributeError(f"module {shown(__name__)} has no attribute {shown(name)}")
 
 
 def _registry(kind: str):
     if kind not in _KINDS:
-        raise ValueError(f"kind must be one of {sorted(_KINDS)}, got {kind!r}")
+        raise ValueError(f"kind must be one of {sorted(_KINDS)}, got {shown(kind)}")
     return _registries()[kind]
 
 
@@ -155,7 +156,8 @@ def get(kind: str, name: str):
     if found is None:
         known = names(kind)
         raise ConfigError(
-            f"unknown {kind} name {name!r}{suggestion(name, known)} (known: {', '.join(known)})"
+            f"unknown {kind} name {shown(name)}{suggestion(name, known)} (known: "
+            f"{', '.join(known)})"
         )
     return found
 
@@ -225,6 +227,10 @@ def close_matches(word: str, candidates) -> list[str]:
     by_lower = {}
     for candidate in candidates:
         by_lower.setdefault(candidate.lower(), candidate)
+    # difflib's ratio is 2 * matches / (len(a) + len(b)), so a word over 7/3 times the
+    # longest candidate cannot reach the 0.6 cutoff: skip the (quadratic) search.
+    if len(word) * 3 > 7 * max(map(len, by_lower), default=0):
+        return []
     matches = difflib.get_close_matches(word.lower(), list(by_lower), n=3, cutoff=0.6)
     return [by_lower[m] for m in matches]
 

@@ -7,7 +7,7 @@ import math
 
 import attrs
 
-from mxopt.core.checks import to_int
+from mxopt.core.checks import shown, to_int
 from mxopt.core.fields import flag
 from mxopt.core.schedule import AbstractLearningRateScheduler
 from mxopt.core.state import OptimizationState
@@ -146,8 +146,8 @@ class SlantedTriangular(AbstractLearningRateScheduler):
         if int(self.num_steps * self.cut_frac) < 1:
             raise _s.invalid(
                 self,
-                f"num_steps * cut_frac must be >= 1, got num_steps={self.num_steps!r} and "
-                f"cut_frac={self.cut_frac!r}",
+                f"num_steps * cut_frac must be >= 1, got num_steps={shown(self.num_steps)} and "
+                f"cut_frac={shown(self.cut_frac)}",
             )
 
     def value(self, state: OptimizationState) -> float:

@@ -12,7 +12,7 @@ import bisect
 
 import attrs
 
-from mxopt.core.checks import owner_name, to_float
+from mxopt.core.checks import owner_name, shown, to_float
 from mxopt.core.fields import flag, hyperparameter
 from mxopt.core.schedule import AbstractLearningRateScheduler, value_at
 from mxopt.core.state import OptimizationState
@@ -211,7 +211,8 @@ class WarmupCosine(AbstractLearningRateScheduler):
             raise _s.invalid(
                 self,
                 f"decay_steps must be > warmup_steps (it includes the warmup), got "
-                f"decay_steps={self.decay_steps!r} and warmup_steps={self.warmup_steps!r}",
+                f"decay_steps={shown(self.decay_steps)} and "
+                f"warmup_steps={shown(self.warmup_steps)}",
             )
 
     def value(self, state: OptimizationState) -> float:
@@ -285,8 +286,8 @@ class WarmupLinear(AbstractLearningRateScheduler):
         if self.total_steps <= self.warmup_steps:
             raise _s.invalid(
                 self,
-                f"total_steps must be > warmup_steps, got total_steps={self.total_steps!r} "
-                f"and warmup_steps={self.warmup_steps!r}",
+                f"total_steps must be > warmup_steps, got total_steps={shown(self.total_steps)} "
+                f"and warmup_steps={shown(self.warmup_steps)}",
             )
 
     def value(self, state: OptimizationState) -> float:

@@ -23,10 +23,10 @@ import numbers
 
 import attrs
 
-from mxopt.core.checks import Interval, check_integer, check_number, owner_name, to_int
+from mxopt.core.checks import Interval, check_integer, check_number, owner_name, shown, to_int
 from mxopt.core.fields import hyperparameter
 from mxopt.core.fields import integer as integer  # the schedules' integer field
-from mxopt.core.schedule import AbstractSchedule
+from mxopt.core.schedule import MAX_NESTING, AbstractSchedule, nesting_depth
 from mxopt.core.state import OptimizationState
 
 __all__ = [
@@ -87,7 +87,8 @@ def choice(default, options: tuple, *, doc: str = ""):
         if value not in options:
             allowed = ", ".join(repr(o) for o in options)
             raise ValueError(
-                f"{owner_name(instance)}: {attribute.name} must be one of {allowed}, got {value!r}"
+                f"{owner_name(instance)}: {attribute.name} must be one of {allowed}, got "
+                f"{shown(value)}"
             )
 
     return attrs.field(default=default, validator=validate, metadata={"doc": doc})
@@ -111,7 +112,8 @@ def steps_list(*, ge: int = 1, doc: str = ""):
         owner = owner_name(instance)
         if not isinstance(value, tuple) or not value:
             raise ValueError(
-                f"{owner}: {attribute.name} must be a non-empty list of integers, got {value!r}"
+                f"{owner}: {attribute.name} must be a non-empty list of integers, got "
+                f"{shown(value)}"
             )
         for item in value:
             check_integer(owner, f"every entry of {attribute.name}", item, ge)
@@ -134,7 +136,7 @@ def numbers_list(*, ge: float | None = None, lt: float | None = None, doc: str =
         owner = owner_name(instance)
         if not isinstance(value, tuple) or not value:
             raise ValueError(
-                f"{owner}: {attribute.name} must be a non-empty list of numbers, got {value!r}"
+                f"{owner}: {attribute.name} must be a non-empty list of numbers, got {shown(value)}"
             )
         for item in value:
             check_real(owner, f"every entry of {attribute.name}", item, ge, lt)
@@ -167,9 +169,10 @@ def schedule(*, doc: str = ""):
         if not isinstance(value, AbstractSchedule):
             raise TypeError(
                 f"{owner_name(instance)}: {attribute.name} must be a schedule "
-                f"(e.g. mxopt.LearningRate.CosineAnnealing), got {value!r} "
+                f"(e.g. mxopt.LearningRate.CosineAnnealing), got {shown(value)} "
                 f"of type {type(value).__name__}"
             )
+        _check_nesting(instance, attribute, (value,))
 
     return attrs.field(validator=validate, metadata={"doc": doc})
 
@@ -181,16 +184,28 @@ def schedules_list(*, doc: str = ""):
         owner = owner_name(instance)
         if not isinstance(value, tuple) or not value:
             raise ValueError(
-                f"{owner}: {attribute.name} must be a non-empty list of schedules, got {value!r}"
+                f"{owner}: {attribute.name} must be a non-empty list of schedules, got "
+                f"{shown(value)}"
             )
         for item in value:
             if not isinstance(item, AbstractSchedule):
                 raise TypeError(
                     f"{owner}: every entry of {attribute.name} must be a schedule, "
-                    f"got {item!r} of type {type(item).__name__}"
+                    f"got {shown(item)} of type {type(item).__name__}"
                 )
+        _check_nesting(instance, attribute, value)
 
     return attrs.field(converter=_as_tuple, validator=validate, metadata={"doc": doc})
+
+
+def _check_nesting(instance, attribute, schedules) -> None:
+    depth = 1 + max(nesting_depth(s) for s in schedules)
+    if depth > MAX_NESTING:
+        raise ValueError(
+            f"{owner_name(instance)}: {attribute.name} nests schedules {depth} deep; at most "
+            f"{MAX_NESTING} levels are allowed (copies, configs and checkpoints of a deeper "
+            f"chain would overflow Python's recursion)"
+        )
 
 
 def optional_integer(instance, attribute, value):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import threading
 
+from mxopt.core.checks import shown
 from mxopt.schedules.fields import invalid
 
 __all__ = [
@@ -54,7 +55,7 @@ def check_one_cycle(instance, total_steps: int, pct_start: float, three_phase: b
         if end <= start:
             raise invalid(
                 instance,
-                f"pct_start={pct_start!r} with total_steps={total_steps!r} leaves phase "
+                f"pct_start={shown(pct_start)} with total_steps={shown(total_steps)} leaves phase "
                 f"{i + 1} empty: it needs 1 < pct_start * total_steps"
                 + (" and 2 * pct_start * total_steps < total_steps + 1" if three_phase else "")
                 + " and pct_start < 1",
@@ -91,7 +92,7 @@ def check_scale_mode(instance) -> None:
     if instance.scale_mode not in (None, "cycle", "iterations"):
         raise invalid(
             instance,
-            f"scale_mode must be None, 'cycle' or 'iterations', got {instance.scale_mode!r}",
+            f"scale_mode must be None, 'cycle' or 'iterations', got {shown(instance.scale_mode)}",
         )
 
 

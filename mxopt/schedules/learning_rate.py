@@ -37,6 +37,7 @@ modules :mod:`~mxopt.schedules.mxnet`, :mod:`~mxopt.schedules.decay`,
 
 from __future__ import annotations
 
+from mxopt.core.checks import shown
 from mxopt.core.schedule import AbstractLearningRateScheduler
 from mxopt.core.state import OptimizationState
 from mxopt.schedules.compose import FromCallable, FromGenerator, FromList, Join, Product, Warmup
@@ -97,10 +98,12 @@ def get_learning_rate(scheduler: AbstractLearningRateScheduler, state: Optimizat
     if not isinstance(scheduler, AbstractLearningRateScheduler):
         raise TypeError(
             f"get_learning_rate: scheduler must be a learning-rate scheduler "
-            f"(e.g. mxopt.LearningRate.Fixed), got {scheduler!r}"
+            f"(e.g. mxopt.LearningRate.Fixed), got {shown(scheduler)}"
         )
     if not isinstance(state, OptimizationState):
-        raise TypeError(f"get_learning_rate: state must be an OptimizationState, got {state!r}")
+        raise TypeError(
+            f"get_learning_rate: state must be an OptimizationState, got {shown(state)}"
+        )
     return scheduler.value(state)
 
 

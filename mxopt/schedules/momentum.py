@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import attrs
 
-from mxopt.core.checks import to_int
+from mxopt.core.checks import shown, to_int
 from mxopt.core.fields import flag, hyperparameter
 from mxopt.core.schedule import AbstractMomentumScheduler, AbstractSchedule
 from mxopt.core.state import OptimizationState
@@ -241,10 +241,10 @@ def get_momentum(scheduler: AbstractMomentumScheduler, state: OptimizationState)
     if not isinstance(scheduler, AbstractMomentumScheduler):
         raise TypeError(
             f"get_momentum: scheduler must be a momentum scheduler "
-            f"(e.g. mxopt.Momentum.Fixed), got {scheduler!r}"
+            f"(e.g. mxopt.Momentum.Fixed), got {shown(scheduler)}"
         )
     if not isinstance(state, OptimizationState):
-        raise TypeError(f"get_momentum: state must be an OptimizationState, got {state!r}")
+        raise TypeError(f"get_momentum: state must be an OptimizationState, got {shown(state)}")
     return scheduler.value(state)
 
 

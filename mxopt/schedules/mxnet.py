@@ -12,6 +12,7 @@ from __future__ import annotations
 import bisect
 import math
 
+from mxopt.core.checks import shown
 from mxopt.core.fields import flag, hyperparameter
 from mxopt.core.schedule import AbstractLearningRateScheduler
 from mxopt.core.state import OptimizationState
@@ -108,7 +109,7 @@ def _check_mxnet_warmup(self) -> None:
         raise _s.invalid(
             self,
             f"warmup_begin_lr must be <= base_lr, got warmup_begin_lr="
-            f"{self.warmup_begin_lr!r} and base_lr={self.base_lr!r}",
+            f"{shown(self.warmup_begin_lr)} and base_lr={shown(self.base_lr)}",
         )
 
 
@@ -212,8 +213,8 @@ def _check_max_update(self) -> None:
     if self.max_update <= self.warmup_steps:
         raise _s.invalid(
             self,
-            f"max_update must be > warmup_steps, got max_update={self.max_update!r} "
-            f"and warmup_steps={self.warmup_steps!r}",
+            f"max_update must be > warmup_steps, got max_update={shown(self.max_update)} "
+            f"and warmup_steps={shown(self.warmup_steps)}",
         )
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 
+from mxopt.core.checks import shown
 from mxopt.core.schedule import AbstractSchedule
 from mxopt.schedules.values import schedule_values
 
@@ -38,7 +39,7 @@ def _named(schedules) -> list[tuple[str, object]]:
         return named
     raise TypeError(
         f"plot_schedules: schedules must be a schedule, a list of schedules or a dict "
-        f"of label -> schedule, got {schedules!r}"
+        f"of label -> schedule, got {shown(schedules)}"
     )
 
 

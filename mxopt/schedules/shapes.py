@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable
 
 import attrs
 
-from mxopt.core.checks import owner_name
+from mxopt.core.checks import owner_name, shown
 from mxopt.core.schedule import AbstractSchedule
 from mxopt.core.state import OptimizationState
 from mxopt.schedules.fields import (
@@ -137,7 +137,7 @@ def _check_iterable(instance, attribute, value):
     if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
         raise TypeError(
             f"{owner_name(instance)}: {attribute.name} must be an iterable or a generator "
-            f"of numbers, got {value!r} of type {type(value).__name__}"
+            f"of numbers, got {shown(value)} of type {type(value).__name__}"
         )
 
 
@@ -177,7 +177,7 @@ def _check_callable(instance, attribute, value):
     if not callable(value):
         raise TypeError(
             f"{owner_name(instance)}: {attribute.name} must be a callable of the "
-            f"OptimizationState, got {value!r} of type {type(value).__name__}"
+            f"OptimizationState, got {shown(value)} of type {type(value).__name__}"
         )
 
 

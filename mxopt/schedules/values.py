@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numbers
 
-from mxopt.core.checks import check_integer, to_int
+from mxopt.core.checks import check_integer, shown, to_int
 from mxopt.core.schedule import AbstractSchedule
 from mxopt.core.state import OptimizationState
 
@@ -42,7 +42,7 @@ def schedule_values(scheduler, epochs: int, batches_per_epoch: int, *, scores=No
     if not isinstance(scheduler, AbstractSchedule):
         if isinstance(scheduler, bool) or not isinstance(scheduler, numbers.Real):
             raise TypeError(
-                f"schedule_values: scheduler must be a schedule or a number, got {scheduler!r}"
+                f"schedule_values: scheduler must be a schedule or a number, got {shown(scheduler)}"
             )
     state = OptimizationState(batch_size=1)
     values = []

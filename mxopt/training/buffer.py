@@ -27,6 +27,7 @@ from collections.abc import Hashable, Mapping
 
 import numpy as np
 
+from mxopt.core.checks import shown
 from mxopt.kernels import backends
 from mxopt.kernels.kernel import DTYPES
 from mxopt.optimizers.base import WEIGHT_COPY, Multipliers
@@ -72,7 +73,9 @@ class ParameterBuffer:
         for index, shape in shapes.items():
             shape = (shape,) if isinstance(shape, int) else tuple(shape)
             if not all(isinstance(n, (int, np.integer)) and n >= 0 for n in shape):
-                raise ValueError(f"ParameterBuffer: index {index!r} has a bad shape {shape!r}")
+                raise ValueError(
+                    f"ParameterBuffer: index {shown(index)} has a bad shape {shown(shape)}"
+                )
             self.shapes[index] = tuple(int(n) for n in shape)
             sizes.append(int(np.prod(shape, dtype=np.int64)))
         self.offsets = np.zeros(len(sizes) + 1, dtype=np.int64)
@@ -200,7 +203,7 @@ class BufferGroup:
                 pending.append(state)
             if sorted(state.flat) != sorted(names):
                 raise ValueError(
-                    f"index {index!r}: its state holds {sorted(state.flat)} but the optimizer "
+                    f"index {shown(index)}: its state holds {sorted(state.flat)} but the optimizer "
                     f"now keeps {sorted(names)}"
                 )
             for name in names:

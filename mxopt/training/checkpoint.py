@@ -21,6 +21,7 @@ import math
 import attrs
 import numpy as np
 
+from mxopt.core.checks import shown
 from mxopt.core.state import OptimizationState
 from mxopt.core.version import __version__
 from mxopt.kernels import backends
@@ -137,11 +138,11 @@ def _check_header(d: dict) -> None:
         raise CheckpointError("not an mxopt updater checkpoint (wrong or missing 'format')")
     version = d.get("version")
     if not isinstance(version, int) or isinstance(version, bool):
-        raise CheckpointError(f"checkpoint format version {version!r} is not an integer")
+        raise CheckpointError(f"checkpoint format version {shown(version)} is not an integer")
     if version > FORMAT_VERSION:
         raise CheckpointError(
             f"checkpoint format version {version} is newer than this mxopt understands "
-            f"({FORMAT_VERSION}; written by mxopt {d.get('mxopt')!r}); upgrade mxopt"
+            f"({FORMAT_VERSION}; written by mxopt {shown(d.get('mxopt'))}); upgrade mxopt"
         )
     missing = sorted(_HEADER_KEYS - d.keys())
     if missing:
@@ -155,7 +156,7 @@ def build_optimizer(d: dict, optimizer):
     saved_type = d["optimizer_type"]
     if saved_type not in registered()["optimizers"]:
         raise CheckpointError(
-            f"unknown optimizer {saved_type!r} in checkpoint; known: "
+            f"unknown optimizer {shown(saved_type)} in checkpoint; known: "
             f"{', '.join(sorted(registered()['optimizers']))}"
         )
     if optimizer is None:
@@ -181,7 +182,7 @@ def _build_optimization_state(saved):
     if saved is None:
         return None
     if not isinstance(saved, dict):
-        raise CheckpointError(f"bad OptimizationState record {saved!r}")
+        raise CheckpointError(f"bad OptimizationState record {shown(saved)}")
     fields = {field.name for field in attrs.fields(OptimizationState)}
     if saved.keys() != fields:
         missing, extra = sorted(fields - saved.keys()), sorted(saved.keys() - fields)
@@ -205,7 +206,7 @@ def _build_states(saved_states, optimizer, averaging) -> dict:
         where = f"state {position}"
         try:
             index = decode_index(saved["index"])
-            where = f"index {index!r}"
+            where = f"index {shown(index)}"
             step, skipped, memory = saved["step"], saved["skipped"], saved["memory"]
             shape, dtype_name, arrays = tuple(saved["shape"]), saved["dtype"], saved["arrays"]
         except (KeyError, TypeError) as error:
@@ -218,17 +219,17 @@ def _build_states(saved_states, optimizer, averaging) -> dict:
         for name, value in (("step", step), ("skipped", skipped)):
             if type(value) is not int or not 0 <= value < 2**63:
                 raise CheckpointError(
-                    f"{where}: {name} must be an integer from 0 to 2**63 - 1, got {value!r}"
+                    f"{where}: {name} must be an integer from 0 to 2**63 - 1, got {shown(value)}"
                 )
         if not isinstance(memory, dict) or not all(
             isinstance(k, str) and isinstance(v, float) for k, v in memory.items()
         ):
-            raise CheckpointError(f"{where}: memory must map names to floats, got {memory!r}")
+            raise CheckpointError(f"{where}: memory must map names to floats, got {shown(memory)}")
         if not all(type(n) is int and n >= 0 for n in shape):
-            raise CheckpointError(f"{where}: bad shape {saved['shape']!r}")
+            raise CheckpointError(f"{where}: bad shape {shown(saved['shape'])}")
         dtype = _DTYPES_BY_NAME.get(dtype_name)
         if dtype is None:
-            raise CheckpointError(f"{where}: dtype {dtype_name!r} is not float32 or float64")
+            raise CheckpointError(f"{where}: dtype {shown(dtype_name)} is not float32 or float64")
         if not isinstance(arrays, dict):
             raise CheckpointError(f"{where}: 'arrays' must map names to arrays")
         spec = specs.get(shape)
@@ -243,10 +244,11 @@ def _build_states(saved_states, optimizer, averaging) -> dict:
         for name, array in arrays.items():
             expected = spec[name]
             if not isinstance(array, np.ndarray) or array.dtype != dtype:
-                raise CheckpointError(f"{where}: state array {name!r} is not a {dtype} array")
+                raise CheckpointError(f"{where}: state array {shown(name)} is not a {dtype} array")
             if array.shape != expected:
                 raise CheckpointError(
-                    f"{where}: state array {name!r} has shape {array.shape}, expected {expected}"
+                    f"{where}: state array {shown(name)} has shape {array.shape}, expected "
+                    f"{expected}"
                 )
             flat[name] = np.ascontiguousarray(array).reshape(-1).copy()
             shapes[name] = expected
@@ -282,7 +284,7 @@ def _check_against_weights(states: dict, weights) -> None:
         shape, dtype = tuple(getattr(weight, "shape", ())), getattr(weight, "dtype", None)
         if shape != tuple(state.shape) or dtype != state.dtype:
             problems.append(
-                f"index {index!r}: saved for shape {tuple(state.shape)} {state.dtype}, "
+                f"index {shown(index)}: saved for shape {tuple(state.shape)} {state.dtype}, "
                 f"weight is {shape} {dtype}"
             )
     if problems:
@@ -311,12 +313,12 @@ def load_updater_state_dict(updater, d: dict, weights=None, optimizer=None) -> N
     except ConfigError as error:
         raise CheckpointError(f"bad averaging in checkpoint: {error}") from None
     if d["nonfinite"] not in NONFINITE_POLICIES:
-        raise CheckpointError(f"bad nonfinite policy {d['nonfinite']!r}")
+        raise CheckpointError(f"bad nonfinite policy {shown(d['nonfinite'])}")
     max_grad_norm = d["max_grad_norm"]
     if max_grad_norm is not None and not (
         isinstance(max_grad_norm, float) and 0 < max_grad_norm < math.inf
     ):
-        raise CheckpointError(f"bad max_grad_norm {max_grad_norm!r}")
+        raise CheckpointError(f"bad max_grad_norm {shown(max_grad_norm)}")
     try:
         scaler = (
             None
@@ -390,7 +392,7 @@ def _unpack(path, position, place, arrays) -> np.ndarray:
     except (TypeError, ValueError, KeyError):
         valid = False
     if not valid:
-        raise CheckpointError(f"{path}: state {position} refers to missing arrays ({place!r})")
+        raise CheckpointError(f"{path}: state {position} refers to missing arrays ({shown(place)})")
     return packed[offset : offset + size].reshape(shape)
 
 

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import math
 
+from mxopt.core.checks import shown
 from mxopt.kernels import backend_module, backends
 from mxopt.kernels.statistics import GRAD_SQUARES_KERNEL
 from mxopt.optimizers.averaging import AVERAGE_KERNEL
@@ -60,7 +61,7 @@ def check_policy(nonfinite) -> None:
     if nonfinite not in NONFINITE_POLICIES:
         raise ValueError(
             f"nonfinite must be one of {', '.join(map(repr, NONFINITE_POLICIES))}, "
-            f"got {nonfinite!r}"
+            f"got {shown(nonfinite)}"
         )
 
 
@@ -140,7 +141,10 @@ def check_disjoint(items) -> None:
     for j in range(len(intervals)):  # the partner, for the message
         if j != k and (writable[j] or writable[k]) and backends.overlap(intervals[j], intervals[k]):
             break
-    what = lambda n: f"the {'weight' if n % 2 == 0 else 'grad'} of index {singles[n // 2].index!r}"  # noqa: E731
+
+    def what(n):
+        return f"the {'weight' if n % 2 == 0 else 'grad'} of index {shown(singles[n // 2].index)}"
+
     raise ValueError(
         f"update_many: the memory of {what(k)} overlaps {what(j)}; an array (or views of "
         f"one memory) under two indices would be updated twice or read after it was written"
@@ -259,7 +263,7 @@ def require_state_arrays(optimizer, state) -> None:
     if missing:
         raise ValueError(
             f"{state.describe()}: the optimizer's options now call for the "
-            f"{optimizer.kernel().name!r} kernel, which needs state arrays {missing} that "
+            f"{shown(optimizer.kernel().name)} kernel, which needs state arrays {missing} that "
             f"this index's state (made for {tuple(state.flat)}) does not have; create new "
             f"state (a new updater) after changing such options"
         )

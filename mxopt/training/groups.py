@@ -27,6 +27,8 @@ import fnmatch
 import math
 from collections.abc import Hashable, Iterable, Mapping
 
+from mxopt.core.checks import shown
+
 __all__ = ["GroupMethods", "ParamGroups", "mxnet_wd_mult", "NORM_AND_BIAS_PATTERNS"]
 
 #: Names that usually get no weight decay: biases and normalisation parameters.
@@ -42,7 +44,7 @@ def _is_pattern(key) -> bool:
 def _check_multipliers(name: str, mapping) -> dict:
     if not isinstance(mapping, Mapping):
         raise TypeError(
-            f"{name} must be a mapping of indices or patterns to numbers, got {mapping!r}"
+            f"{name} must be a mapping of indices or patterns to numbers, got {shown(mapping)}"
         )
     checked = {}
     for key, value in mapping.items():
@@ -51,7 +53,9 @@ def _check_multipliers(name: str, mapping) -> dict:
             or not isinstance(value, (int, float))
             or not (math.isfinite(value) and value >= 0)
         ):
-            raise ValueError(f"{name}[{key!r}] must be a finite number >= 0, got {value!r}")
+            raise ValueError(
+                f"{name}[{shown(key)}] must be a finite number >= 0, got {shown(value)}"
+            )
         checked[key] = float(value)
     return checked
 
@@ -127,7 +131,7 @@ class ParamGroups:
         the existing multipliers)."""
         for pattern in patterns:
             if not isinstance(pattern, str):
-                raise TypeError(f"patterns must be strings, got {pattern!r}")
+                raise TypeError(f"patterns must be strings, got {shown(pattern)}")
             self.wd_mult[pattern] = 0.0
         self._changed()
 
@@ -142,7 +146,7 @@ class ParamGroups:
                 raise ValueError(f"set_groups: group {number} is empty")
             for index in group:
                 if index in seen:
-                    raise ValueError(f"set_groups: index {index!r} is in more than one group")
+                    raise ValueError(f"set_groups: index {shown(index)} is in more than one group")
                 seen.add(index)
         self.groups = groups
         self._changed()
@@ -175,7 +179,7 @@ class ParamGroups:
             else:
                 low, high = float(lr.start), float(lr.stop)
                 if not (0 < low <= high):
-                    raise ValueError(f"discriminative_lr: need 0 < start <= stop, got {lr!r}")
+                    raise ValueError(f"discriminative_lr: need 0 < start <= stop, got {shown(lr)}")
                 ratio = high / low
                 rates = [low * ratio ** (k / (count - 1)) for k in range(count)]
         else:
@@ -188,7 +192,7 @@ class ParamGroups:
             raise ValueError(f"discriminative_lr: rates must be finite and > 0, got {rates}")
         base = max(rates) if base_lr is None else float(base_lr)
         if not (math.isfinite(base) and base > 0):
-            raise ValueError(f"discriminative_lr: base_lr must be > 0, got {base_lr!r}")
+            raise ValueError(f"discriminative_lr: base_lr must be > 0, got {shown(base_lr)}")
         for group, rate in zip(self.groups, rates, strict=True):
             for index in group:
                 self.lr_mult[index] = rate / base

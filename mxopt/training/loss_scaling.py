@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import attrs
 
+from mxopt.core.checks import shown
 from mxopt.core.fields import hyperparameter, integer
 
 __all__ = ["DynamicLossScaler"]
@@ -91,12 +92,12 @@ class DynamicLossScaler:
         scale, clean_steps, skipped = state["scale"], state["clean_steps"], state["skipped"]
         if not (isinstance(scale, float) and scale > 0 and scale < float("inf")):
             raise ValueError(
-                f"DynamicLossScaler: saved scale must be a positive float, got {scale!r}"
+                f"DynamicLossScaler: saved scale must be a positive float, got {shown(scale)}"
             )
         for name, value in (("clean_steps", clean_steps), ("skipped", skipped)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ValueError(
-                    f"DynamicLossScaler: saved {name} must be an integer >= 0, got {value!r}"
+                    f"DynamicLossScaler: saved {name} must be an integer >= 0, got {shown(value)}"
                 )
         scaler.scale, scaler.clean_steps, scaler.skipped = scale, clean_steps, skipped
         return scaler

@@ -25,7 +25,7 @@ import contextlib
 import threading
 from collections.abc import Hashable
 
-from mxopt.core.checks import Interval, check_number
+from mxopt.core.checks import Interval, check_number, shown
 from mxopt.kernels import backend_module, backends
 from mxopt.optimizers.averaging import EMA, SWAP_KERNEL, Polyak
 from mxopt.optimizers.base import NO_MULTIPLIERS, AbstractOptimizer, Multipliers
@@ -94,7 +94,8 @@ def update(
     check_policy(nonfinite)
     if not isinstance(state, WeightState):
         raise TypeError(
-            f"index {index!r}: state must be a WeightState made by create_state, got {state!r}"
+            f"index {shown(index)}: state must be a WeightState made by create_state, got "
+            f"{shown(state)}"
         )
     policy = _Policy(optimizer, averaging, nonfinite)
     return run_step(policy, [make_item(index, grad, weight, state)])
@@ -131,14 +132,14 @@ class Updater(GroupMethods):
         check_optimizer(optimizer)
         if averaging is not None and not isinstance(averaging, (EMA, Polyak)):
             raise TypeError(
-                f"averaging must be None, mxopt.EMA(...) or mxopt.Polyak(), got {averaging!r}"
+                f"averaging must be None, mxopt.EMA(...) or mxopt.Polyak(), got {shown(averaging)}"
             )
         check_policy(nonfinite)
         if max_grad_norm is not None:
             check_number("Updater", "max_grad_norm", max_grad_norm, Interval(gt=0.0))
         if loss_scaler is not None and not isinstance(loss_scaler, DynamicLossScaler):
             raise TypeError(
-                f"loss_scaler must be None or a mxopt.DynamicLossScaler, got {loss_scaler!r}"
+                f"loss_scaler must be None or a mxopt.DynamicLossScaler, got {shown(loss_scaler)}"
             )
         self._generation = 0
         self.optimizer = optimizer
@@ -178,7 +179,7 @@ class Updater(GroupMethods):
         try:
             state = self.states.get(index)
         except TypeError:
-            raise TypeError(f"index must be hashable, got {index!r}") from None
+            raise TypeError(f"index must be hashable, got {shown(index)}") from None
         plan = state.plan if state is not None else None
         if plan is not None:
             optimizer = self.optimizer
@@ -218,7 +219,7 @@ class Updater(GroupMethods):
         try:
             state = self.states.get(index)
         except TypeError:
-            raise TypeError(f"index must be hashable, got {index!r}") from None
+            raise TypeError(f"index must be hashable, got {shown(index)}") from None
         mult = self._multipliers(index)
         if mult is None:
             return False  # frozen
@@ -332,7 +333,7 @@ class Updater(GroupMethods):
         optimizer keeps state not shaped like the weights (Adafactor).
         """
         if not isinstance(buffer, ParameterBuffer):
-            raise TypeError(f"update_buffer: expected a mxopt.ParameterBuffer, got {buffer!r}")
+            raise TypeError(f"update_buffer: expected a mxopt.ParameterBuffer, got {shown(buffer)}")
         group = self._groups.get(id(buffer))
         if group is None or group.buffer is not buffer or not group.is_current(self):
             group = BufferGroup.build(self, buffer)
@@ -373,7 +374,7 @@ class Updater(GroupMethods):
         for index, weight in dict(weights).items():
             state = self.states.get(index)
             if state is None:
-                raise KeyError(f"swap_averages: index {index!r} has no state (never updated)")
+                raise KeyError(f"swap_averages: index {shown(index)} has no state (never updated)")
             if state.portable:
                 state.place_like(index, weight)
             w = backends.flat_weight(index, weight, state)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Hashable
 
+from mxopt.core.checks import shown
 from mxopt.kernels import backends
 from mxopt.optimizers.base import WEIGHT_COPY, AbstractOptimizer, StateArrays
 
@@ -83,7 +84,7 @@ class WeightState(StateArrays):
         self.arrays = {name: self.flat[name].reshape(shape) for name, shape in shapes.items()}
 
     def describe(self) -> str:
-        return f"index {self.index!r}"
+        return f"index {shown(self.index)}"
 
     # While packed in a ParameterBuffer, the step count and the per-weight scalars are the
     # run's (one value for all its weights); updating the weight on its own unpacks it.
@@ -149,7 +150,7 @@ def check_optimizer(optimizer) -> None:
     """A clear error unless ``optimizer`` is an mxopt optimizer."""
     if not isinstance(optimizer, AbstractOptimizer):
         raise TypeError(
-            f"optimizer must be an mxopt optimizer (e.g. mxopt.SGD()), got {optimizer!r}"
+            f"optimizer must be an mxopt optimizer (e.g. mxopt.SGD()), got {shown(optimizer)}"
         )
 
 
@@ -174,7 +175,7 @@ def create_state(
     check_optimizer(optimizer)
     if _never_equal(index):
         raise ValueError(
-            f"index {index!r} holds a NaN, which never equals itself: its state could never "
+            f"index {shown(index)} holds a NaN, which never equals itself: its state could never "
             f"be found again (each call would start a new one); use another index"
         )
     backend = backends.check_weight(index, weight)
