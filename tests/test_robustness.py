@@ -40,9 +40,65 @@ def test_skip_policy_leaves_everything_untouched_and_counts():
     np.testing.assert_array_equal(updater.states[0].arrays["mean"], before[1])
     assert updater.states[0].step == before[2] == 1
     assert updater.states[0].skipped == 1 and updater.skipped == 1
-    # a new index whose first gradient is bad gets no state at all
-    updater("new", bad, np.ones(6))
-    assert "new" not in updater.states
+    # a new index whose first gradient is bad: skipped and counted, its state kept at step 0
+    new_weight = np.ones(6)
+    assert updater("new", bad, new_weight) is False
+    np.testing.assert_array_equal(new_weight, np.ones(6))
+    assert updater.states["new"].step == 0 and updater.states["new"].skipped == 1
+    assert not any(a.any() for a in updater.states["new"].arrays.values())
+    assert updater.skipped == 2
+
+
+@pytest.mark.parametrize("path", ["single", "many", "buffer"])
+@pytest.mark.parametrize("scaled", [False, True], ids=["skip", "loss-scaler"])
+def test_a_skipped_first_update_is_counted_and_the_next_is_a_first_update(path, scaled):
+    """The skip of a weight's first update is counted like any other; the state it leaves
+    (step 0, zero moments) makes the next good step exactly a first step."""
+
+    def make(scale):
+        # the loss scaler backs off on the skip: the fresh run starts at the scale it reaches
+        options = {"loss_scaler": mxopt.DynamicLossScaler(init_scale=scale)} if scaled else {}
+        nonfinite = "raise" if scaled else "skip"
+        return mxopt.get_updater(mxopt.ADAM(state=running()), nonfinite=nonfinite, **options)
+
+    shapes = {"a": (3,), "b": (2, 2)}
+    rng = np.random.default_rng(0)
+    start = {k: rng.normal(size=s) for k, s in shapes.items()}
+    good = {k: rng.normal(size=s) for k, s in shapes.items()}
+    bad = {k: g.copy() for k, g in good.items()}
+    bad["a"][0], bad["b"][1, 1] = np.nan, np.inf  # every weight's first call is skipped
+
+    def step(updater, grads, weights, buffer=None):
+        if path == "single" and not scaled:
+            return all([updater(k, grads[k], weights[k]) for k in shapes])
+        if path == "buffer":
+            for k in shapes:
+                buffer.grads[k][...] = grads[k]
+            return updater.update_buffer(buffer)
+        return updater.update_many(list(shapes), [grads[k] for k in shapes],
+                                   [weights[k] for k in shapes])  # fmt: skip
+
+    def run(skip_first, scale):
+        updater = make(scale)
+        weights = {k: v.copy() for k, v in start.items()}
+        buffer = None
+        if path == "buffer":
+            buffer = mxopt.ParameterBuffer.from_arrays(weights)
+            weights = buffer.weights
+        if skip_first:
+            assert step(updater, bad, weights, buffer) is False
+            for k in shapes:
+                np.testing.assert_array_equal(weights[k], start[k])
+                assert updater.states[k].step == 0 and updater.states[k].skipped == 1
+            assert updater.skipped == 2
+        assert step(updater, good, weights, buffer) is True
+        return updater, weights
+
+    skipped, after_skip = run(True, 1.0)
+    fresh, no_skip = run(False, 0.5)
+    for k in shapes:
+        np.testing.assert_array_equal(after_skip[k], no_skip[k])
+        assert skipped.states[k].step == fresh.states[k].step == 1
 
 
 def test_apply_policy_lets_nan_through():

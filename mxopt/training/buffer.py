@@ -250,7 +250,8 @@ class BufferGroup:
         return items
 
     def commit(self, updater) -> None:
-        """After the first applied step: store the states this group created."""
+        """After the first step that did not fail (applied, or skipped and counted): store
+        the states this group created."""
         if self.pending:
             for index, member in zip(self.buffer.indices, self.members, strict=True):
                 if id(member) in self.pending:

@@ -192,14 +192,11 @@ def local_statistics(items) -> StepStatistics:
 def _refuse(policy, items, stats: StepStatistics) -> bool:
     """Skip (counting the skip) or raise for a step whose gradients are not finite."""
     if policy.loss_scaler is not None or policy.nonfinite == "skip":
+        # new states count the skip too: the caller keeps them (at step 0), as optax's
+        # apply_if_finite keeps its count for parameters that never took a step
         for item in items:
-            if item.members is None:
-                if not item.new:
-                    item.state.skipped += 1
-                continue
-            for member in item.members:
-                if id(member) not in item.pending:
-                    member.skipped += 1
+            for member in item.members if item.members is not None else (item.state,):
+                member.skipped += 1
         if policy.loss_scaler is not None:
             policy.loss_scaler.record(overflow=True)
         return False

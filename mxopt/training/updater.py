@@ -231,11 +231,12 @@ class Updater(GroupMethods):
                 if state is None:
                     state = create_state(self.optimizer, index, weight, averaging=self.averaging)
                     item = make_item(index, grad, weight, state, new=True, mult=mult)
-                    if not run_step(self, [item], multiplier=multiplier):
-                        return False
-                    self.states[index] = state  # kept only once an update succeeded
-                    self._make_plan(state, mult)
-                    return True
+                    applied = run_step(self, [item], multiplier=multiplier)
+                    # kept once the step did not fail: applied, or skipped and counted
+                    self.states[index] = state
+                    if applied:
+                        self._make_plan(state, mult)
+                    return applied
         if not run_step(self, [make_item(index, grad, weight, state, mult=mult)],
                         multiplier=multiplier):  # fmt: skip
             return False
@@ -313,12 +314,11 @@ class Updater(GroupMethods):
         if len(set(indices)) != len(indices):
             raise ValueError("update_many: an index appears more than once")
         items = _list_items(self, indices, grads, weights)
-        if not run_step(self, items, statistics=statistics, multiplier=multiplier):
-            return False
-        for item in items:
+        applied = run_step(self, items, statistics=statistics, multiplier=multiplier)
+        for item in items:  # kept once the step did not fail: applied, or skipped and counted
             if item.new:
                 self.states[item.index] = item.state
-        return True
+        return applied
 
     def update_buffer(self, buffer, *, statistics: StepStatistics | None = None,
                       multiplier: float = 1.0) -> bool:  # fmt: skip
@@ -342,10 +342,9 @@ class Updater(GroupMethods):
             return self.update_many(list(buffer.indices), list(buffer.grad_list),
                                     list(buffer.weight_list), statistics=statistics,
                                     multiplier=multiplier)  # fmt: skip
-        if not run_step(self, group.items(), statistics=statistics, multiplier=multiplier):
-            return False
+        applied = run_step(self, group.items(), statistics=statistics, multiplier=multiplier)
         group.commit(self)
-        return True
+        return applied
 
     @property
     def skipped(self) -> int:
