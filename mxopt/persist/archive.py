@@ -5,7 +5,8 @@ A checkpoint file is a NumPy ``.npz`` archive (a zip of ``.npy`` files) read wit
 document, ``checksum`` a SHA-256 over the header and every array (name, dtype, shape
 and bytes); the other entries are the arrays the header refers to by name. Writes go
 to a temporary file in the same folder, are flushed to disk, and replace the target
-with one atomic rename, so a crash during a save leaves the previous file intact.
+with one atomic rename (:mod:`mxopt.persist.atomic`), so a crash during a save leaves the
+previous file intact.
 
 What the header says (an updater's state) is :mod:`mxopt.training.checkpoint`'s
 business; this module only guarantees that what is read is what was written.
@@ -17,12 +18,12 @@ import hashlib
 import json
 import math
 import os
-import tempfile
 import zipfile
 
 import numpy as np
 
 from mxopt.core.checks import shown
+from mxopt.persist.atomic import replaced
 
 __all__ = ["CheckpointError", "decode_index", "encode_index", "read_archive", "write_archive"]
 
@@ -89,42 +90,15 @@ def _checksum(header: bytes, arrays: dict) -> str:
 
 def write_archive(path, header: dict, arrays: dict) -> None:
     """Write ``header`` (JSON-ready, finite numbers) and ``arrays`` (``{name: ndarray}``) to
-    ``path`` atomically (temporary file, fsync, rename)."""
+    ``path`` atomically (:func:`mxopt.persist.atomic.replaced`)."""
     header_bytes = json.dumps(header, sort_keys=True, allow_nan=False).encode()
     entries = {
         "header": np.frombuffer(header_bytes, dtype=np.uint8),
         "checksum": np.frombuffer(_checksum(header_bytes, arrays).encode(), dtype=np.uint8),
         **arrays,
     }
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    handle, temporary = tempfile.mkstemp(
-        dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".tmp"
-    )
-    try:
-        with os.fdopen(handle, "wb") as f:
-            np.savez(f, **entries)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        with _suppress_os_error():
-            os.unlink(temporary)
-        raise
-    with _suppress_os_error():  # make the rename itself durable
-        directory = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(directory)
-        finally:
-            os.close(directory)
-
-
-class _suppress_os_error:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, kind, value, traceback):
-        return kind is not None and issubclass(kind, OSError)
+    with replaced(path) as f:
+        np.savez(f, **entries)
 
 
 def _check_members(path) -> None:

@@ -25,10 +25,10 @@ import json
 import os
 import re
 import sys
-import tempfile
 from pathlib import Path
 
 from mxopt.core.checks import clipped, shown
+from mxopt.persist.atomic import replaced
 from mxopt.persist.registry import KIND_KEYS, ConfigError, find, options_of
 
 __all__ = ["FILE_FORMATS", "MAX_DEPTH", "MAX_TEXT", "check_bounds", "dumps", "parse", "read",
@@ -286,20 +286,9 @@ def dumps(config: dict, format: str = "cfg", *, section: str | None = "optimizer
 
 
 def write_atomically(path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file renamed over the target."""
-    path = Path(path)
-    directory = path.parent if str(path.parent) else Path(".")
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=directory)
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as file:
-            file.write(text)
-        os.replace(temporary, path)
-    except BaseException:
-        try:
-            os.unlink(temporary)
-        except OSError:
-            pass
-        raise
+    """Write ``text`` to ``path`` atomically (:func:`mxopt.persist.atomic.replaced`)."""
+    with replaced(path, "w", encoding="utf-8") as file:
+        file.write(text)
 
 
 def _is_object(value) -> bool:
