@@ -11,7 +11,7 @@ from mxopt.core.schedule import (
     AbstractMomentumScheduler,
     AbstractSchedule,
 )
-from mxopt.core.state import OptimizationState
+from mxopt.core.state import OptimizationState, StateNotAdvancedWarning
 from mxopt.core.version import __version__ as __version__
 from mxopt.kernels.statistics import global_norm
 from mxopt.optimizers import *  # noqa: F403  (every optimizer of the table, and Ranger)
@@ -64,6 +64,7 @@ __all__ = [
     "Multipliers",
     "NONFINITE_POLICIES",
     "OptimizationState",
+    "StateNotAdvancedWarning",
     "ParameterBuffer",
     "Polyak",
     "StepStatistics",

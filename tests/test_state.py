@@ -1,8 +1,11 @@
 """Counting rules of OptimizationState (mxnet-semantics.md section 1.2 and 1.8)."""
 
+import warnings
+
 import numpy as np
 import pytest
 
+import mxopt
 from mxopt import OptimizationState
 
 
@@ -65,3 +68,58 @@ def test_assignment_is_validated_and_leaves_the_value_unchanged():
     assert state.batch_size == 4
     state.batch_size = 8
     assert state.batch_size == 8
+
+
+# -- a state never advanced ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", ["single", "many", "buffer", "memory"])
+def test_updates_on_a_state_never_advanced_warn_once_at_the_callers_line(path):
+
+    state = mxopt.OptimizationState(batch_size=1)
+    # Nadam keeps per-weight scalars: its host scalars take the other branch
+    optimizer = mxopt.Nadam(state=state) if path == "memory" else mxopt.ADAM(state=state)
+    updater = mxopt.get_updater(optimizer)
+    buffer = mxopt.ParameterBuffer({"a": (3,), "b": (2,)}, dtype=np.float64)
+
+    def step():
+        if path == "many":
+            return updater.update_many(["a"], [np.ones(3)], [weight])
+        if path == "buffer":
+            return updater.update_buffer(buffer)
+        return updater("a", np.ones(3), weight)
+
+    weight = np.ones(3)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for _ in range(3):
+            step()
+    mine = [w for w in caught if issubclass(w.category, mxopt.StateNotAdvancedWarning)]
+    assert len(mine) == 1, [str(w.message) for w in caught]
+    assert mine[0].filename == __file__  # points at the training loop, not into mxopt
+    assert "begin_batch()" in str(mine[0].message)
+    # a second state warns again; an advanced one never does
+    with pytest.warns(mxopt.StateNotAdvancedWarning):
+        updater.optimizer.state = mxopt.OptimizationState(batch_size=1)
+        step()
+    advanced = mxopt.OptimizationState(batch_size=1)
+    advanced.begin_epoch()
+    advanced.begin_batch()
+    updater.optimizer.state = advanced
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", mxopt.StateNotAdvancedWarning)
+        step()
+
+
+def test_the_thinc_adapter_and_schedule_sampling_do_not_warn():
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", mxopt.StateNotAdvancedWarning)
+        mxopt.schedule_values(mxopt.LearningRate.Exp(lr=0.1, gamma=0.5), 5, 2)
+        try:
+            from mxopt.integrations.thinc import ThincOptimizer
+        except ImportError:
+            return
+        optimizer = ThincOptimizer(mxopt.ADAM())
+        weight = np.ones(4, dtype=np.float32)
+        optimizer((0, "W"), weight, np.ones(4, dtype=np.float32))

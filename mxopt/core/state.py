@@ -26,12 +26,42 @@ restores them.
 from __future__ import annotations
 
 import numbers
+import sys
+import warnings
 
 import attrs
 
 from mxopt.core.checks import check_integer, shown, to_int
 
-__all__ = ["OptimizationState"]
+__all__ = ["OptimizationState", "StateNotAdvancedWarning", "warn_if_not_advanced"]
+
+
+class StateNotAdvancedWarning(UserWarning):
+    """An update read an :class:`OptimizationState` that was never advanced."""
+
+
+def warn_if_not_advanced(state: OptimizationState) -> None:
+    """Warn, once per state, when updates read a state still at ``curr_iter == 0``: the
+    loop never called ``begin_batch()``, so every schedule gives its value before training
+    and step-dependent options never move, silently."""
+    if state.curr_iter == 0 and not state.__dict__.get("_warned_not_advanced"):
+        object.__setattr__(state, "_warned_not_advanced", True)  # no revision bump
+        warnings.warn(
+            "an update read an OptimizationState with curr_iter == 0: call "
+            "state.begin_epoch() at the start of each epoch and state.begin_batch() before "
+            "each mini-batch's updates, or every schedule stays at its value before "
+            "training (warned once per state)",
+            StateNotAdvancedWarning,
+            stacklevel=_outside_mxopt(),
+        )
+
+
+def _outside_mxopt() -> int:
+    """The stacklevel of the first caller outside mxopt (where the warning points)."""
+    frame, level = sys._getframe(1), 1
+    while frame is not None and frame.f_globals.get("__name__", "").startswith("mxopt."):
+        frame, level = frame.f_back, level + 1
+    return level
 
 
 def _int_at_least(low: int):

@@ -31,6 +31,7 @@ from __future__ import annotations
 import math
 
 from mxopt.core.checks import shown
+from mxopt.core.state import warn_if_not_advanced
 from mxopt.kernels import backend_module, backends
 from mxopt.kernels.statistics import GRAD_SQUARES_KERNEL
 from mxopt.optimizers.averaging import AVERAGE_KERNEL
@@ -228,6 +229,7 @@ def host_scalars(optimizer, opt_state, step: int, memory, mult: Multipliers):
     shares the state, the options, the update count and the multipliers (usually all
     the weights of a mini-batch); optimizers with per-weight scalars are not shared."""
     if memory:
+        warn_if_not_advanced(opt_state)
         return optimizer.prepare(optimizer.values(opt_state, mult), step, memory)
     opts, revision = optimizer.opts, optimizer.revision()
     cached = optimizer.__dict__.get("_scalars_cache")
@@ -241,6 +243,7 @@ def host_scalars(optimizer, opt_state, step: int, memory, mult: Multipliers):
         and cached[5] == mult
     ):
         return cached[6]
+    warn_if_not_advanced(opt_state)
     prepared = optimizer.prepare(optimizer.values(opt_state, mult), step, memory)
     # Straight into __dict__, as it is read: not through the optimizer's __setattr__ (which
     # routes option names), on a path taken once per step.
