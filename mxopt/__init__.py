@@ -13,7 +13,7 @@ from mxopt.core.schedule import (
 )
 from mxopt.core.state import OptimizationState, StateNotAdvancedWarning
 from mxopt.core.version import __version__ as __version__
-from mxopt.kernels.statistics import global_norm
+from mxopt.kernels.statistics import global_norm, gradient_sums
 from mxopt.optimizers import *  # noqa: F403  (every optimizer of the table, and Ranger)
 from mxopt.optimizers import __all__ as _optimizer_names
 from mxopt.optimizers.averaging import EMA, Polyak
@@ -77,6 +77,7 @@ __all__ = [
     "get_momentum",
     "get_updater",
     "global_norm",
+    "gradient_sums",
     "load_updater",
     "mxnet_wd_mult",
     "normalized_gradient",

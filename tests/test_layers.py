@@ -14,7 +14,7 @@ import pytest
 PACKAGE = pathlib.Path(__file__).resolve().parent.parent / "mxopt"
 
 #: The layers, lowest first: a module may import its own layer and those below it.
-LAYERS = ["core", "kernels", "schedules", "optimizers", "persist", "training",
+LAYERS = ["core", "kernels", "schedules", "optimizers", "persist", "training", "distributed",
           "integrations", "cli"]  # fmt: skip
 
 #: Size limits (the step-engine issue): lines per module, lines per class.

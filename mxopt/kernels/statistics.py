@@ -19,7 +19,7 @@ import numpy as np
 from mxopt.kernels import backend_module, backends
 from mxopt.kernels.kernel import Kernel
 
-__all__ = ["global_norm", "GradientStatistics"]
+__all__ = ["GradientStatistics", "global_norm", "gradient_sums", "segment_statistics"]
 
 
 def grad_squares_element(i, w, g):
@@ -73,6 +73,57 @@ def gradient_statistics(backend_module, flat_grads) -> GradientStatistics:
     return stats
 
 
+def segment_statistics(backend_module, flat, offsets) -> tuple[np.ndarray, np.ndarray]:
+    """Per segment ``[offsets[k], offsets[k + 1])`` of a flat gradient: the float64 sum of
+    squares of its finite values and its number of non-finite values, as host arrays.
+    Each segment gets the bits a :func:`gradient_statistics` of it alone would."""
+    count = len(offsets) - 1
+    if count == 0:
+        return np.zeros(0), np.zeros(0, dtype=np.int64)
+    empty = backends.scalar_table(flat, GRAD_SQUARES_KERNEL.rows({}, count))
+    _, sums = backend_module.run_segments(GRAD_SQUARES_KERNEL, flat, flat, (), offsets, empty,
+                                          False)  # fmt: skip
+    sums = np.asarray(backends.to_host(sums), dtype=np.float64).reshape(count, 2)
+    return np.ascontiguousarray(sums[:, 0]), sums[:, 1].astype(np.int64)
+
+
+def gradient_sums(grads) -> tuple[np.ndarray, np.ndarray]:
+    """Per gradient: the float64 sum of the squares of its finite values, and its number
+    of NaN and infinite values (two host arrays, one entry per gradient).
+
+    The per-index statistics the updater's decisions are made of: ``max_grad_norm``
+    clips with ``sqrt`` of their sum, taken in index order (``np.cumsum(sums)[-1]`` gives
+    its exact bits), and the non-finite policy reads the counts. A distributed step
+    gathers them from every rank to decide as one process would.
+    """
+    sums, counts = [], []
+    for position, grad in enumerate(grads):
+        grad = _checked_gradient("gradient_sums", position, grad)
+        backend = backend_module(backends.backend_of(grad))
+        _, sum_squares, nonfinite = backend.run(GRAD_SQUARES_KERNEL, grad, grad, (), (), False)
+        sums.append(float(sum_squares))
+        counts.append(int(nonfinite))
+    return np.array(sums, dtype=np.float64), np.array(counts, dtype=np.int64)
+
+
+def _checked_gradient(caller: str, position: int, grad):
+    """``grad`` as a flat, plain, C-contiguous float array, or a clear error."""
+    backend = backends.backend_of(grad)
+    if backend is None or grad.dtype not in (np.float32, np.float64):
+        raise TypeError(
+            f"{caller}: gradient {position} must be a float32 or float64 NumPy or CuPy "
+            f"array, got {type(grad).__name__}"
+            + (f" of dtype {grad.dtype}" if hasattr(grad, "dtype") else "")
+        )
+    if isinstance(grad, np.ma.MaskedArray):
+        raise TypeError(
+            f"{caller}: gradient {position} is a numpy masked array; pass grad.filled(0)"
+        )
+    if not grad.flags.c_contiguous:
+        grad = (np if backend == backends.NUMPY else __import__("cupy")).ascontiguousarray(grad)
+    return backends.plain(grad).reshape(-1)
+
+
 def global_norm(grads) -> float:
     """The global L2 norm of a set of gradients (NumPy or CuPy arrays).
 
@@ -82,20 +133,8 @@ def global_norm(grads) -> float:
     """
     flat_by_backend: dict = {}
     for position, grad in enumerate(grads):
-        backend = backends.backend_of(grad)
-        if backend is None or grad.dtype not in (np.float32, np.float64):
-            raise TypeError(
-                f"global_norm: gradient {position} must be a float32 or float64 NumPy or CuPy "
-                f"array, got {type(grad).__name__}"
-                + (f" of dtype {grad.dtype}" if hasattr(grad, "dtype") else "")
-            )
-        if isinstance(grad, np.ma.MaskedArray):
-            raise TypeError(
-                f"global_norm: gradient {position} is a numpy masked array; pass grad.filled(0)"
-            )
-        if not grad.flags.c_contiguous:
-            grad = (np if backend == backends.NUMPY else __import__("cupy")).ascontiguousarray(grad)
-        flat_by_backend.setdefault(backend, []).append(backends.plain(grad).reshape(-1))
+        grad = _checked_gradient("global_norm", position, grad)
+        flat_by_backend.setdefault(backends.backend_of(grad), []).append(grad)
     total = GradientStatistics()
     for backend, flats in flat_by_backend.items():
         stats = gradient_statistics(backend_module(backend), flats)

@@ -48,9 +48,13 @@ class ParameterBuffer:
     """Weights and their gradients packed in two flat arrays, handed out as views.
 
     Args:
-        shapes: ``{index: shape}``, in the order the weights are packed.
+        shapes: ``{index: shape}``, in the order the weights are packed (may be empty: a
+            buffer of nothing, e.g. a rank's share of a model when it owns no weight).
         dtype: float32 (default) or float64.
         xp: the array module, ``numpy`` (default) or ``cupy``.
+        weight, grad: flat arrays to pack into instead of new ones (e.g. slices of a
+            larger buffer: a rank's share in :mod:`mxopt.distributed`): 1-D, C-contiguous,
+            writeable, of ``dtype`` and of the total size; ``xp`` is then theirs.
 
     Attributes:
         indices: the indices, in packing order.
@@ -59,14 +63,17 @@ class ParameterBuffer:
         offsets: int64 array of ``len(indices) + 1`` boundaries in the flat arrays.
     """
 
-    def __init__(self, shapes: Mapping[Hashable, tuple], dtype=np.float32, xp=np):
+    def __init__(self, shapes: Mapping[Hashable, tuple], dtype=np.float32, xp=np, *,
+                 weight=None, grad=None):  # fmt: skip
         dtype = np.dtype(dtype)
         if dtype not in DTYPES:
             raise TypeError(
                 f"ParameterBuffer: dtype {dtype} is not supported; use float32 or float64"
             )
-        if not isinstance(shapes, Mapping) or not shapes:
-            raise ValueError("ParameterBuffer: shapes must be a non-empty {index: shape} mapping")
+        if not isinstance(shapes, Mapping):
+            raise ValueError(
+                f"ParameterBuffer: shapes must be an {{index: shape}} mapping, got {shown(shapes)}"
+            )
         self.indices = tuple(shapes)
         self.shapes = {}
         sizes = []
@@ -81,8 +88,14 @@ class ParameterBuffer:
         self.offsets = np.zeros(len(sizes) + 1, dtype=np.int64)
         np.cumsum(sizes, out=self.offsets[1:])
         total = int(self.offsets[-1])
-        self.weight = xp.zeros(total, dtype=dtype)
-        self.grad = xp.zeros(total, dtype=dtype)
+        self.weight = _flat("weight", weight, total, dtype) if weight is not None else None
+        self.grad = _flat("grad", grad, total, dtype) if grad is not None else None
+        if self.weight is None:
+            self.weight = (xp if grad is None else _module_of(grad)).zeros(total, dtype=dtype)
+        if self.grad is None:
+            self.grad = _module_of(self.weight).zeros(total, dtype=dtype)
+        if backends.backend_of(self.weight) != backends.backend_of(self.grad):
+            raise TypeError("ParameterBuffer: weight and grad must both be NumPy or both CuPy")
         self.weights = self._views(self.weight)
         self.grads = self._views(self.grad)
         self.weight_list = _Views(self.weights[i] for i in self.indices)
@@ -125,6 +138,29 @@ class ParameterBuffer:
             f"ParameterBuffer({len(self.indices)} weights, {self.weight.size} elements, "
             f"{self.weight.dtype}, {self.backend})"
         )
+
+
+def _module_of(array):
+    return np if backends.backend_of(array) == backends.NUMPY else __import__("cupy")
+
+
+def _flat(name: str, array, size: int, dtype):
+    """``array`` checked as a buffer's flat ``name`` array."""
+    backend = backends.backend_of(array)
+    if backend is None or isinstance(array, np.ma.MaskedArray):
+        raise TypeError(
+            f"ParameterBuffer: {name} must be a NumPy or CuPy array, got {type(array).__name__}"
+        )
+    array = backends.plain(array)
+    if array.ndim != 1 or array.size != size or array.dtype != dtype:
+        raise ValueError(
+            f"ParameterBuffer: {name} must be 1-D of {size} {dtype} values (the shapes' total), "
+            f"got shape {array.shape} {array.dtype}"
+        )
+    flags = array.flags
+    if not flags.c_contiguous or (backend == backends.NUMPY and not flags.writeable):
+        raise ValueError(f"ParameterBuffer: {name} must be C-contiguous and writeable")
+    return array
 
 
 class Run:

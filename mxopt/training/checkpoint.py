@@ -48,6 +48,7 @@ __all__ = [
     "read_checkpoint",
     "save_updater",
     "updater_state_dict",
+    "write_checkpoint",
 ]
 
 FORMAT = "mxopt.updater"
@@ -361,7 +362,12 @@ def load_updater_state_dict(updater, d: dict, weights=None, optimizer=None) -> N
 
 def save_updater(updater, path) -> None:
     """Write ``updater``'s checkpoint to ``path`` (atomic: temporary file, fsync, rename)."""
-    state_dict = updater_state_dict(updater, copy=False)
+    write_checkpoint(path, updater_state_dict(updater, copy=False))
+
+
+def write_checkpoint(path, state_dict: dict) -> None:
+    """Write a state dict (as :func:`updater_state_dict` makes it, e.g. several merged) to
+    ``path`` as a checkpoint file (atomic). The dict's arrays are replaced by places."""
     pieces: dict = {}  # member -> the arrays concatenated into it, in order
     offsets: dict = {}
     for saved in state_dict["states"]:

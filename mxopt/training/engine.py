@@ -33,7 +33,7 @@ import math
 from mxopt.core.checks import shown
 from mxopt.core.state import warn_if_not_advanced
 from mxopt.kernels import backend_module, backends
-from mxopt.kernels.statistics import GRAD_SQUARES_KERNEL
+from mxopt.kernels.statistics import GRAD_SQUARES_KERNEL, segment_statistics
 from mxopt.optimizers.averaging import AVERAGE_KERNEL
 from mxopt.optimizers.base import NO_MULTIPLIERS, Multipliers
 
@@ -179,13 +179,12 @@ def local_statistics(items) -> StepStatistics:
                 stats.nonfinite += int(bad)
                 stats.culprits.append(item.index)
             continue
-        empty = backends.scalar_table(item.w, GRAD_SQUARES_KERNEL.rows({}, len(item.offsets) - 1))
-        _, sums = backend.run_segments(GRAD_SQUARES_KERNEL, item.g, item.g, (), item.offsets,
-                                       empty, False)  # fmt: skip
-        for member, (sum_squares, bad) in zip(item.members, backends.to_host(sums), strict=True):
-            stats.sum_squares += float(sum_squares)
+        sums, counts = segment_statistics(backend, item.g, item.offsets)
+        for member, sum_squares, bad in zip(item.members, sums.tolist(), counts.tolist(),
+                                            strict=True):  # fmt: skip
+            stats.sum_squares += sum_squares
             if bad:
-                stats.nonfinite += int(bad)
+                stats.nonfinite += bad
                 stats.culprits.append(member.index)
     return stats
 

@@ -1,0 +1,37 @@
+"""Data-parallel training across processes and machines, with the optimizer state sharded
+(ZeRO stage 1): :class:`ShardedUpdater` on MPI (NumPy arrays, through mpi4py) or NCCL (CuPy
+arrays, through ``cupy.cuda.nccl``). See the guide, ``docs/distributed.md``.
+
+::
+
+    from mpi4py import MPI
+    from mxopt.distributed import ShardedUpdater
+
+    updater = ShardedUpdater(optimizer, buffer, comm=MPI.COMM_WORLD)
+    updater.broadcast_weights()
+    for batch in my_shard_of_the_data:
+        ...  # write this rank's summed gradients into buffer.grads
+        optimizer.state.begin_batch()
+        updater.step()
+"""
+
+from mxopt.distributed.collectives import (
+    Collectives,
+    LocalCollectives,
+    MpiCollectives,
+    collectives_for,
+)
+from mxopt.distributed.files import consolidate, read_sharded
+from mxopt.distributed.sharded import REDUCTIONS, ShardedUpdater, shares
+
+__all__ = [
+    "REDUCTIONS",
+    "Collectives",
+    "LocalCollectives",
+    "MpiCollectives",
+    "ShardedUpdater",
+    "collectives_for",
+    "consolidate",
+    "read_sharded",
+    "shares",
+]
