@@ -6,7 +6,11 @@ SGD with momentum, ADAM and AdamW in several regimes:
 * one float32 tensor of 1M, 16M and 64M elements;
 * the tensor shapes of a BERT-base encoder (199 tensors, 110M parameters);
 * 1000 tensors of 1024 elements;
-* one 16-element tensor (the per-call overhead, in microseconds).
+* one 16-element tensor (the per-call overhead, in microseconds);
+* ``distributed``: :class:`~mxopt.distributed.ShardedUpdater` over the BERT-base shapes on
+  1, 2 and 4 ranks of an MPI job (step time, its communication and update, bytes
+  communicated, optimizer state per rank; :mod:`mxopt.cli.bench_distributed`), when
+  mpi4py and ``mpiexec`` are installed (``pip install "mxopt[mpi]"``).
 
 Implementations, alternated inside every repeat so machine noise hits them
 alike; each figure is the median of the repeats after a warm-up:
@@ -48,6 +52,7 @@ import time
 import numpy as np
 
 import mxopt
+from mxopt.cli import bench_distributed as distributed
 from mxopt.cli import bench_peers as peers
 from mxopt.cli.bench_peers import HYPER
 from mxopt.cli.bench_report import chart, report
@@ -95,6 +100,11 @@ REGIMES = {
     "1000x1k": lambda: [(1024,)] * 1000,
     "per-call-16": lambda: [(16,)],
 }
+
+#: Regimes that are not one process timing a step (their own module, their own table).
+DISTRIBUTED = "distributed"
+#: ``--quick``: the small regimes (the distributed one with small shapes).
+QUICK = ["1M", "1000x1k", "per-call-16", DISTRIBUTED]
 
 
 # -- implementations ---------------------------------------------------------------------
@@ -432,7 +442,7 @@ def gpu_rows(regimes, optimizers, repeats) -> list:
         return []
     rows = []
     for regime in regimes:
-        if regime.startswith("per-call"):
+        if regime.startswith("per-call") or regime not in REGIMES:
             continue
         shapes = REGIMES[regime]()
         elements = sum(int(np.prod(s)) for s in shapes)
@@ -542,6 +552,8 @@ def _load() -> float | None:
 def run_suite(regimes, optimizers, repeats: int) -> list:
     rows = []
     for regime in regimes:
+        if regime not in REGIMES:  # the distributed regime: run_distributed
+            continue
         for optimizer in optimizers:
             print(f"  {regime:12s} {optimizer:12s} ...", file=sys.stderr, flush=True)
             rows += run_regime(regime, optimizer, repeats)
@@ -562,7 +574,11 @@ def main(argv=None) -> int:
         description="Time one optimizer step: mxopt against the memory limit, NumPy, torch, "
         "optax and Thinc (when installed). Prints markdown tables; writes JSON and a PNG.",
     )
-    parser.add_argument("--regimes", nargs="+", default=list(REGIMES), choices=list(REGIMES))
+    parser.add_argument(
+        "--regimes", nargs="+", default=None, choices=[*REGIMES, DISTRIBUTED],
+        help=f"default: all ({', '.join([*REGIMES, DISTRIBUTED])}); with --quick: "
+        f"{', '.join(QUICK)}",
+    )  # fmt: skip
     parser.add_argument(
         "--optimizers", nargs="+", default=list(PEERED),
         choices=[*PEERED, *(n for n, c in mxopt.OPTIMIZERS.items() if _default_buildable(c))],
@@ -570,17 +586,30 @@ def main(argv=None) -> int:
         "mxopt.OPTIMIZERS is timed with its default options",
     )  # fmt: skip
     parser.add_argument("--repeats", type=int, default=9, help="timed repeats per figure")
-    parser.add_argument("--quick", action="store_true", help="1M, 1000x1k and per-call only")
+    parser.add_argument(
+        "--quick", action="store_true",
+        help=f"{', '.join(QUICK)} only (the distributed regime with small shapes)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--ranks", nargs="+", type=int, default=list(distributed.RANKS),
+        help="ranks of the distributed regime's jobs (default 1 2 4; 1 is always run: the "
+        "baseline of its ratios)",
+    )  # fmt: skip
     parser.add_argument("--out", default="benchmark-results", help="folder for JSON, MD, PNG")
     parser.add_argument("--no-startup", action="store_true", help="skip start-up figures")
     args = parser.parse_args(argv)
     if args.repeats < 1:
         parser.error("--repeats must be at least 1")
-    regimes = ["1M", "1000x1k", "per-call-16"] if args.quick else args.regimes
+    if any(n < 1 for n in args.ranks):
+        parser.error("--ranks must be at least 1")
+    regimes = args.regimes or (QUICK if args.quick else [*REGIMES, DISTRIBUTED])
     info = machine_info()
     print("machine: " + ", ".join(f"{k}={v}" for k, v in info.items()))
     load_before = _load()
     rows = run_suite(regimes, args.optimizers, args.repeats)
+    spread = None
+    if DISTRIBUTED in regimes:
+        spread = distributed.run_distributed(args.optimizers, args.repeats, args.quick, args.ranks)
     gpu = gpu_rows(regimes, args.optimizers, args.repeats)
     extra = {} if args.no_startup else startup_figures()
     memory = peak_extra_memory()
@@ -592,15 +621,20 @@ def main(argv=None) -> int:
         "gpu": gpu,
         "startup": extra,
         "peak_extra_memory_bytes": memory,
+        "distributed": spread,
     }
-    text = report(data)
+    text = report(data) + distributed.distributed_report(spread)
     print(text)
     os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, "bench.json"), "w") as f:
         json.dump(data, f, indent=2)
     with open(os.path.join(args.out, "bench.md"), "w") as f:
         f.write(text)
-    why_not = chart(rows, os.path.join(args.out, "bench.png"))
+    why_not = (
+        chart(rows, os.path.join(args.out, "bench.png"))
+        if rows
+        else "no PNG: no regime of one process"
+    )
     if why_not is None:
         print(f"wrote {args.out}/bench.json, bench.md and bench.png")
     else:

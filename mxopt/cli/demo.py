@@ -4,6 +4,12 @@ Everything is here and in NumPy: the data set (generated from a seed, no
 download), the model, its hand-written backward pass and the training loop,
 which drives an :class:`~mxopt.OptimizationState` and an mxopt updater exactly
 as a user's loop would. ``python -m mxopt demo`` runs it.
+
+:func:`train_distributed` is the same training, data-parallel over the ranks of an MPI
+job with :class:`~mxopt.distributed.ShardedUpdater` (``mpiexec -n 2 python -m mpi4py -m
+mxopt demo --distributed``): every rank computes the gradients of its part of each batch
+into a :class:`~mxopt.ParameterBuffer`, the step sums them over the ranks and updates
+each rank's share of the model, whose optimizer state only that rank holds.
 """
 
 from __future__ import annotations
@@ -26,6 +32,8 @@ __all__ = [
     "plot_history",
     "spirals",
     "train",
+    "train_distributed",
+    "world",
 ]
 
 
@@ -202,6 +210,85 @@ def train(optimizer, epochs: int = 30, batch_size: int = 32, seed: int = 0, repo
     return history
 
 
+def world():
+    """``(comm, rank, size)`` of this process's job: ``MPI.COMM_WORLD`` when mpi4py and an
+    MPI library are installed (a world of one without ``mpiexec``), else mxopt's world of
+    one process (:class:`~mxopt.distributed.LocalCollectives`)."""
+    try:
+        from mpi4py import MPI
+    except (ImportError, RuntimeError):  # RuntimeError: mpi4py without an MPI library
+        from mxopt.distributed import LocalCollectives
+
+        return LocalCollectives(), 0, 1
+    comm = MPI.COMM_WORLD
+    return comm, comm.Get_rank(), comm.Get_size()
+
+
+def train_distributed(optimizer, epochs: int = 30, batch_size: int = 32, seed: int = 0,
+                      report=None, progress=None, comm=None, reduce: str = "sum"):  # fmt: skip
+    """:func:`train`, data-parallel over the ranks of ``comm`` (default: :func:`world`).
+
+    Every rank builds the same data and model from ``seed`` and draws the same batches;
+    rank ``r`` computes the gradients of its part of each batch (``batch_size`` is the
+    global batch, split as evenly as it goes), and a
+    :class:`~mxopt.distributed.ShardedUpdater` sums them over the ranks and updates the
+    model, each rank holding the optimizer state of its share only. Every rank returns the
+    same records (the loss is averaged over the whole batch); ``report`` and ``progress``
+    are called on every rank (pass them on rank 0 only to print once). With
+    ``reduce="ordered"`` the gradients are summed in rank order.
+    """
+    from mxopt.distributed import ShardedUpdater
+
+    if comm is None:
+        comm = world()[0]
+    x, y = spirals(seed=seed)
+    split = int(0.8 * len(y))
+    x_train, y_train, x_val, y_val = x[:split], y[:split], x[split:], y[split:]
+    model = MLP.create(2, 64, 3, seed=seed)
+    # the model's arrays become views of one flat buffer, which the sharded step updates
+    buffer = mxopt.ParameterBuffer.from_arrays(model.parameters())
+    model = MLP(**buffer.weights)
+    state = OptimizationState(batch_size=batch_size)  # the global batch
+    optimizer.state = state
+    updater = ShardedUpdater(optimizer, buffer, comm, reduce=reduce)
+    updater.broadcast_weights()  # the same start everywhere (here it already is)
+    rank, size = updater.rank, updater.size
+    collectives = updater.collectives
+    rng = np.random.default_rng(seed + 1)
+    history = []
+    for _ in range(epochs):
+        state.begin_epoch()
+        order = rng.permutation(split)
+        losses = []
+        for start in range(0, split - batch_size + 1, batch_size):
+            rows = np.array_split(order[start : start + batch_size], size)[rank]
+            if len(rows):
+                loss, grads = model.loss_and_grads(x_train[rows], y_train[rows])
+                for name, grad in grads.items():
+                    buffer.grads[name][...] = grad
+            else:  # more ranks than examples in a batch
+                loss = 0.0
+                buffer.grad[...] = 0
+            # the mean loss of the whole batch, from every rank's sum over its part
+            sums = collectives.all_gather_values(np.array([loss * len(rows)]), [1] * size)
+            losses.append(float(sums.sum()) / batch_size)
+            state.begin_batch()
+            updater.step()
+            if progress is not None:
+                progress()
+        record = EpochRecord(
+            epoch=state.curr_epoch,
+            loss=float(np.mean(losses)),
+            train_accuracy=model.accuracy(x_train, y_train),
+            val_accuracy=model.accuracy(x_val, y_val),
+            lr=float(optimizer.lr_value(state)),
+        )
+        history.append(record)
+        if report is not None:
+            report(record)
+    return history
+
+
 def plot_history(histories: dict, path) -> None:
     """A PNG of loss, validation accuracy and learning rate per epoch, one line per run."""
     try:
@@ -237,9 +324,18 @@ def main_demo(
     config=None,
     plot=None,
     progress: bool = False,
+    distributed: str | None = None,
 ) -> int:
     """Run the demo for each named optimizer (or the one in ``config``), printing a table per
-    run and a summary; with ``plot``, write a PNG of the runs."""
+    run and a summary; with ``plot``, write a PNG of the runs.
+
+    ``distributed``: ``None`` (one process), or ``"sum"`` or ``"ordered"``, the reduction
+    of :func:`train_distributed` over the ranks of this MPI job (a world of one without
+    ``mpiexec``); only rank 0 prints and draws."""
+    comm, rank, size = world() if distributed is not None else (None, 0, 1)
+    if rank != 0:
+        plot, progress = None, False
+    echo = print if rank == 0 else _silent
     if plot is not None:
         try:
             import matplotlib  # noqa: F401
@@ -254,39 +350,57 @@ def main_demo(
         runs = {name: (lambda n=name: demo_optimizer(n, schedule, epochs * batches))
                 for name in optimizers}  # fmt: skip
     bar = _progress_bar(progress, epochs * batches * len(runs))
+    if distributed is not None:
+        low, high = 32 // size, -(-32 // size)
+        part = str(low) if low == high else f"{low}-{high}"
+        echo(f"data-parallel on {size} rank(s) (ShardedUpdater, reduce={distributed!r}): "
+             f"each rank computes the gradients of {part} of the 32 examples of a batch "
+             f"and holds the optimizer state of its share of the model")  # fmt: skip
     summary, histories = [], {}
     for name, make in runs.items():
         optimizer = make()
         if not isinstance(optimizer, mxopt.AbstractOptimizer):
             raise TypeError(f"{name}: the config describes {shown(optimizer)}, not an optimizer")
-        _write(bar, f"\n== {name}: {optimizer!r}")
-        _write(bar, f"{'epoch':>5} {'loss':>8} {'train acc':>9} {'val acc':>8} {'lr':>10}")
+        if rank == 0:
+            _write(bar, f"\n== {name}: {optimizer!r}")
+            _write(bar, f"{'epoch':>5} {'loss':>8} {'train acc':>9} {'val acc':>8} {'lr':>10}")
         started = time.perf_counter()
-        history = train(
-            optimizer,
+        options = dict(
             epochs=epochs,
             seed=seed,
-            report=lambda r: _write(
+            report=None
+            if rank != 0
+            else lambda r: _write(
                 bar,
                 f"{r.epoch:5d} {r.loss:8.4f} {r.train_accuracy:9.3f} "
                 f"{r.val_accuracy:8.3f} {r.lr:10.3g}",
             ),  # fmt: skip
             progress=None if bar is None else lambda: bar.update(1),
         )
+        if distributed is None:
+            history = train(optimizer, **options)
+        else:
+            history = train_distributed(optimizer, comm=comm, reduce=distributed, **options)
         histories[name] = history
         summary.append((name, history[0], history[-1], time.perf_counter() - started))
     if bar is not None:
         bar.close()
-    print("\nsummary: the spirals need a non-linear model; chance is 0.333")
+    echo("\nsummary: the spirals need a non-linear model; chance is 0.333")
+    ranks = "" if distributed is None else f", {size} rank(s)"
     for name, first, last, seconds in summary:
-        print(
+        echo(
             f"  {name:13s} loss {first.loss:.3f} -> {last.loss:.3f}, "
-            f"val accuracy {first.val_accuracy:.3f} -> {last.val_accuracy:.3f} ({seconds:.1f} s)"
+            f"val accuracy {first.val_accuracy:.3f} -> {last.val_accuracy:.3f} "
+            f"({seconds:.1f} s{ranks})"
         )
     if plot is not None:
         plot_history(histories, plot)
-        print(f"wrote {plot}")
+        echo(f"wrote {plot}")
     return 0
+
+
+def _silent(*args, **kwargs) -> None:
+    """``print`` on the ranks other than 0."""
 
 
 def _progress_bar(enabled: bool, total: int):

@@ -1,7 +1,7 @@
 """The ``mxopt`` command line (also ``python -m mxopt``).
 
     mxopt demo [--optimizer NAME] [--schedule NAME] [--epochs N] [--seed S]
-               [--config FILE] [--plot PNG]
+               [--config FILE] [--plot PNG] [--distributed [sum|ordered]]
     mxopt plot-schedule CONFIG [--epochs E] [--batches-per-epoch B] [--output PNG]
     mxopt bench [benchmark options]
     mxopt warmup [--dtypes float32 float64]
@@ -48,7 +48,12 @@ def _demo(args) -> int:
         config=args.config,
         plot=None if missing_picture else plot,
         progress=not args.no_progress,
+        distributed=args.distributed,
     )
+    if args.distributed is not None and missing_picture:
+        from mxopt.cli.demo import world
+
+        missing_picture = world()[1] == 0  # say it once, on rank 0
     if missing_picture and code == 0:
         print(f"mxopt: no picture: {_PLOT_HINT} (or --no-plot)", file=sys.stderr)
     return code
@@ -160,6 +165,15 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     demo.add_argument("--no-plot", action="store_true", help="write no picture")
     demo.add_argument("--no-progress", action="store_true", help="no progress bar")
+    demo.add_argument(
+        "--distributed", nargs="?", const="ordered", choices=["sum", "ordered"], default=None,
+        metavar="sum|ordered",
+        help="train data-parallel over the ranks of an MPI job with ShardedUpdater "
+        "(mpiexec -n 2 python -m mpi4py -m mxopt demo --distributed; without mpiexec, a "
+        "world of one): each rank computes the gradients of its part of every batch, only "
+        "rank 0 prints. The gradients are summed in rank order (ordered, the default: "
+        "the sums of one process) or by MPI's own reduction (sum)",
+    )  # fmt: skip
     demo.set_defaults(run=_demo)
 
     plot = commands.add_parser(

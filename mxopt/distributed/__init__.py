@@ -15,14 +15,10 @@ arrays, through ``cupy.cuda.nccl``). See the guide, ``docs/distributed.md``.
         updater.step()
 """
 
-from mxopt.distributed.collectives import (
-    Collectives,
-    LocalCollectives,
-    MpiCollectives,
-    collectives_for,
-)
+from mxopt.distributed.collectives import Collectives, LocalCollectives, MpiCollectives
 from mxopt.distributed.files import consolidate, read_sharded
 from mxopt.distributed.sharded import REDUCTIONS, ShardedUpdater, shares
+from mxopt.distributed.transport import collectives_for
 
 __all__ = [
     "REDUCTIONS",

@@ -19,7 +19,7 @@ import abc
 
 import numpy as np
 
-__all__ = ["Collectives", "LocalCollectives", "MpiCollectives", "collectives_for"]
+__all__ = ["Collectives", "LocalCollectives", "MpiCollectives"]
 
 
 class Collectives(abc.ABC):
@@ -125,24 +125,3 @@ def _mpi_type(array):
     from mpi4py import MPI
 
     return MPI.DOUBLE if array.dtype == np.float64 else MPI.FLOAT
-
-
-def collectives_for(comm, backend: str) -> Collectives:
-    """The collectives for ``comm`` (an mpi4py communicator, or ``None`` for
-    ``MPI.COMM_WORLD`` when mpi4py is installed, else a world of one) and arrays of
-    ``backend`` (``"numpy"``: MPI; ``"cupy"``: NCCL)."""
-    if comm is None:
-        try:
-            from mpi4py import MPI
-        except ImportError:
-            return LocalCollectives()
-        comm = MPI.COMM_WORLD
-    if isinstance(comm, Collectives):
-        return comm
-    if backend == "cupy":
-        from mxopt.distributed.nccl import NcclCollectives
-
-        return NcclCollectives(comm)
-    if comm.Get_size() == 1:
-        return LocalCollectives()
-    return MpiCollectives(comm)

@@ -19,7 +19,7 @@ import re
 import numpy as np
 
 from mxopt.core.version import __version__
-from mxopt.distributed.collectives import collectives_for
+from mxopt.distributed.transport import collectives_for
 from mxopt.persist.archive import CheckpointError, decode_index, encode_index
 from mxopt.persist.files import write_atomically
 from mxopt.training.checkpoint import (

@@ -25,8 +25,9 @@ from __future__ import annotations
 import numpy as np
 
 from mxopt.core.checks import shown
-from mxopt.distributed.collectives import Collectives, collectives_for
+from mxopt.distributed.collectives import Collectives
 from mxopt.distributed.files import load_sharded, save_sharded
+from mxopt.distributed.transport import collectives_for
 from mxopt.kernels import backend_module
 from mxopt.kernels.statistics import segment_statistics
 from mxopt.training.buffer import ParameterBuffer
