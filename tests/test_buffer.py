@@ -203,8 +203,8 @@ def test_adafactor_falls_back_to_per_tensor_updates():
 def test_buffer_validation():
     with pytest.raises(TypeError, match="float32 or float64"):
         mxopt.ParameterBuffer({"a": (2,)}, dtype=np.int32)
-    with pytest.raises(ValueError, match="non-empty"):
-        mxopt.ParameterBuffer({})
+    with pytest.raises(ValueError, match="shapes must be an"):
+        mxopt.ParameterBuffer([("a", (2,))])
     with pytest.raises(ValueError, match="bad shape"):
         mxopt.ParameterBuffer({"a": (2, -1)})
     with pytest.raises(TypeError, match="ParameterBuffer"):
@@ -214,6 +214,46 @@ def test_buffer_validation():
     assert list(buffer.offsets) == [0, 6, 10] and np.shares_memory(
         buffer.weights["b"], buffer.weight
     )
+
+
+def test_an_empty_buffer_updates_nothing_and_still_decides():
+    buffer = mxopt.ParameterBuffer({})
+    assert buffer.weight.shape == buffer.grad.shape == (0,) and buffer.indices == ()
+    state = mxopt.OptimizationState(1, 1, 1, 1)
+    scaler = mxopt.DynamicLossScaler(init_scale=8.0)
+    updater = mxopt.get_updater(mxopt.ADAM(state=state), loss_scaler=scaler)
+    assert updater.update_buffer(buffer) is True and updater.states == {}
+    # a decision made elsewhere (a distributed step's global statistics) is taken and counted
+    bad = mxopt.StepStatistics(0.0, 3, ["elsewhere"])
+    assert updater.update_buffer(buffer, statistics=bad) is False
+    assert scaler.scale == 4.0 and scaler.skipped == 1
+
+
+def test_a_buffer_packs_into_given_flat_arrays():
+    big_weight = np.arange(12, dtype=np.float64)
+    big_grad = np.zeros(12)
+    buffer = mxopt.ParameterBuffer({"a": (2, 2), "b": (3,)}, np.float64,
+                                   weight=big_weight[3:10], grad=big_grad[3:10])  # fmt: skip
+    assert np.shares_memory(buffer.weights["a"], big_weight)
+    np.testing.assert_array_equal(buffer.weights["b"], [7.0, 8.0, 9.0])
+    buffer.grads["b"][...] = 1.0
+    state = mxopt.OptimizationState(1, 1, 1, 1)
+    mxopt.get_updater(mxopt.SGD(lr=0.5, weight_decay=0.0, state=state)).update_buffer(buffer)
+    # only the slice moved: w - lr * g (hand-computed)
+    np.testing.assert_array_equal(big_weight, [0, 1, 2, 3, 4, 5, 6, 6.5, 7.5, 8.5, 10, 11])
+    for weight, grad, match in [
+        (np.zeros(6), np.zeros(7), "weight must be 1-D of 7 float64"),
+        (np.zeros(7, np.float32), np.zeros(7), "weight must be 1-D of 7 float64"),
+        (np.zeros((7, 1)), np.zeros(7), "1-D"),
+        (np.zeros(14)[::2], np.zeros(7), "C-contiguous"),
+        (np.zeros(7), [0.0] * 7, "grad must be a NumPy or CuPy array"),
+    ]:
+        with pytest.raises((TypeError, ValueError), match=match):
+            mxopt.ParameterBuffer({"a": (2, 2), "b": (3,)}, np.float64, weight=weight, grad=grad)
+    read_only = np.zeros(7)
+    read_only.flags.writeable = False
+    with pytest.raises(ValueError, match="writeable"):
+        mxopt.ParameterBuffer({"a": (7,)}, np.float64, weight=read_only)
 
 
 def test_large_state_arrays_start_at_other_offsets_in_a_page_than_the_weight():

@@ -229,6 +229,34 @@ def test_global_norm_matches_numpy_in_float64():
         mxopt.global_norm([np.ones(3, np.int64)])
 
 
+def test_gradient_sums_give_each_gradients_statistics_and_the_engines_total():
+    from mxopt.kernels import backend_module
+    from mxopt.kernels.statistics import segment_statistics
+
+    rng = np.random.default_rng(6)
+    grads = [rng.normal(size=s).astype(np.float32) * 10 for s in [(300, 7), (13,), (0,), (9000,)]]
+    grads[1][[2, 5]] = [np.nan, -np.inf]
+    sums, counts = mxopt.gradient_sums(grads)
+    # the oracle: float64 sums of the finite values' squares, and a count of the others
+    for grad, total, count in zip(grads, sums, counts, strict=True):
+        values = grad.astype(np.float64).ravel()
+        finite = values[np.isfinite(values)]
+        assert total == pytest.approx(np.sum(finite**2), rel=1e-13, abs=0.0)
+        assert count == np.count_nonzero(~np.isfinite(values))
+    assert counts.tolist() == [0, 2, 0, 0] and sums.dtype == np.float64
+    # one flat array cut in segments gives every segment the same bits
+    flat = np.concatenate([g.ravel() for g in grads])
+    offsets = np.cumsum([0] + [g.size for g in grads])
+    segment_sums, segment_counts = segment_statistics(backend_module("numpy"), flat, offsets)
+    assert segment_sums.tolist() == sums.tolist() and segment_counts.tolist() == counts.tolist()
+    # the global norm is the square root of their sum in order (when all are finite)
+    del grads[1]
+    sums, _ = mxopt.gradient_sums(grads)
+    assert mxopt.global_norm(grads) == math.sqrt(np.cumsum(sums)[-1])
+    with pytest.raises(TypeError, match="gradient_sums: gradient 0 must be a float32"):
+        mxopt.gradient_sums([np.ones(3, np.int64)])
+
+
 def test_max_grad_norm_scales_every_gradient_by_the_same_factor():
     rng = np.random.default_rng(5)
     shapes, weights = _model(rng, np.float64)
