@@ -17,6 +17,7 @@ arrays, through ``cupy.cuda.nccl``). See the guide, ``docs/distributed.md``.
 
 from mxopt.distributed.collectives import Collectives, LocalCollectives, MpiCollectives
 from mxopt.distributed.files import consolidate, read_sharded
+from mxopt.distributed.nccl import NcclCollectives
 from mxopt.distributed.sharded import REDUCTIONS, ShardedUpdater, shares
 from mxopt.distributed.transport import collectives_for
 
@@ -25,6 +26,7 @@ __all__ = [
     "Collectives",
     "LocalCollectives",
     "MpiCollectives",
+    "NcclCollectives",
     "ShardedUpdater",
     "collectives_for",
     "consolidate",

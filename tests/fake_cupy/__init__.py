@@ -19,7 +19,10 @@ silently, so that code passing here does not fail on a GPU for those reasons:
 * several devices (:data:`DEVICE_COUNT`), with a current device per thread; new
   arrays, copies and ``asarray`` of another device's array go to the current
   device, elementwise work needs its arrays on the current device (no peer
-  access), and a kernel runs on the device it was loaded on, with its arrays there.
+  access), and a kernel runs on the device it was loaded on, with its arrays there;
+* ``cupy.cuda.nccl`` (:mod:`tests.fake_cupy.cuda_nccl`): NCCL between threads, each
+  thread a rank on its own device, handed device pointers (``array.data.ptr``) that must
+  lie in a live allocation of that device.
 
 Use :func:`install` (with pytest's ``monkeypatch``) to make ``import cupy`` find
 it for one test; nothing stays behind afterwards.
@@ -33,6 +36,7 @@ import numbers
 import sys
 import threading
 import types
+import weakref
 
 import numpy as np
 
@@ -136,6 +140,26 @@ cuda.driver = types.ModuleType("cupy.cuda.driver")
 cuda.driver.CUDADriverError = CUDADriverError
 
 
+class Stream:
+    """``cupy.cuda.Stream``: the fake runs everything at once, in order, so there is only
+    the null stream (``ptr`` 0) of each device."""
+
+    def __init__(self, device_id: int):
+        self.ptr = 0
+        self.device_id = device_id
+
+    def synchronize(self) -> None:
+        pass
+
+
+def _get_current_stream(device_id=None) -> Stream:
+    return Stream(_current() if device_id is None or device_id < 0 else int(device_id))
+
+
+cuda.Stream = Stream
+cuda.get_current_stream = _get_current_stream
+
+
 def _require_current(*arrays, what: str) -> None:
     """CuPy's elementwise kernels run on the current device, on its arrays only."""
     here = _current()
@@ -175,6 +199,40 @@ class MemoryPointer:
     @property
     def device(self) -> Device:
         return Device(self.device_id)
+
+
+# Device pointers: NCCL (tests/fake_cupy/cuda_nccl.py) is handed pointers, not arrays. Every
+# allocation whose pointer was taken is remembered (weakly), so that a pointer can be
+# turned back into its memory, and a pointer into freed or foreign memory is refused.
+_ALLOCATIONS: dict = {}  # id(owner) -> (weak reference to the owning host array, device)
+
+
+def _pointer(a: ndarray) -> MemoryPointer:
+    owner = a._host
+    while isinstance(owner.base, np.ndarray):
+        owner = owner.base
+    key = id(owner)
+    if key not in _ALLOCATIONS:
+        forget = lambda _, key=key: _ALLOCATIONS.pop(key, None)  # noqa: E731
+        _ALLOCATIONS[key] = (weakref.ref(owner, forget), a._device)
+    return MemoryPointer(a._host.ctypes.data, a._device)
+
+
+def _device_memory(ptr: int, nbytes: int) -> tuple[np.ndarray, int]:
+    """``nbytes`` bytes at device pointer ``ptr`` (as a writable uint8 host view) and the
+    device they are on; ValueError unless they lie in one live allocation."""
+    for ref, device in list(_ALLOCATIONS.values()):
+        owner = ref()
+        if owner is None or not (owner.flags.c_contiguous or owner.flags.f_contiguous):
+            continue
+        start = owner.ctypes.data
+        if start <= ptr and ptr + nbytes <= start + owner.nbytes:
+            memory = owner.reshape(-1, order="A").view(np.uint8)
+            return memory[ptr - start : ptr - start + nbytes], device
+    raise ValueError(
+        f"fake cupy: no live device allocation holds the {nbytes} bytes at {ptr:#x} (a "
+        f"pointer past an array's end, into freed memory, or not from ndarray.data.ptr)"
+    )
 
 
 def _is_scalar(value) -> bool:
@@ -222,7 +280,7 @@ class ndarray:
     nbytes = property(lambda self: self._host.nbytes)
     flags = property(lambda self: Flags(self._host))
     device = property(lambda self: Device(self._device))
-    data = property(lambda self: MemoryPointer(self._host.ctypes.data, self._device))
+    data = property(lambda self: _pointer(self))
 
     def __array__(self, *args, **kwargs):
         raise TypeError(
@@ -394,6 +452,22 @@ for _name, _op in {
 }.items():  # fmt: skip
     setattr(ndarray, f"__{_name}__", _binary(_op))
     setattr(ndarray, f"__r{_name}__", _binary(_op, reflected=True))
+
+
+def _in_place(op):
+    def method(self, other):
+        if isinstance(other, np.ndarray) and other.shape != ():
+            raise TypeError(f"Unsupported type {type(other)}")
+        _require_current(self, what=op.__name__)
+        op(self._host, _operand(other, op.__name__), out=self._host)
+        return self
+
+    return method
+
+
+for _name, _op in {"add": np.add, "sub": np.subtract, "mul": np.multiply,
+                   "truediv": np.true_divide}.items():  # fmt: skip
+    setattr(ndarray, f"__i{_name}__", _in_place(_op))
 for _name, _op in {"eq": np.equal, "ne": np.not_equal, "lt": np.less, "le": np.less_equal,
                    "gt": np.greater, "ge": np.greater_equal}.items():  # fmt: skip
     setattr(ndarray, f"__{_name}__", _binary(_op))
@@ -527,5 +601,12 @@ def install(monkeypatch) -> types.ModuleType:
     monkeypatch.setitem(sys.modules, "cupy", module)
     monkeypatch.setitem(sys.modules, "cupy.cuda", cuda)
     monkeypatch.setitem(sys.modules, "cupy.cuda.runtime", cuda.runtime)
+    monkeypatch.setitem(sys.modules, "cupy.cuda.nccl", cuda.nccl)
     reset()
     return module
+
+
+# cupy.cuda.nccl: collectives between threads of this process (see the module)
+from tests.fake_cupy import cuda_nccl  # noqa: E402
+
+cuda.nccl = cuda_nccl
