@@ -141,27 +141,38 @@ class ShardedUpdater(GroupMethods):
         on every rank alike). An error on any rank raises on every rank before any
         weight is written."""
         collectives, share = self.collectives, self.share
-        failure = None
+        # nonfinite="apply" without clipping or loss scaler decides nothing: no statistics
+        needs = self._needs_statistics()
+        failure, sums = None, np.zeros(len(self.indices) if needs else 0)
+        counts = sums
         try:
             if collectives.size > 1:
                 collectives.reduce_scatter(self.buffer.grad, share.grad, self.offsets,
                                            self.reduce == "ordered")  # fmt: skip
-            sums, counts = segment_statistics(backend_module(share.backend), share.grad,
-                                              share.offsets)  # fmt: skip
+            if needs:
+                sums, counts = segment_statistics(backend_module(share.backend), share.grad,
+                                                  share.offsets)  # fmt: skip
+                frozen = [self.groups.resolve(index)[2] for index in self.indices]
+                sums[frozen], counts[frozen] = 0.0, 0  # frozen weights' gradients are unread
         except Exception as error:  # agreed on below, so that no rank waits for this one
             failure = error
-            sums = np.zeros(len(self.indices))
-            counts = np.zeros(len(self.indices), dtype=np.int64)
-        statistics = self._agree(failure, sums, counts)
+        statistics = self._agree(failure, sums, counts, needs)
         applied = self._update(statistics)
         if applied:
             collectives.all_gather(self.buffer.weight, self.offsets)
         return applied
 
-    def _agree(self, failure, sums, counts) -> StepStatistics:
+    def _needs_statistics(self) -> bool:
+        updater = self.updater
+        return (updater.nonfinite != "apply" or updater.loss_scaler is not None
+                or updater.max_grad_norm is not None)  # fmt: skip
+
+    def _agree(self, failure, sums, counts, needs: bool) -> StepStatistics | None:
         """Every rank's failure flag and statistics, gathered; raises on every rank if any
-        rank failed; else the global statistics, summed in index order."""
-        sizes = [2 * (last - first) + 1 for first, last in self.index_ranges]
+        rank failed; else the global statistics, summed in index order (``None`` when the
+        policy needs none, which every rank knows alike)."""
+        per_rank = [last - first if needs else 0 for first, last in self.index_ranges]
+        sizes = [2 * n + 1 for n in per_rank]
         mine = np.concatenate([[1.0 if failure is not None else 0.0], sums, counts])
         gathered = self.collectives.all_gather_values(mine, sizes)
         starts = np.concatenate([[0], np.cumsum(sizes)])
@@ -173,9 +184,10 @@ class ShardedUpdater(GroupMethods):
                 f"ShardedUpdater.step: rank(s) {failed} failed before the update; no rank "
                 f"changed its weights or state"
             )
+        if not needs:
+            return None
         all_sums, all_counts = [], []
-        for r, (first, last) in enumerate(self.index_ranges):
-            n = last - first
+        for r, n in enumerate(per_rank):
             all_sums.append(gathered[starts[r] + 1 : starts[r] + 1 + n])
             all_counts.append(gathered[starts[r] + 1 + n : starts[r + 1]])
         all_sums, all_counts = np.concatenate(all_sums), np.concatenate(all_counts)

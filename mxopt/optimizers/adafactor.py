@@ -186,6 +186,8 @@ class Adafactor(AbstractOptimizer):
     """
 
     Options = AdafactorOptions
+    #: RMS(W) and RMS(U) are per tensor: a packed run of vectors is updated tensor by tensor
+    per_tensor = True
     about = About(
         family="adaptive",
         same_as="`torch.optim.Adafactor` with `eps=(eps1 or None, eps2)`",
