@@ -304,3 +304,69 @@ def test_large_state_arrays_start_at_other_offsets_in_a_page_than_the_weight():
 
     small = mxopt.create_state(optimizer, "s", weight[:16].copy())
     assert all(a.base is None for a in small.flat.values())  # small arrays: no padding
+
+
+def _running(optimizer, **options):
+    state = mxopt.OptimizationState(1)
+    state.begin_epoch()
+    state.begin_batch()
+    optimizer.state = state
+    return mxopt.get_updater(optimizer, **options)
+
+
+def test_a_frozen_index_gets_no_state_on_the_packed_path_as_on_the_others():
+    for path in ("buffer", "many"):
+        updater = _running(mxopt.ADAM())
+        updater.set_groups([["a"], ["b"]])
+        updater.freeze()
+        buffer = mxopt.ParameterBuffer({"a": (3,), "b": (2,)})
+        buffer.grad[:] = 1.0
+        if path == "buffer":
+            assert updater.update_buffer(buffer)
+        else:
+            assert updater.update_many(buffer.indices, list(buffer.grad_list),
+                                       [w for w in buffer.weights.values()])  # fmt: skip
+        assert {k: s.step for k, s in updater.states.items()} == {"b": 1}, path
+        np.testing.assert_array_equal(buffer.weights["a"], 0.0)
+    updater.unfreeze()  # then it joins, from a first step
+    assert updater.update_buffer(buffer)
+    assert {k: s.step for k, s in updater.states.items()} == {"a": 1, "b": 2}
+
+
+def test_a_state_array_the_options_no_longer_use_is_kept_on_the_packed_path():
+    # as update_many keeps it: momentum off, then on again, reuses the velocity; the
+    # packed state is rebuilt in between (a step of the weight on its own)
+    results = {}
+    for paths in (("buffer", "many", "buffer", "buffer"), ("many",) * 4):
+        updater = _running(mxopt.SGD(lr=0.1, momentum=0.9, weight_decay=0.0))
+        buffer = mxopt.ParameterBuffer({"a": (3,)})
+        buffer.grad[:] = 1.0
+        for k, path in enumerate(paths):
+            if path == "buffer":
+                assert updater.update_buffer(buffer)
+            else:
+                grad = buffer.grads["a"].copy()
+                assert updater.update_many(["a"], [grad], [buffer.weights["a"]])
+            assert list(updater.states["a"].arrays) == ["velocity"]
+            updater.optimizer.momentum = {0: 0.0, 2: 0.9}.get(k, updater.optimizer.momentum)
+        results[paths[0]] = buffer.weights["a"].copy()
+    # by hand: v1 = 1, w1 = -0.1; plain steps w2 = -0.2, w3 = -0.3; v4 = 0.9 * 1 + 1 = 1.9,
+    # w4 = -0.3 - 0.19
+    np.testing.assert_allclose(results["buffer"], -0.49, rtol=1e-6)
+    np.testing.assert_array_equal(results["buffer"], results["many"])
+
+
+def test_a_failed_packed_step_leaves_no_stale_group_behind():
+    for fail in ("nonfinite", "read-only"):
+        updater = _running(mxopt.ADAM(lr=0.1))
+        buffer = mxopt.ParameterBuffer({"a": (2,)}, dtype=np.float64)
+        buffer.grad[:] = [1.0, np.nan] if fail == "nonfinite" else 1.0
+        buffer.weight.flags.writeable = fail != "read-only"
+        with pytest.raises((FloatingPointError, ValueError)):
+            updater.update_buffer(buffer)
+        buffer.weight.flags.writeable = True
+        assert updater.states == {}
+        updater("a", np.ones(2), buffer.weights["a"])  # the index's real first step
+        buffer.grad[:] = 1.0
+        assert updater.update_buffer(buffer)
+        assert updater.states["a"].step == 2, fail

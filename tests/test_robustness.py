@@ -397,3 +397,17 @@ def test_same_bits_across_thread_counts():
         assert result.returncode == 0, result.stderr
         outputs.append(result.stdout)
     assert outputs[0] == outputs[1]
+
+
+def test_an_option_assignment_is_checked_with_the_others_as_the_constructor_checks_it():
+    optimizer = mxopt.SGD()
+    with pytest.raises(ValueError, match="nesterov=True needs momentum"):
+        mxopt.SGD(nesterov=True)
+    with pytest.raises(ValueError, match="nesterov=True needs momentum"):
+        optimizer.nesterov = True
+    assert optimizer.nesterov is False  # refused: left as it was
+    optimizer.momentum = 0.9
+    optimizer.nesterov = True
+    with pytest.raises(ValueError, match="needs dampening=0"):
+        optimizer.dampening = 0.5
+    assert optimizer.dampening == 0.0 and optimizer.nesterov is True

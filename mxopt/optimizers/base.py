@@ -347,7 +347,13 @@ class AbstractOptimizer(abc.ABC):
         # ``optimizer.lr = x`` means the option: set it there, checked. As a plain
         # attribute it would be ignored by every update.
         if name in self._option_names:
+            old = getattr(self.opts, name)
             setattr(self.opts, name, value)
+            try:
+                self.kernel()  # the combination is checked as the constructor checks it
+            except ValueError:
+                setattr(self.opts, name, old)
+                raise
         else:
             object.__setattr__(self, name, value)
 

@@ -184,10 +184,12 @@ class BufferGroup:
     whole buffer, each index's :class:`~mxopt.WeightState` holding views of them, and
     the buffer cut into :class:`Run` s of weights that move together (usually one)."""
 
-    __slots__ = ("buffer", "members", "pending", "state", "runs", "groups_version", "dirty")
+    __slots__ = ("buffer", "members", "pending", "state", "runs", "groups_version", "dirty",
+                 "kernel")  # fmt: skip
 
-    def __init__(self, buffer, members, pending, state, runs, groups_version):
+    def __init__(self, buffer, members, pending, state, runs, groups_version, kernel):
         self.buffer = buffer
+        self.kernel = kernel  # the optimizer's kernel when packed: its state arrays
         self.members = members  # WeightStates, in buffer order
         self.pending = {id(m) for m in pending}  # created here; stored on the first success
         self.state = state  # spans the whole buffer
@@ -237,18 +239,24 @@ class BufferGroup:
                 state = create_state(optimizer, index, buffer.weights[index],
                                      averaging=updater.averaging)  # fmt: skip
                 pending.append(state)
-            if sorted(state.flat) != sorted(names):
+            missing = [name for name in names if name not in state.flat]
+            if missing:  # as engine.require_state_arrays says it on the other paths
                 raise ValueError(
-                    f"index {shown(index)}: its state holds {sorted(state.flat)} but the optimizer "
-                    f"now keeps {sorted(names)}"
+                    f"{state.describe()}: the optimizer's options now call for state arrays "
+                    f"{missing} that this index's state (made for {tuple(state.flat)}) does "
+                    f"not have; create new state (a new updater) after changing such options"
                 )
             for name in names:
                 flat[name][lo:hi] = state.flat[name]
-            state.replace_arrays({name: flat[name][lo:hi] for name in names})
+            # arrays the options no longer use stay with the state, unpacked, as on the
+            # other paths (they return if the option does)
+            extras = {k: a for k, a in state.flat.items() if k not in spec}
+            state.replace_arrays({**extras, **{name: flat[name][lo:hi] for name in names}})
             members.append(state)
         whole = _span(buffer, flat, 0, len(members), members[0].step if members else 0)
         runs = cls._runs(updater, buffer, flat, members)
-        return cls(buffer, members, pending, whole, runs, updater.groups.version)
+        return cls(buffer, members, pending, whole, runs, updater.groups.version,
+                   optimizer.kernel())  # fmt: skip
 
     @staticmethod
     def _runs(updater, buffer, flat, members) -> list:
@@ -268,8 +276,13 @@ class BufferGroup:
 
     def is_current(self, updater) -> bool:
         """Whether the runs still hold: no member was updated on its own, the groups did
-        not change and the updater's states are still these (O(1))."""
-        return not self.dirty and updater.groups.version == self.groups_version
+        not change, the options still call for the same kernel (so the same state arrays)
+        and the updater's states are still these (O(1))."""
+        return (
+            not self.dirty
+            and updater.groups.version == self.groups_version
+            and updater.optimizer.kernel() is self.kernel
+        )
 
     def items(self) -> list:
         """The step's items: one per run, its arrays checked once for the whole buffer."""
@@ -289,10 +302,13 @@ class BufferGroup:
         """After the first step that did not fail (applied, or skipped and counted): store
         the states this group created."""
         if self.pending:
+            # frozen weights took no step: their new states stay pending, as on the other
+            # paths, where a frozen weight gets no state
+            stepped = {id(m) for run in self.runs for m in self.members[run.first : run.last]}
             for index, member in zip(self.buffer.indices, self.members, strict=True):
-                if id(member) in self.pending:
+                if id(member) in self.pending and id(member) in stepped:
                     updater.states[index] = member
-            self.pending = set()
+            self.pending -= stepped
 
 
 def _span(buffer, flat, first, last, step):

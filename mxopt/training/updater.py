@@ -342,7 +342,12 @@ class Updater(GroupMethods):
             return self.update_many(list(buffer.indices), list(buffer.grad_list),
                                     list(buffer.weight_list), statistics=statistics,
                                     multiplier=multiplier)  # fmt: skip
-        applied = run_step(self, group.items(), statistics=statistics, multiplier=multiplier)
+        try:
+            applied = run_step(self, group.items(), statistics=statistics, multiplier=multiplier)
+        except BaseException:
+            if group.pending:  # its new states were never stored: make them again next time
+                self._groups.pop(id(buffer), None)
+            raise
         group.commit(self)
         return applied
 
