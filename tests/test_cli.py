@@ -208,3 +208,57 @@ def test_bench_options_reach_the_suite(capsys):
         main(["bench", "--regimes", "bogus"])
     assert exited.value.code == 2
     assert "argument --regimes: invalid choice: 'bogus'" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_bench_distributed_quick_mode(tmp_path):
+    import json
+
+    from mxopt.cli import bench_distributed
+
+    why = bench_distributed.why_not_available()
+    if why is not None:
+        pytest.skip(why)
+    out = tmp_path / "results"
+    argv = ["bench", "--regimes", "distributed", "--quick", "--optimizers", "adam",
+            "--ranks", "2", "--repeats", "1", "--no-startup", "--out", str(out)]  # fmt: skip
+    assert main(argv) == 0
+    data = json.loads((out / "bench.json").read_text())["distributed"]
+    assert data["shapes"] == "bert-like-small"
+    rows = {(r["reduce"], r["ranks"]): r for r in data["rows"]}
+    assert set(rows) == {(reduce, n) for reduce in ("sum", "ordered") for n in (1, 2)}
+    one, two = rows["ordered", 1], rows["ordered", 2]
+    assert one["communicated_bytes"] == 0 and one["step_vs_1_rank"] == 1.0
+    # reduce-scatter of the gradients + all-gather of the weights, and a few kB of statistics
+    assert two["bytes_per_step"]["reduce_scatter"] == two["bytes_per_step"]["all_gather"]
+    assert two["bytes_per_step"]["reduce_scatter"] == 4 * data["elements"]
+    assert 1.0 < two["communicated_vs_expected"] < 1.01
+    assert two["state_vs_1_rank"] == pytest.approx(0.5, abs=0.02)  # half the state each
+    assert two["weights_agree"] and two["step_ms"] > 0
+    assert 0 < two["communication_ms"] < two["step_ms"]
+    text = (out / "bench.md").read_text()
+    assert "### Distributed (ShardedUpdater, bert-like-small" in text
+    assert "| adam | ordered | 2 |" in text
+
+
+def test_bench_distributed_report_says_when_ranks_share_cores():
+    from mxopt.cli.bench_distributed import distributed_report
+
+    row = {"optimizer": "adam", "reduce": "ordered", "oversubscribed": False, "step_ms": 10.0,
+           "step_vs_1_rank": 1.0, "communication_ms": 0.0, "update_ms": 10.0,
+           "communicated_bytes": 0, "expected_bytes": 0, "communicated_vs_expected": None,
+           "state_bytes_max_rank": 8e6, "state_vs_1_rank": 1.0, "ranks": 1}  # fmt: skip
+    four = row | {"ranks": 4, "oversubscribed": True, "step_ms": 20.0, "step_vs_1_rank": 2.0,
+                  "communication_ms": 15.0, "update_ms": 5.0, "communicated_bytes": 8.1e6,
+                  "expected_bytes": 8e6, "communicated_vs_expected": 1.0125,
+                  "state_bytes_max_rank": 2e6, "state_vs_1_rank": 0.25}  # fmt: skip
+    data = {"shapes": "bert-base", "tensors": 199, "elements": 10**6, "cpus": 2,
+            "rows": [row, four]}  # fmt: skip
+    text = distributed_report(data)
+    assert (
+        "| adam | ordered | 4* | 20.00 | 2.00 | 15.00 | 5.00 | 75% | 8.1 | 8.0 | 1.0125 |" in text
+    )
+    assert "0.250 (1/4 = 0.250)" in text
+    assert "4 ranks on 2 CPUs: oversubscribed" in text
+    assert distributed_report(None) == ""
+    assert "skipped: no MPI" in distributed_report({"skipped": "no MPI"})

@@ -211,17 +211,13 @@ def train(optimizer, epochs: int = 30, batch_size: int = 32, seed: int = 0, repo
 
 
 def world():
-    """``(comm, rank, size)`` of this process's job: ``MPI.COMM_WORLD`` when mpi4py and an
-    MPI library are installed (a world of one without ``mpiexec``), else mxopt's world of
-    one process (:class:`~mxopt.distributed.LocalCollectives`)."""
-    try:
-        from mpi4py import MPI
-    except (ImportError, RuntimeError):  # RuntimeError: mpi4py without an MPI library
-        from mxopt.distributed import LocalCollectives
+    """``(collectives, rank, size)`` of this process's job: over ``MPI.COMM_WORLD`` when
+    mpi4py and an MPI library are installed (a world of one without ``mpiexec``), else
+    mxopt's world of one process (:func:`mxopt.distributed.collectives_for`)."""
+    from mxopt.distributed import collectives_for
 
-        return LocalCollectives(), 0, 1
-    comm = MPI.COMM_WORLD
-    return comm, comm.Get_rank(), comm.Get_size()
+    collectives = collectives_for(None, "numpy")
+    return collectives, collectives.rank, collectives.size
 
 
 def train_distributed(optimizer, epochs: int = 30, batch_size: int = 32, seed: int = 0,
@@ -365,16 +361,15 @@ def main_demo(
             _write(bar, f"\n== {name}: {optimizer!r}")
             _write(bar, f"{'epoch':>5} {'loss':>8} {'train acc':>9} {'val acc':>8} {'lr':>10}")
         started = time.perf_counter()
+
+        def report(r):
+            _write(bar, f"{r.epoch:5d} {r.loss:8.4f} {r.train_accuracy:9.3f} "
+                        f"{r.val_accuracy:8.3f} {r.lr:10.3g}")  # fmt: skip
+
         options = dict(
             epochs=epochs,
             seed=seed,
-            report=None
-            if rank != 0
-            else lambda r: _write(
-                bar,
-                f"{r.epoch:5d} {r.loss:8.4f} {r.train_accuracy:9.3f} "
-                f"{r.val_accuracy:8.3f} {r.lr:10.3g}",
-            ),  # fmt: skip
+            report=report if rank == 0 else None,
             progress=None if bar is None else lambda: bar.update(1),
         )
         if distributed is None:

@@ -89,7 +89,7 @@ class MpiCollectives(Collectives):
 
         counts, starts = self._counts(offsets)
         if not ordered:
-            self.comm.Reduce_scatter([full, counts, starts, _mpi_type(full)], share, counts,
+            self.comm.Reduce_scatter([full, _mpi_type(full)], [share, _mpi_type(share)], counts,
                                      op=MPI.SUM)  # fmt: skip
             return
         # Every rank receives each rank's copy of its own share, then adds them in rank order.

@@ -15,7 +15,7 @@ def collectives_for(comm, backend: str) -> Collectives:
     if comm is None:
         try:
             from mpi4py import MPI
-        except ImportError:
+        except (ImportError, RuntimeError):  # RuntimeError: mpi4py without an MPI library
             return LocalCollectives()
         comm = MPI.COMM_WORLD
     if isinstance(comm, Collectives):
