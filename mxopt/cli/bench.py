@@ -80,16 +80,7 @@ def bytes_per_element(name: str) -> int:
 
 def bert_base_shapes() -> list:
     """Parameter shapes of a BERT-base encoder (L=12, H=768, A=12, vocabulary 30522)."""
-    hidden, intermediate, layers = 768, 3072, 12
-    shapes = [(30522, hidden), (512, hidden), (2, hidden), (hidden,), (hidden,)]
-    for _ in range(layers):
-        for _ in range(4):  # query, key, value, attention output
-            shapes += [(hidden, hidden), (hidden,)]
-        shapes += [(hidden,), (hidden,)]  # attention LayerNorm
-        shapes += [(hidden, intermediate), (intermediate,), (intermediate, hidden), (hidden,)]
-        shapes += [(hidden,), (hidden,)]  # output LayerNorm
-    shapes += [(hidden, hidden), (hidden,)]  # pooler
-    return shapes
+    return distributed.bert_like_shapes(30522, 512, 768, 3072, 12)
 
 
 REGIMES = {

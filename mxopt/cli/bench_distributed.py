@@ -62,8 +62,8 @@ OVERSUBSCRIBED_ENV = {"MPIR_CVAR_CH4_PROGRESS_THROTTLE": "1"}
 
 
 def bert_like_shapes(vocabulary=1000, positions=128, hidden=64, intermediate=256, layers=2):
-    """The tensor shapes of a BERT encoder of the given sizes (the structure of
-    :func:`mxopt.cli.bench.bert_base_shapes`, which is this at 30522, 512, 768, 3072, 12)."""
+    """The tensor shapes of a BERT encoder of the given sizes (BERT-base, the benchmarks'
+    :func:`mxopt.cli.bench.bert_base_shapes`, is 30522, 512, 768, 3072, 12)."""
     shapes = [(vocabulary, hidden), (positions, hidden), (2, hidden), (hidden,), (hidden,)]
     for _ in range(layers):
         for _ in range(4):  # query, key, value, attention output
@@ -77,9 +77,7 @@ def bert_like_shapes(vocabulary=1000, positions=128, hidden=64, intermediate=256
 
 def _shapes(name: str) -> list:
     if name == "bert-base":
-        from mxopt.cli.bench import bert_base_shapes
-
-        return bert_base_shapes()
+        return bert_like_shapes(30522, 512, 768, 3072, 12)
     return bert_like_shapes()
 
 

@@ -177,7 +177,7 @@ def train(optimizer, epochs: int = 30, batch_size: int = 32, seed: int = 0, repo
     """
     x, y = spirals(seed=seed)
     split = int(0.8 * len(y))
-    x_train, y_train, x_val, y_val = x[:split], y[:split], x[split:], y[split:]
+    x_train, y_train = x[:split], y[:split]
     model = MLP.create(2, 64, 3, seed=seed)
     state = OptimizationState(batch_size=batch_size)
     optimizer.state = state
@@ -197,17 +197,23 @@ def train(optimizer, epochs: int = 30, batch_size: int = 32, seed: int = 0, repo
                 updater(name, grads[name], weight)
             if progress is not None:
                 progress()
-        record = EpochRecord(
-            epoch=state.curr_epoch,
-            loss=float(np.mean(losses)),
-            train_accuracy=model.accuracy(x_train, y_train),
-            val_accuracy=model.accuracy(x_val, y_val),
-            lr=float(optimizer.lr_value(state)),
-        )
-        history.append(record)
-        if report is not None:
-            report(record)
+        _end_epoch(history, report, model, optimizer, losses, x, y, split)
     return history
+
+
+def _end_epoch(history, report, model, optimizer, losses, x, y, split) -> None:
+    """The epoch's record (mean batch loss, accuracies on the training and validation
+    parts, the learning rate), kept and reported."""
+    record = EpochRecord(
+        epoch=optimizer.state.curr_epoch,
+        loss=float(np.mean(losses)),
+        train_accuracy=model.accuracy(x[:split], y[:split]),
+        val_accuracy=model.accuracy(x[split:], y[split:]),
+        lr=float(optimizer.lr_value(optimizer.state)),
+    )
+    history.append(record)
+    if report is not None:
+        report(record)
 
 
 def world():
@@ -239,7 +245,7 @@ def train_distributed(optimizer, epochs: int = 30, batch_size: int = 32, seed: i
         comm = world()[0]
     x, y = spirals(seed=seed)
     split = int(0.8 * len(y))
-    x_train, y_train, x_val, y_val = x[:split], y[:split], x[split:], y[split:]
+    x_train, y_train = x[:split], y[:split]
     model = MLP.create(2, 64, 3, seed=seed)
     # the model's arrays become views of one flat buffer, which the sharded step updates
     buffer = mxopt.ParameterBuffer.from_arrays(model.parameters())
@@ -272,16 +278,7 @@ def train_distributed(optimizer, epochs: int = 30, batch_size: int = 32, seed: i
             updater.step()
             if progress is not None:
                 progress()
-        record = EpochRecord(
-            epoch=state.curr_epoch,
-            loss=float(np.mean(losses)),
-            train_accuracy=model.accuracy(x_train, y_train),
-            val_accuracy=model.accuracy(x_val, y_val),
-            lr=float(optimizer.lr_value(state)),
-        )
-        history.append(record)
-        if report is not None:
-            report(record)
+        _end_epoch(history, report, model, optimizer, losses, x, y, split)
     return history
 
 
