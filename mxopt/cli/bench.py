@@ -54,14 +54,14 @@ import numpy as np
 import mxopt
 from mxopt.cli import bench_distributed as distributed
 from mxopt.cli import bench_peers as peers
-from mxopt.cli.bench_peers import HYPER
+from mxopt.cli.bench_peers import HYPER, PEERED
+from mxopt.cli.bench_peers import mxopt_optimizer as _mxopt_optimizer
 from mxopt.cli.bench_report import chart, report
 
 __all__ = ["REGIMES", "bert_base_shapes", "main", "run_suite"]
 
 #: The optimizers compared with their peers (NumPy, torch, optax, Thinc). Any other name of
 #: ``mxopt.OPTIMIZERS`` (with its default options) is timed for mxopt and the memory limit.
-PEERED = ("sgd-momentum", "adam", "adamw")
 
 
 def arrays_per_step(name: str) -> int:
@@ -99,19 +99,6 @@ QUICK = ["1M", "1000x1k", "per-call-16", DISTRIBUTED]
 
 
 # -- implementations ---------------------------------------------------------------------
-
-
-def _mxopt_optimizer(name: str, state):
-    h = HYPER
-    if name not in PEERED:
-        return mxopt.OPTIMIZERS[name](state=state)
-    if name == "sgd-momentum":
-        return mxopt.SGD(lr=h["lr"], momentum=h["momentum"], weight_decay=h["wd"], state=state)
-    if name == "adam":
-        return mxopt.ADAM(
-            lr=h["lr"], epsilon=h["eps"], weight_decay=h["wd"], epsilon_hat=False, state=state
-        )
-    return mxopt.AdamW(lr=h["lr"], epsilon=h["eps"], weight_decay=h["wd"], state=state)
 
 
 def _state():

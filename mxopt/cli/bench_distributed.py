@@ -151,7 +151,7 @@ def worker(shapes_name: str, optimizers: list, repeats: int, out: str) -> None:
     from mpi4py import MPI
 
     import mxopt
-    from mxopt.cli.bench import _mxopt_optimizer
+    from mxopt.cli.bench_peers import mxopt_optimizer as _mxopt_optimizer
     from mxopt.distributed import ShardedUpdater, collectives_for
     from mxopt.kernels import threads
 

@@ -5,10 +5,30 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["HYPER", "available", "numpy_step", "optax_step", "thinc_step", "torch_step"]
+import mxopt
+
+__all__ = ["HYPER", "PEERED", "available", "mxopt_optimizer", "numpy_step", "optax_step",
+           "thinc_step", "torch_step"]  # fmt: skip
 
 #: The hyperparameters of every implementation of the suite, mxopt's included.
 HYPER = {"lr": 1e-3, "momentum": 0.9, "beta1": 0.9, "beta2": 0.999, "eps": 1e-8, "wd": 1e-2}
+#: The optimizers compared with their peers (others are timed in mxopt only).
+PEERED = ("sgd-momentum", "adam", "adamw")
+
+
+def mxopt_optimizer(name: str, state):
+    """mxopt's side of the comparison: ``name`` with :data:`HYPER` (a peered name), or any
+    optimizer of ``mxopt.OPTIMIZERS`` with its defaults."""
+    h = HYPER
+    if name not in PEERED:
+        return mxopt.OPTIMIZERS[name](state=state)
+    if name == "sgd-momentum":
+        return mxopt.SGD(lr=h["lr"], momentum=h["momentum"], weight_decay=h["wd"], state=state)
+    if name == "adam":
+        return mxopt.ADAM(
+            lr=h["lr"], epsilon=h["eps"], weight_decay=h["wd"], epsilon_hat=False, state=state
+        )
+    return mxopt.AdamW(lr=h["lr"], epsilon=h["eps"], weight_decay=h["wd"], state=state)
 
 
 def numpy_step(name, shapes, rng):
