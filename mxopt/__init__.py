@@ -36,6 +36,7 @@ from mxopt.schedules.momentum import get_momentum
 from mxopt.schedules.plot import plot_schedules
 from mxopt.schedules.values import schedule_values
 from mxopt.training.buffer import ParameterBuffer
+from mxopt.training.checkpoint import read_checkpoint, write_checkpoint
 from mxopt.training.engine import NONFINITE_POLICIES, StepStatistics
 from mxopt.training.groups import mxnet_wd_mult
 from mxopt.training.loss_scaling import DynamicLossScaler
@@ -79,6 +80,8 @@ __all__ = [
     "global_norm",
     "gradient_sums",
     "load_updater",
+    "read_checkpoint",
+    "write_checkpoint",
     "mxnet_wd_mult",
     "normalized_gradient",
     "plot_schedules",

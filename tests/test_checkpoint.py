@@ -399,3 +399,22 @@ def test_a_compressed_member_is_refused_before_it_is_unpacked(checkpoint, tmp_pa
     assert bomb.stat().st_size < 1 << 20
     with pytest.raises(CheckpointError, match="is compressed .* refused unread"):
         mxopt.load_updater(bomb)
+
+
+def test_a_subset_of_a_checkpoint_is_written_and_read_back_as_saved(tmp_path):
+    state = mxopt.OptimizationState(1, 1, 1, 1)
+    updater = mxopt.get_updater(mxopt.ADAM(state=state))
+    rng = np.random.default_rng(3)
+    for index in ("a", "b", "c"):
+        updater(index, rng.normal(size=4), rng.normal(size=4))
+    updater.save(tmp_path / "all.ckpt")
+    d = mxopt.read_checkpoint(tmp_path / "all.ckpt")
+    assert [s["index"] for s in d["states"]] == [{"str": "a"}, {"str": "b"}, {"str": "c"}]
+    d["states"] = [s for s in d["states"] if s["index"] != {"str": "b"}]
+    mxopt.write_checkpoint(tmp_path / "some.ckpt", d)
+    loaded = mxopt.load_updater(tmp_path / "some.ckpt")
+    assert sorted(loaded.states) == ["a", "c"]
+    for index in ("a", "c"):
+        for name, array in updater.states[index].arrays.items():
+            np.testing.assert_array_equal(loaded.states[index].arrays[name], array)
+        assert loaded.states[index].step == updater.states[index].step == 1
