@@ -141,6 +141,8 @@ class ShardedUpdater(GroupMethods):
         on every rank alike). An error on any rank raises on every rank before any
         weight is written."""
         collectives, share = self.collectives, self.share
+        if collectives.size == 1:  # a world of one: the share is the buffer, grads included
+            return self.updater.update_buffer(share)
         # nonfinite="apply" without clipping or loss scaler decides nothing: no statistics
         needs = self._needs_statistics()
         failure, sums = None, np.zeros(len(self.indices) if needs else 0)
