@@ -29,7 +29,14 @@ thinc_api = pytest.importorskip("thinc.api")
 
 import mxopt  # noqa: E402
 from mxopt import LearningRate as L  # noqa: E402
-from mxopt.integrations.thinc import Adam, ThincOptimizer, ThincSchedule, mxopt_optimizer  # noqa: E402
+from mxopt.integrations.thinc import (  # noqa: E402
+    SCORE_WARNING_STEPS,
+    Adam,
+    NoScoreWarning,
+    ThincOptimizer,
+    ThincSchedule,
+    mxopt_optimizer,
+)
 
 ATOL = 5e-5
 STEPS = 300
@@ -246,7 +253,7 @@ def test_thinc_forms_of_schedules():
     assert optimizer.learn_rate == pytest.approx(0.01 * 4 / 20)  # step 4 of a 20-step warmup
     with pytest.raises(ValueError, match="Invalid schedule for 'learn_rate'"):
         optimizer.learn_rate = []
-    with pytest.raises(TypeError, match="Invalid schedule for 'L2'"):
+    with pytest.raises(ValueError, match="Invalid schedule for 'L2'"):  # as Thinc
         optimizer.L2 = "much"
 
 
@@ -437,3 +444,195 @@ def test_entry_points_resolve_without_importing_mxopt():
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
+
+
+# -- compatibility with Thinc's own Optimizer ---------------------------------------------------
+
+
+def test_invalid_learn_rate_raises_value_error_as_thinc():
+    with pytest.raises(ValueError):
+        thinc_api.Adam(learn_rate="hello")
+    with pytest.raises(ValueError, match=r"Invalid schedule for 'learn_rate': 'hello'"):
+        Adam(learn_rate="hello")
+    with pytest.raises(ValueError, match=r"Invalid schedule for 'learn_rate': 'hello'"):
+        mxopt_optimizer(learn_rate="hello")
+
+
+def _one_update(optimizer, key=(1, "W")):
+    rng = np.random.default_rng(0)
+    weights = rng.normal(size=(3, 4)).astype("float32")
+    optimizer(key, weights, rng.normal(size=(3, 4)).astype("float32"))
+    return weights
+
+
+def test_averages_can_be_set_as_in_thinc():
+    for optimizer in (thinc_api.Adam(), Adam()):
+        optimizer.averages = None  # what Thinc code does to stop averaging
+        _one_update(optimizer)
+        assert optimizer.averages is None
+    mine = Adam()
+    _one_update(mine)
+    assert list(mine.averages) == [(1, "W")]
+    mine.averages = None
+    assert mine.averages is None and not mine.use_averages
+    before = mine.updater.states[(1, "W")].arrays["average"].copy()
+    _one_update(mine)
+    assert np.array_equal(mine.updater.states[(1, "W")].arrays["average"], before)  # not updated
+    mine.averages = {}  # Thinc: averaging again
+    assert mine.use_averages and mine.updater.averaging == mxopt.EMA()
+    mine.averages = {(1, "W"): np.full((3, 4), 0.5, dtype="float32")}
+    assert np.all(mine.averages[(1, "W")] == 0.5)
+    with pytest.raises(KeyError, match="no parameter with key"):
+        mine.averages = {(2, "W"): np.zeros(3, dtype="float32")}
+    with pytest.raises(TypeError, match="averages must be None or a dict"):
+        mine.averages = [1.0]
+    plain = Adam(use_averages=False)
+    _one_update(plain)
+    with pytest.raises(ValueError, match="use_averages=True"):
+        plain.averages = {}
+    fresh = Adam(use_averages=False)
+    fresh.averages = {}  # nothing updated yet: averaging starts, as in Thinc
+    _one_update(fresh)
+    assert list(fresh.averages) == [(1, "W")]
+
+
+BAD_VALUES = [("use_averages", '"maybe"'), ("learn_rate", '"hello"'), ("grad_clip", '"tight"')]
+
+
+@pytest.mark.parametrize("name", ["mxopt.Adam.v1", "mxopt.Optimizer.v1"])
+@pytest.mark.parametrize(("argument", "value"), BAD_VALUES)
+def test_factories_are_annotated_for_config_validation(name, argument, value):
+    from confection import ConfigValidationError
+
+    text = f'[optimizer]\n@optimizers = "{name}"\n{argument} = {value}\n'
+    if argument == "use_averages":  # Thinc's schedule annotation lets strings through
+        with pytest.raises(ConfigValidationError):
+            resolve(text.replace(name, "Adam.v1"))
+    with pytest.raises(ConfigValidationError, match=argument):
+        resolve(text)
+    good = resolve(f'[optimizer]\n@optimizers = "{name}"\nuse_averages = false\n')
+    assert isinstance(good, ThincOptimizer) and not good.use_averages
+
+
+NESTED_THINC_SCHEDULE = """
+[optimizer]
+@optimizers = "mxopt.Optimizer.v1"
+
+[optimizer.optimizer]
+@optimizers = "mxopt.AdamW.v1"
+
+[optimizer.optimizer.lr_scheduler]
+@schedules = "warmup_linear.v1"
+initial_rate = 0.01
+warmup_steps = 20
+total_steps = 300
+"""
+
+
+def test_thinc_schedules_in_the_generic_factory():
+    reference = warmup(0.01)
+    expected = [reference(step) if THINC_9 else next(reference) for step in range(30)]
+    for optimizer in (
+        resolve(NESTED_THINC_SCHEDULE),
+        resolve(NESTED_THINC_SCHEDULE.replace(".optimizer.lr_scheduler]", ".learn_rate]")),
+        mxopt_optimizer(mxopt.AdamW(), learn_rate=warmup(0.01)),
+    ):
+        assert isinstance(optimizer.optimizer.opts.lr_scheduler, ThincSchedule)
+        rates = []
+        for _ in range(30):
+            rates.append(float(optimizer.learn_rate))
+            optimizer.step_schedules()
+        assert rates == pytest.approx(expected)
+    optimizer = mxopt_optimizer(mxopt.AdamW(), learn_rate=0.02)
+    assert optimizer.learn_rate == 0.02 and optimizer.optimizer.opts.lr == 0.02
+
+
+@pytest.mark.skipif(not THINC_9, reason="Thinc 8 schedules do not read last_score")
+def test_nested_thinc_plateau_sees_the_adapters_last_score():
+    plateau = thinc_api.plateau(1, 0.5, thinc_api.constant(0.1))
+    schedule = ThincSchedule(plateau)  # as a nested config block builds it: no adapter yet
+    assert not schedule.bound
+    optimizer = mxopt_optimizer(mxopt.AdamW(lr_scheduler=schedule))
+    assert schedule.bound
+    rates = []
+    for score in (0.5, 0.6, 0.6, 0.6):  # Thinc's plateau sees the scores as it is read
+        optimizer.step_schedules()
+        optimizer.last_score = score
+        rates.append(float(optimizer.learn_rate))
+    assert rates[0] == 0.1 and rates[-1] < 0.1
+
+
+def _steps(optimizer, count, score=None):
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for step in range(count):
+            optimizer.step_schedules()
+            if score is not None and step == 10:
+                optimizer.last_score = score
+    return [w for w in caught if issubclass(w.category, NoScoreWarning)]
+
+
+def test_score_based_schedule_without_scores_warns_once():
+    N = SCORE_WARNING_STEPS
+    assert issubclass(NoScoreWarning, UserWarning)
+    plateau = ThincOptimizer(mxopt.ADAM(lr_scheduler=L.Plateau(0.1)))
+    assert _steps(plateau, N - 1) == []
+    caught = _steps(plateau, 3 * N)
+    assert len(caught) == 1 and "last_score" in str(caught[0].message)
+    scored = ThincOptimizer(mxopt.ADAM(lr_scheduler=L.Plateau(0.1)))
+    assert _steps(scored, 2 * N, score=0.5) == []
+    assert _steps(ThincOptimizer(mxopt.ADAM(lr_scheduler=L.Fixed(0.1))), 2 * N) == []
+    if THINC_9:
+        thinc_plateau = Adam(learn_rate=thinc_api.plateau(2, 0.5, thinc_api.constant(0.1)))
+        assert len(_steps(thinc_plateau, N)) == 1
+        assert _steps(Adam(learn_rate=warmup()), N) == []
+
+
+def test_thinc_optimizer_arguments_build_what_thinc_builds():
+    # Adam: the same as thinc.api.Optimizer with the same arguments
+    arguments = {"L2": 1e-4, "grad_clip": 0.1, "beta1": 0.8, "eps": 1e-6}
+    _, thinc_weights, thinc_averages = train(thinc_api.Optimizer(0.002, **arguments))
+    optimizer = mxopt_optimizer(learn_rate=0.002, **arguments)
+    assert type(optimizer.optimizer) is mxopt.ADAM and optimizer.optimizer.opts.epsilon_hat
+    _, weights, averages = train(optimizer)
+    assert deviation(thinc_weights, weights) <= ATOL
+    assert deviation(thinc_averages, averages) <= ATOL
+    # beta1 = beta2 = 0: Thinc's plain SGD
+    _, thinc_weights, _ = train(thinc_api.Optimizer(0.1, beta1=0.0, beta2=0.0))
+    optimizer = mxopt_optimizer(learn_rate=0.1, beta1=0.0, beta2=0.0)
+    assert type(optimizer.optimizer) is mxopt.SGD and optimizer.optimizer.opts.weight_decay == 0
+    _, weights, _ = train(optimizer)
+    assert deviation(thinc_weights, weights) <= ATOL
+    # use_radam: mxopt's RAdam (the published rule; see the module docstring)
+    radam = mxopt_optimizer(use_radam=True, L2=0.01, L2_is_weight_decay=False, learn_rate=0.002)
+    opts = radam.optimizer.opts
+    assert type(radam.optimizer) is mxopt.RAdam and radam.use_radam
+    assert (opts.lr, opts.weight_decay, opts.decoupled_weight_decay) == (0.002, 0.01, False)
+    assert radam.use_averages and radam.grad_clip == 1.0  # Thinc's defaults
+    _, weights, _ = train(radam, steps=50)
+    assert all(np.isfinite(w).all() for w in weights)
+    # with an mxopt optimizer: the arguments override its options
+    adamw = mxopt_optimizer(mxopt.AdamW(), L2=0.02, beta2=0.99, L2_is_weight_decay=True)
+    assert (adamw.optimizer.opts.weight_decay, adamw.optimizer.opts.beta2) == (0.02, 0.99)
+    assert not adamw.use_averages and adamw.grad_clip == 0.0  # mxopt's defaults
+    with pytest.raises(ValueError, match="mxopt.RAdam.v1"):
+        mxopt_optimizer(mxopt.AdamW(), use_radam=True)
+    with pytest.raises(AttributeError, match="SGD has no 'beta1' option"):
+        mxopt_optimizer(mxopt.SGD(), beta1=0.9)
+
+
+def test_thinc_optimizer_arguments_in_a_config():
+    text = (
+        '[optimizer]\n@optimizers = "mxopt.Optimizer.v1"\nuse_radam = true\nL2 = 0.01\n'
+        "L2_is_weight_decay = true\ngrad_clip = 0.5\nuse_averages = false\n"
+        "beta1 = 0.8\nbeta2 = 0.99\neps = 0.000001\nlearn_rate = 0.003\n"
+    )
+    optimizer = resolve(text)
+    opts = optimizer.optimizer.opts
+    assert type(optimizer.optimizer) is mxopt.RAdam
+    assert (opts.lr, opts.weight_decay, opts.beta1, opts.beta2, opts.epsilon) == (
+        0.003, 0.01, 0.8, 0.99, 1e-6)  # fmt: skip
+    assert opts.decoupled_weight_decay and optimizer.grad_clip == 0.5
+    assert not optimizer.use_averages

@@ -1,81 +1,10 @@
-"""A drop-in optimizer for Thinc and spaCy, backed by mxopt's fused kernels.
-
-:class:`ThincOptimizer` implements Thinc's ``Optimizer`` interface with any
-mxopt optimizer and an :class:`~mxopt.Updater` underneath::
-
-    from mxopt.thinc import Adam, ThincOptimizer
-    optimizer = Adam(0.001)                     # Thinc's Adam.v1, same arguments and results
-    optimizer = ThincOptimizer(mxopt.AdamW(lr=1e-3), grad_clip=1.0, use_averages=True)
-    model.finish_update(optimizer)              # optimizer(key, weights, gradient) per parameter
-    optimizer.step_schedules()
-
-From a Thinc or spaCy config (``pip install mxopt`` registers the names through
-the ``thinc_optimizers`` entry points, so nothing needs importing)::
-
-    [training.optimizer]
-    @optimizers = "mxopt.Adam.v1"          # Thinc's Adam.v1 arguments
-    learn_rate = 0.001
-    L2 = 0.01
-    grad_clip = 1.0
-    use_averages = false
-
-    [optimizer]
-    @optimizers = "mxopt.Optimizer.v1"     # any mxopt optimizer
-    grad_clip = 1.0
-
-    [optimizer.optimizer]
-    @optimizers = "mxopt.AdamW.v1"         # mxopt's own names and options
-    lr = 0.001
-
-    [optimizer.optimizer.lr_scheduler]
-    @schedules = "mxopt.LearningRate.WarmupCosine.v1"
-    peak_lr = 0.001
-    warmup_steps = 250
-    decay_steps = 20000
-
-Once this module is imported (which resolving either entry point does) every
-mxopt name -- optimizers and schedules, the names of :func:`mxopt.persist.registry.registered`
--- is also in Thinc's ``optimizers`` and ``schedules`` registries, building the
-plain mxopt object, for use in blocks nested in ``mxopt.Optimizer.v1`` or
-``mxopt.Adam.v1`` (e.g. ``learn_rate`` as an mxopt schedule).
-
-**Counting.** Thinc has no epochs and calls ``optimizer.step_schedules()`` *after*
-the updates of each batch; its schedules read ``step``, 0 during the first batch.
-The adapter owns an :class:`~mxopt.OptimizationState` with ``batch_size=1`` (Thinc's
-gradients are already means over the batch, so they are not divided again) that
-starts at ``curr_epoch = curr_batch = curr_iter = 1``; ``step_schedules()`` calls
-``begin_batch()``. So during Thinc step ``s`` the updates see ``curr_iter = s + 1``,
-as mxopt's own loops do, and ``optimizer.step == curr_iter - 1``. Without
-``steps_per_epoch`` the whole run is epoch 1 (use iteration-based schedules);
-with it, ``curr_epoch = s // steps_per_epoch + 1``. Bias corrections use each
-parameter's own update count, as Thinc's ``nr_update``.
-
-**Thinc's rules, as the adapter applies them.** ``grad_clip`` clips each
-parameter's gradient to an L2 norm of at most ``grad_clip`` (Thinc's
-``clip_gradient``: scale by ``grad_clip / norm`` when ``norm >= grad_clip``); the
-norm costs one read of the gradient and the scaling is a factor inside the fused
-kernel, not a pass of its own;
-``lr_scale`` multiplies the learning rate (and so a decoupled weight decay);
-after the update the gradient is zeroed in place (Thinc's contract; Thinc's
-``Model.finish_update`` relies on it); ``use_averages`` keeps an EMA of the
-weights with Thinc's decay ``min(0.9999, (1 + t) / (10 + t))``.
-
-Known differences from ``thinc.api.Adam`` (all second order or documented
-choices; the test suite bounds the first two): the decoupled decay
-(``L2_is_weight_decay``, the default) multiplies the weight by ``1 - lr * L2`` before
-the Adam step instead of after it (a difference of ``lr * L2`` times the step);
-Thinc starts each average at zero, mxopt at the weight's initial value (the
-initial value's weight in the average falls below 1e-9 after 100 updates);
-with ``L2_is_weight_decay=False`` Thinc adds ``L2 * W`` to the gradient before
-the norm clip, mxopt after it; a NaN or infinite gradient raises
-``FloatingPointError`` with nothing modified (``nonfinite="raise"``; Thinc would
-write NaN into the weights; ``nonfinite="skip"`` skips such updates); a schedule
-receives ``key=None`` (the values are computed once per step for all parameters).
-"""
+"""The Thinc/spaCy adapter; documented at its short path, :mod:`mxopt.thinc`."""
 
 import math
 import numbers
 import sys
+import warnings
+from typing import Any, Literal
 
 import attrs
 
@@ -83,19 +12,50 @@ from mxopt.core.checks import shown
 from mxopt.core.schedule import AbstractLearningRateScheduler, AbstractSchedule
 from mxopt.core.state import OptimizationState
 from mxopt.kernels import backends
-from mxopt.optimizers import ADAM, RAdam
+from mxopt.optimizers import ADAM, SGD, RAdam
 from mxopt.optimizers.averaging import EMA
 from mxopt.optimizers.base import AbstractOptimizer
 from mxopt.persist.config import from_config
 from mxopt.persist.registry import KIND_KEYS, registered
+from mxopt.schedules.decay import Plateau
 from mxopt.training.updater import Updater
 
 try:  # an instance of Thinc's Optimizer passes spaCy's config validation
     from thinc.optimizers import Optimizer as _ThincOptimizerBase
+    from thinc.schedules import Schedule as _ThincScheduleType
 except ImportError:  # the adapter works (and imports) without Thinc
     _ThincOptimizerBase = object
+    _ThincScheduleType = AbstractSchedule
 
-__all__ = ["Adam", "ThincOptimizer", "ThincSchedule", "mxopt_optimizer", "register_in_thinc"]
+__all__ = ["Adam", "NoScoreWarning", "SCORE_WARNING_STEPS", "ThincOptimizer", "ThincSchedule"]
+__all__ += ["mxopt_optimizer", "register_in_thinc"]
+
+#: Steps without a score after which a score-based schedule warns (:class:`NoScoreWarning`):
+#: five evaluations at spaCy's default ``eval_frequency`` (200), so a loop that evaluates
+#: rarely but does report its scores (``optimizer.last_score = score``) is not warned.
+SCORE_WARNING_STEPS = 1000
+
+
+class NoScoreWarning(UserWarning):
+    """A score-based schedule is in use but ``optimizer.last_score`` was never set."""
+
+
+class _Values:
+    """Annotation for Thinc 8's form of a schedule, an iterator of values (not a string)."""
+
+    @classmethod
+    def __get_validators__(cls):  # pydantic v1 (what confection validates with)
+        yield cls.validate
+
+    @classmethod
+    def validate(cls, value):
+        if isinstance(value, (str, bytes)) or not hasattr(value, "__next__"):
+            raise TypeError("not a number, a list of numbers, a generator or a schedule")
+        return value
+
+
+#: A hyperparameter of the factories, as confection validates it (Thinc's forms and mxopt's).
+ScheduleT = float | list[float] | _Values | _ThincScheduleType | AbstractSchedule
 
 
 class ThincSchedule(AbstractLearningRateScheduler):
@@ -105,14 +65,17 @@ class ThincSchedule(AbstractLearningRateScheduler):
     called as ``schedule(step, key=None, last_score=...)``; a list or generator
     (Thinc 8) gives its ``step``-th value, and its last one once exhausted.
     Unit: iteration. Value at the first update: the schedule's value at step 0.
-    It is not a config object (it wraps Python code).
+    It is not a config object (it wraps Python code). ``last_score`` is a function
+    returning Thinc's ``(step, score)``; without it (a Thinc schedule in a nested
+    config block) the :class:`ThincOptimizer` it ends up in binds its own.
     """
 
     unit = "iteration"
 
     def __init__(self, schedule, last_score=None, name: str = "learn_rate"):
         self.name = name
-        self._last_score = last_score if last_score is not None else (lambda: None)
+        self._last_score = last_score
+        self.bound = last_score is not None  # reads an adapter's last_score
         if _is_thinc_schedule(schedule):
             self._call = schedule
             self._values = None
@@ -128,10 +91,21 @@ class ThincSchedule(AbstractLearningRateScheduler):
             self._values = [first]
             self._exhausted = False
 
+    def bind(self, last_score) -> None:
+        """Read ``last_score()`` (an adapter's ``(step, score)``) from now on."""
+        self._last_score = last_score
+        self.bound = True
+
+    @property
+    def reads_scores(self) -> bool:
+        """Whether it is (or contains) Thinc's ``plateau`` schedule."""
+        return _thinc_schedule_reads_scores(self._call) if self._call is not None else False
+
     def value(self, state: OptimizationState):
         step = max(state.curr_iter - 1, 0)
         if self._call is not None:
-            return self._call(step, key=None, last_score=self._last_score())
+            score = self._last_score() if self.bound else None
+            return self._call(step, key=None, last_score=score)
         values = self._values
         while len(values) <= step and not self._exhausted:
             try:
@@ -150,6 +124,33 @@ def _is_thinc_schedule(value) -> bool:
     return schedules is not None and isinstance(value, getattr(schedules, "Schedule", ()))
 
 
+def _thinc_schedule_reads_scores(schedule, depth: int = 0) -> bool:
+    if getattr(schedule, "name", None) == "plateau":
+        return True
+    inner = getattr(schedule, "attrs", None) if depth < 8 else None
+    values = inner.values() if isinstance(inner, dict) else ()
+    return any(_is_thinc_schedule(v) and _thinc_schedule_reads_scores(v, depth + 1) for v in values)
+
+
+def _schedules_in(value, depth: int = 0):
+    """The schedules in ``value`` (an optimizer, its options, a schedule...), recursively."""
+    if depth > 8:
+        return
+    if isinstance(value, AbstractSchedule):
+        yield value
+    if isinstance(value, AbstractOptimizer):
+        yield from _schedules_in(value.opts, depth + 1)
+        inner = getattr(value, "inner", None)
+        if isinstance(inner, AbstractOptimizer):
+            yield from _schedules_in(inner, depth + 1)
+    elif attrs.has(type(value)):
+        for field in attrs.fields(type(value)):
+            yield from _schedules_in(getattr(value, field.name, None), depth + 1)
+    elif isinstance(value, (list, tuple)):
+        for item in value:
+            yield from _schedules_in(item, depth + 1)
+
+
 class _Rate(float):
     """The current value of a hyperparameter; Thinc 9 style ``rate(step)`` also works."""
 
@@ -162,6 +163,14 @@ class _Rate(float):
         if step is None or self._at is None:
             return float(self)
         return float(self._at(step))
+
+
+def _option_property(thinc_name: str, doc: str) -> property:
+    return property(
+        lambda self: self._get_option(thinc_name),
+        lambda self, value: self._set_option(thinc_name, value),
+        doc=doc,
+    )
 
 
 class ThincOptimizer(_ThincOptimizerBase):
@@ -239,10 +248,15 @@ class ThincOptimizer(_ThincOptimizerBase):
         optimizer.state = self._state
         self._optimizer = optimizer
         self._updater = Updater(optimizer, averaging=averaging, nonfinite=nonfinite)
+        self._averaging_rule = averaging  # kept for ``averages = {}`` after ``averages = None``
         self._zero_grad = zero_grad
         self._steps_per_epoch = None if steps_per_epoch is None else int(steps_per_epoch)
         self._last_score_value = None
+        self._score_warned = False
         self.grad_clip = grad_clip
+        for schedule in _schedules_in(optimizer):  # Thinc schedules from nested config blocks
+            if isinstance(schedule, ThincSchedule) and not schedule.bound:
+                schedule.bind(self._read_last_score)
 
     # -- what it wraps -------------------------------------------------------------------
 
@@ -293,6 +307,9 @@ class ThincOptimizer(_ThincOptimizerBase):
         if self._steps_per_epoch is not None and state.curr_iter % self._steps_per_epoch == 0:
             state.begin_epoch()
         state.begin_batch()
+        step = state.curr_iter - 1
+        if step % SCORE_WARNING_STEPS == 0 and not (self._score_warned or state.scores):
+            _warn_no_score(self, step)
 
     @property
     def step(self) -> int:
@@ -310,6 +327,9 @@ class ThincOptimizer(_ThincOptimizerBase):
     def last_score(self, score) -> None:
         self._state.record_score(score)
         self._last_score_value = (self.step, score)
+
+    def _read_last_score(self):
+        return self._last_score_value
 
     @property
     def learn_rate(self) -> float:
@@ -375,26 +395,10 @@ class ThincOptimizer(_ThincOptimizerBase):
         name, opts = self._option(thinc_name)
         setattr(opts, name, self._hyperparameter(value, thinc_name))
 
-    L2 = property(
-        lambda self: self._get_option("L2"),
-        lambda self, value: self._set_option("L2", value),
-        doc="The L2 / weight-decay coefficient (mxopt's ``weight_decay``).",
-    )
-    b1 = property(
-        lambda self: self._get_option("b1"),
-        lambda self, value: self._set_option("b1", value),
-        doc="First-moment decay (mxopt's ``beta1``).",
-    )
-    b2 = property(
-        lambda self: self._get_option("b2"),
-        lambda self, value: self._set_option("b2", value),
-        doc="Second-moment decay (mxopt's ``beta2``).",
-    )
-    eps = property(
-        lambda self: self._get_option("eps"),
-        lambda self, value: self._set_option("eps", value),
-        doc="Epsilon (mxopt's ``epsilon``).",
-    )
+    L2 = _option_property("L2", "The L2 / weight-decay coefficient (mxopt's ``weight_decay``).")
+    b1 = _option_property("b1", "First-moment decay (mxopt's ``beta1``).")
+    b2 = _option_property("b2", "Second-moment decay (mxopt's ``beta2``).")
+    eps = _option_property("eps", "Epsilon (mxopt's ``epsilon``).")
 
     @property
     def L2_is_weight_decay(self) -> bool:
@@ -433,10 +437,19 @@ class ThincOptimizer(_ThincOptimizerBase):
     @property
     def averages(self):
         """``{key: average}`` of every parameter updated so far, or ``None`` without
-        averaging (as Thinc); for ``model.use_params(optimizer.averages)``."""
+        averaging (as Thinc); for ``model.use_params(optimizer.averages)``.
+
+        Assigning ``None`` stops averaging and a dict starts it again (Thinc's semantics,
+        with the adapter's rule, default :class:`mxopt.EMA`), copying each given array
+        into its key's average; other keys keep theirs (Thinc restarts them at zero).
+        """
         if self._updater.averaging is None:
             return None
         return self._updater.averages
+
+    @averages.setter
+    def averages(self, value) -> None:
+        _assign_averages(self, value)
 
     @property
     def nr_update(self) -> dict:
@@ -465,7 +478,7 @@ class ThincOptimizer(_ThincOptimizerBase):
     def _hyperparameter(self, value, name: str):
         """A number, an mxopt schedule, or Thinc's forms of a schedule, for ``name``."""
         if isinstance(value, bool):
-            raise TypeError(f"Invalid value for {shown(name)}: {shown(value)}")
+            raise ValueError(f"Invalid value for {shown(name)}: {shown(value)}")
         if isinstance(value, numbers.Real):
             return float(value)
         if isinstance(value, AbstractSchedule):
@@ -477,10 +490,11 @@ class ThincOptimizer(_ThincOptimizerBase):
             or isinstance(value, (list, tuple))
             or hasattr(value, "__next__")
         ):
-            return ThincSchedule(value, lambda: self._last_score_value, name)
-        raise TypeError(
-            f"Invalid schedule for {shown(name)} ({type(value).__name__}): expected a number, an "
-            f"mxopt schedule, a Thinc schedule, or a list or generator of values"
+            return ThincSchedule(value, self._read_last_score, name)
+        raise ValueError(
+            f"Invalid schedule for {shown(name)}: {shown(value)} ({type(value).__name__}); "
+            f"expected a number, an mxopt schedule, a Thinc schedule, or a list or generator "
+            f"of values"
         )
 
     def _read(self, value, name: str) -> float:
@@ -496,17 +510,61 @@ class ThincOptimizer(_ThincOptimizerBase):
         )
 
 
+def _assign_averages(adapter: ThincOptimizer, value) -> None:
+    """``adapter.averages = value`` (see :attr:`ThincOptimizer.averages`)."""
+    updater = adapter.updater
+    if value is None:
+        if updater.averaging is not None:
+            adapter._averaging_rule = updater.averaging
+            updater.averaging = None
+        return
+    if not isinstance(value, dict):
+        raise TypeError(f"averages must be None or a dict of arrays, got {shown(value)}")
+    unknown = [key for key in value if key not in updater.states]
+    if unknown:
+        raise KeyError(f"averages: no parameter with key {shown(unknown[0])} was updated yet")
+    if updater.averaging is None:
+        without = [key for key, s in updater.states.items() if "average" not in s.arrays]
+        if without:  # their states have no average array
+            raise ValueError(
+                f"averages: cannot start averaging after {len(without)} parameters were "
+                f"updated without it; create the optimizer with use_averages=True"
+            )
+        updater.averaging = adapter._averaging_rule or EMA()
+    for key, average in value.items():
+        target = updater.states[key].arrays["average"]
+        target[...] = average.reshape(target.shape)
+
+
+def _warn_no_score(adapter: ThincOptimizer, step: int) -> None:
+    """Warn (once) when a score-based schedule is in use and no score came in ``step`` steps."""
+    schedules = [*_schedules_in(adapter.optimizer), *_schedules_in(adapter._grad_clip)]
+    reading = [s for s in schedules if isinstance(s, Plateau) or getattr(s, "reads_scores", 0)]
+    if not reading:
+        return
+    adapter._score_warned = True
+    warnings.warn(
+        NoScoreWarning(
+            f"{type(reading[0]).__name__} reads scores, but no score was recorded in {step} "
+            f"steps, so it keeps its rate: set optimizer.last_score = score after each "
+            f"evaluation (spaCy 3.8's training loop does not), or use a schedule that does "
+            f"not need scores"
+        ),
+        stacklevel=3,
+    )
+
+
 def Adam(
-    learn_rate=0.001,
+    learn_rate: ScheduleT = 0.001,
     *,
-    L2=0.0,
-    beta1=0.9,
-    beta2=0.999,
-    eps=1e-08,
-    grad_clip=1.0,
-    L2_is_weight_decay=True,
-    use_averages=True,
-):
+    L2: ScheduleT = 0.0,
+    beta1: ScheduleT = 0.9,
+    beta2: ScheduleT = 0.999,
+    eps: ScheduleT = 1e-08,
+    grad_clip: ScheduleT = 1.0,
+    L2_is_weight_decay: bool = True,
+    use_averages: bool = True,
+) -> ThincOptimizer:
     """Thinc's ``Adam.v1``, same arguments and defaults, on mxopt's fused ADAM kernel.
 
     Thinc's Adam is mxopt's :class:`~mxopt.ADAM` with MXNet's epsilon placement
@@ -522,36 +580,70 @@ def Adam(
         use_averages=use_averages,
         grad_clip=grad_clip,
     )
-    adapter.learn_rate = learn_rate
-    adapter.L2 = L2
-    adapter.b1 = beta1
-    adapter.b2 = beta2
-    adapter.eps = eps
+    _set_hyperparameters(adapter, learn_rate=learn_rate, L2=L2, b1=beta1, b2=beta2, eps=eps)
     return adapter
 
 
-def mxopt_optimizer(
-    optimizer,
-    *,
-    use_averages=False,
-    grad_clip=0.0,
-    nonfinite="raise",
-    steps_per_epoch=None,
-):
-    """Any mxopt optimizer as a Thinc optimizer (``"mxopt.Optimizer.v1"``).
+def _set_hyperparameters(adapter: ThincOptimizer, **values) -> None:
+    """Assign Thinc's hyperparameters given (not None) through the adapter's setters."""
+    for name in [name for name, value in values.items() if value is not None]:
+        setattr(adapter, name, values[name])
 
-    ``optimizer`` is an mxopt optimizer -- in a config, a nested block naming
-    one of mxopt's optimizers with mxopt's options (``@optimizers =
-    "mxopt.AdamW.v1"``) -- or its config dict. Defaults are mxopt's semantics:
-    no averaging and no gradient-norm clipping unless asked for.
+
+def mxopt_optimizer(
+    optimizer: AbstractOptimizer | dict[str, Any] | None = None,
+    *,
+    learn_rate: ScheduleT | None = None,
+    L2: ScheduleT | None = None,
+    beta1: ScheduleT | None = None,
+    beta2: ScheduleT | None = None,
+    eps: ScheduleT | None = None,
+    grad_clip: ScheduleT | None = None,
+    use_averages: bool | None = None,
+    use_radam: bool | None = None,
+    L2_is_weight_decay: bool | None = None,
+    nonfinite: Literal["raise", "skip", "apply"] = "raise",
+    steps_per_epoch: int | None = None,
+) -> ThincOptimizer:
+    """Any mxopt optimizer as a Thinc optimizer (``"mxopt.Optimizer.v1"``), or without
+    one what ``thinc.api.Optimizer`` builds from the same arguments.
+
+    ``optimizer``: an mxopt optimizer (in a config, a nested block such as ``@optimizers =
+    "mxopt.AdamW.v1"``) or its config dict. The defaults are then mxopt's (no averaging,
+    no clipping), and the Thinc arguments given override its ``lr`` or ``lr_scheduler``,
+    ``weight_decay``, ``beta1``, ``beta2``, ``epsilon`` and ``decoupled_weight_decay``.
+    Without it: Thinc's defaults (``learn_rate=0.001``, ``grad_clip=1.0``,
+    ``use_averages=True``) and :class:`~mxopt.RAdam` for ``use_radam``, plain
+    :class:`~mxopt.SGD` for ``beta1 == beta2 == 0`` (``L2`` coupled), Thinc's Adam
+    (:func:`Adam`) otherwise.
     """
-    return ThincOptimizer(
+    thinc_shaped = optimizer is None
+    if thinc_shaped:
+        decoupled = True if L2_is_weight_decay is None else L2_is_weight_decay
+        if use_radam:
+            optimizer = RAdam(weight_decay=0.0, decoupled_weight_decay=decoupled)
+        elif beta1 == 0 and beta2 == 0:  # Thinc's SGD.v1; mxopt's SGD has no betas or eps
+            optimizer, beta1, beta2, eps = SGD(momentum=0.0, weight_decay=0.0), None, None, None
+        else:
+            optimizer = ADAM(epsilon_hat=True, weight_decay=0.0, decoupled_weight_decay=decoupled)
+        learn_rate, L2_is_weight_decay = 0.001 if learn_rate is None else learn_rate, None
+    adapter = ThincOptimizer(
         optimizer,
-        use_averages=use_averages,
-        grad_clip=grad_clip,
+        use_averages=thinc_shaped if use_averages is None else use_averages,
+        grad_clip=(1.0 if thinc_shaped else 0.0) if grad_clip is None else grad_clip,
         nonfinite=nonfinite,
         steps_per_epoch=steps_per_epoch,
     )
+    if use_radam is not None and use_radam != isinstance(adapter.optimizer, RAdam):
+        raise ValueError(
+            f"use_radam={use_radam} but the optimizer is {type(adapter.optimizer).__name__}: "
+            f'name mxopt\'s RAdam in the optimizer block (@optimizers = "mxopt.RAdam.v1"), '
+            f"or leave out either the optimizer block or use_radam"
+        )
+    if L2_is_weight_decay is not None:
+        adapter.L2_is_weight_decay = L2_is_weight_decay
+    _set_hyperparameters(adapter, learn_rate=learn_rate, L2=L2, b1=beta1, b2=beta2, eps=eps)
+    return adapter
 
 
 # -- Thinc's registries ------------------------------------------------------------------
@@ -561,11 +653,12 @@ def _native_factory(kind: str, name: str, target):
     """A function building mxopt's ``name`` from keyword options, for Thinc's registry."""
     import inspect
 
-    import attrs
-
     key = KIND_KEYS[kind]
 
     def build(**options):
+        for option, value in options.items():  # a nested Thinc schedule block, e.g. warmup_linear
+            if _is_thinc_schedule(value) or hasattr(value, "__next__"):
+                options[option] = ThincSchedule(value, name=option)
         return from_config({key: name, **options}, name)
 
     parameters = []
