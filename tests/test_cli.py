@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pathlib
 import subprocess
 import sys
 import textwrap
@@ -10,6 +11,7 @@ import pytest
 
 import mxopt
 from mxopt.__main__ import main
+from mxopt.cli.main import build_parser
 
 ONE_CYCLE_TOML = textwrap.dedent(
     """\
@@ -67,7 +69,7 @@ def test_demo_with_a_named_optimizer_and_schedule(capsys):
     )  # fmt: skip
     assert code == 0
     out = capsys.readouterr().out
-    assert "== RAdam: RAdam(" in out
+    assert "== RAdam: RAdam at the first update: lr=" in out
     assert "OneCycle" in out
     # three epoch rows, numbered 1..3
     rows = [line.split() for line in out.splitlines() if line[:5].strip().isdigit()]
@@ -82,7 +84,7 @@ def test_demo_from_a_config_file(tmp_path, capsys):
     config.write_text(ADAM_CFG)
     assert main(["demo", "--config", str(config), "--epochs", "2", "--no-progress"]) == 0
     out = capsys.readouterr().out
-    assert "ADAM(" in out and "Exp(" in out
+    assert "ADAM at the first update: lr=0.027," in out and "lr schedule Exp(" in out
     rows = [line.split() for line in out.splitlines() if line[:5].strip().isdigit()]
     # the lr column is the Exp schedule at the end of each epoch: 0.03 * 0.9**epoch
     assert [float(r[4]) for r in rows] == pytest.approx([0.03 * 0.9, 0.03 * 0.81], rel=1e-3)
@@ -141,7 +143,74 @@ def test_unknown_optimizer_is_a_usage_error(capsys):
     with pytest.raises(SystemExit) as exited:
         main(["demo", "--optimizer", "Adamm"])
     assert exited.value.code == 2
-    assert "invalid choice: 'Adamm'" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "argument --optimizer: unknown name 'Adamm'; did you mean 'ADAM'" in err
+
+
+@pytest.mark.parametrize(
+    "given, meant",
+    [("adam", "ADAM"), ("ADAMW", "AdamW"), ("radam", "RAdam"), ("SGD-Momentum", "sgd-momentum")],
+)
+def test_optimizer_names_are_case_insensitive(given, meant):
+    parser = build_parser()
+    assert parser.parse_args(["demo", "--optimizer", given]).optimizer == [meant]
+
+
+def test_schedule_names_are_case_insensitive_with_suggestions(capsys):
+    assert build_parser().parse_args(["demo", "--schedule", "One-Cycle"]).schedule == "one-cycle"
+    with pytest.raises(SystemExit):
+        main(["demo", "--schedule", "cosin"])
+    assert "unknown name 'cosin'; did you mean 'cosine'" in capsys.readouterr().err
+
+
+def test_a_name_far_from_every_choice_lists_the_choices(capsys):
+    with pytest.raises(SystemExit):
+        main(["demo", "--optimizer", "xyzzy"])
+    assert "unknown name 'xyzzy' (choose from ADAM, " in capsys.readouterr().err
+
+
+def test_demo_header_shows_the_values_in_effect(capsys):
+    assert main(["demo", "--epochs", "1", "--no-progress", "--no-plot"]) == 0
+    out = capsys.readouterr().out
+    # the ADAM preset runs at its schedule's lr (Exp(0.02, gamma=0.93) at epoch 1), not
+    # at the option lr=0.001 that the schedule overrides
+    assert "== adam-exp: ADAM at the first update: lr=0.0186, beta1=0.9," in out
+    assert "; lr schedule Exp(lr=0.02, gamma=0.93" in out
+    assert "lr=0.001" not in out
+    assert "The times include compiling the kernels" in out
+
+
+def test_demo_header_shows_the_momentum_of_the_momentum_scheduler():
+    from mxopt.cli.demo import describe
+
+    text = describe(mxopt.SGD(lr=0.1, momentum_scheduler=mxopt.Momentum.Fixed(0.9)))
+    assert text.startswith("SGD at the first update: lr=0.1, momentum=0.9,")
+    assert text.endswith("; momentum schedule Fixed(momentum=0.9)")
+    assert "momentum=0.0" not in text
+
+
+def test_help_examples_keep_their_lines(capsys):
+    with pytest.raises(SystemExit):
+        main(["plot-schedule", "--help"])
+    out = capsys.readouterr().out
+    assert '\n  [schedule]\n  "@schedules" = "mxopt.LearningRate.OneCycle.v1"\n' in out
+    assert "\n  max_lr = 0.1\n  total_steps = 1000\n" in out
+    with pytest.raises(SystemExit):
+        main(["demo", "--help"])
+    assert "\n  mxopt demo --config my-optimizer.toml\n" in capsys.readouterr().out
+
+
+def test_readme_config_example_runs_without_confection(tmp_path, monkeypatch, capsys):
+    """The README's `mxopt demo --config my-optimizer.toml` and its file work on the base
+    install, which has no confection."""
+    readme = (pathlib.Path(__file__).parents[1] / "README.md").read_text()
+    assert "mxopt demo --config my-optimizer.toml" in readme
+    toml = readme.split("`my-optimizer.toml`:\n\n```toml\n", 1)[1].split("```", 1)[0]
+    (tmp_path / "my-optimizer.toml").write_text(toml)
+    monkeypatch.setitem(sys.modules, "confection", None)  # import confection fails
+    args = ["demo", "--config", "my-optimizer.toml", "--epochs", "1", "--no-progress"]
+    assert main([*args, "--no-plot"]) == 0
+    assert "ADAM at the first update: lr=0.03," in capsys.readouterr().out
 
 
 def test_demo_writes_its_picture_by_default(tmp_path, capsys):
@@ -262,3 +331,31 @@ def test_bench_distributed_report_says_when_ranks_share_cores():
     assert "4 ranks on 2 CPUs: oversubscribed" in text
     assert distributed_report(None) == ""
     assert "skipped: no MPI" in distributed_report({"skipped": "no MPI"})
+
+
+def test_every_module_imports():
+    """Every module of mxopt imports (the quick subset's floor: `pytest -m quick` touches
+    them all); modules of optional extras may say which extra they need instead."""
+    import importlib
+    import pkgutil
+
+    names = [m.name for m in pkgutil.walk_packages(mxopt.__path__, "mxopt.")]
+    assert len(names) > 70
+    for name in names:
+        try:
+            importlib.import_module(name)
+        except ImportError as error:  # an optional dependency, named in the message
+            assert "pip install" in str(error) or error.name not in (None, name), name
+
+
+def test_bench_numpy_peer_steps_like_mxopt():
+    """The benchmark's hand-written NumPy peer (mxopt.cli.bench_peers) runs, and mxopt's
+    side of the comparison is the optimizer it names."""
+    import numpy as np
+
+    from mxopt.cli import bench_peers
+
+    state = mxopt.OptimizationState(batch_size=1)
+    assert type(bench_peers.mxopt_optimizer("adam", state)) is mxopt.ADAM
+    step = bench_peers.numpy_step("adam", [(3, 4), (5,)], np.random.default_rng(0))
+    step()

@@ -161,3 +161,39 @@ def test_distributed_demo_on_two_ranks_learns_as_one_process(reduce):
         assert epoch == e
         assert loss == pytest.approx(lo, abs=2e-4)  # printed with 4 decimals
         assert train_acc == pytest.approx(tr, abs=0.006) and val_acc == pytest.approx(va, abs=0.01)
+
+
+def test_sharded_checkpoint_of_a_world_of_one_continues_bit_for_bit(tmp_path):
+    """ShardedUpdater.save and .load (mxopt.distributed.files) in a world of one: the
+    loaded updater (the optimizer state and counters) takes the same step as the one
+    that went on."""
+    import mxopt
+    from mxopt.distributed import ShardedUpdater
+
+    def setup():
+        model = MLP.create(2, 8, 3, seed=1)
+        buffer = mxopt.ParameterBuffer.from_arrays(model.parameters())
+        return MLP(**buffer.weights), buffer
+
+    x, y = spirals(points_per_class=8, seed=1)
+    state = mxopt.OptimizationState(batch_size=len(y))
+    model, buffer = setup()
+    updater = ShardedUpdater(mxopt.ADAM(lr=0.01, state=state), buffer)
+
+    def step(model, buffer, updater):
+        _, grads = model.loss_and_grads(x, y)
+        for name, grad in grads.items():
+            buffer.grads[name][...] = grad
+        updater.optimizer.state.begin_batch()
+        updater.step()
+
+    state.begin_epoch()
+    step(model, buffer, updater)
+    updater.save(tmp_path / "ckpt")
+    model2, buffer2 = setup()
+    buffer2.weight[...] = buffer.weight  # the weights are the caller's to save
+    loaded = ShardedUpdater.load(tmp_path / "ckpt", buffer2)
+    assert loaded.optimizer.state.curr_iter == 1
+    step(model, buffer, updater)
+    step(model2, buffer2, loaded)
+    assert np.array_equal(buffer2.weight, buffer.weight)

@@ -254,6 +254,33 @@ def test_unknown_optimizer_lists_close_matches():
     assert "mxopt.SGD.v1" in message  # and the full list
 
 
+@pytest.mark.parametrize(
+    "name, meant",
+    [
+        ("AdamW", "'mxopt.AdamW.v1'"),  # the bare class name
+        ("adamw", "'mxopt.AdamW.v1'"),
+        ("mxopt.adamw.v2", "'mxopt.AdamW.v1'"),
+        ("RAdm", "'mxopt.RAdam.v1'"),  # close to the part between mxopt. and .v1
+    ],
+)
+def test_unknown_optimizer_suggests_the_full_registered_name(name, meant):
+    with pytest.raises(ConfigError) as error:
+        mxopt.from_config({"optimizer": {"@optimizers": name}})
+    suggested = str(error.value).split("(known")[0]
+    assert suggested.startswith(f"optimizer: unknown optimizer {name!r}; did you mean {meant}")
+
+
+def test_bare_schedule_names_suggest_the_registered_names():
+    from mxopt.persist.registry import suggestion
+
+    known = mxopt.registry.known_names("schedules")
+    assert suggestion("OneCycle", known) == (
+        "; did you mean 'mxopt.LearningRate.OneCycle.v1' or 'mxopt.Momentum.OneCycle.v1'?"
+    )
+    assert suggestion("LearningRate.Exp", known) == "; did you mean 'mxopt.LearningRate.Exp.v1'?"
+    assert suggestion("lrr", ["lr", "momentum"]) == "; did you mean 'lr'?"  # plain words
+
+
 def test_unknown_schedule_version_and_registry_key():
     config = mxopt.to_config(mxopt.ADAM(lr_scheduler=L.Fixed(0.1)))
     config["lr_scheduler"]["@schedules"] = "mxopt.LearningRate.Fixed.v2"

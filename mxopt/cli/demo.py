@@ -18,6 +18,7 @@ import sys
 import time
 from dataclasses import dataclass
 
+import attrs
 import numpy as np
 
 import mxopt
@@ -28,6 +29,7 @@ __all__ = [
     "DEMO_OPTIMIZERS",
     "DEMO_SCHEDULES",
     "MLP",
+    "describe",
     "main_demo",
     "plot_history",
     "spirals",
@@ -153,6 +155,43 @@ def demo_optimizer(name: str, schedule: str | None, total_updates: int):
     if schedule is not None:
         optimizer.opts.lr_scheduler = DEMO_SCHEDULES[schedule](lr, total_updates)
     return optimizer
+
+
+def describe(optimizer, batch_size: int = 32) -> str:
+    """The optimizer as it starts: its name and the option values in effect at the first
+    update (the learning rate from ``lr_scheduler``, the momentum from
+    ``momentum_scheduler`` when they are set), then the schedules themselves."""
+    from mxopt.optimizers.base import option_values
+
+    state = OptimizationState(batch_size=batch_size)
+    state.begin_epoch()
+    state.begin_batch()
+    opts = getattr(optimizer, "opts", None)
+    try:
+        values = vars(option_values(opts, state))
+    except Exception:  # a wrapper or another package's optimizer: its own repr
+        return repr(optimizer)
+    shown_values, schedules = [], []
+    for field in attrs.fields(type(opts)):
+        name = field.name
+        value = getattr(opts, name)
+        if name.endswith("_scheduler"):
+            if value is not None:
+                schedules.append(f"{name.removesuffix('_scheduler')} schedule {value!r}")
+            continue
+        value = values.get(name, value)
+        scheduler = getattr(opts, f"{name}_scheduler", None)
+        if scheduler is not None and name != "lr":
+            try:
+                value = scheduler.value(state)
+            except Exception:
+                pass
+            if isinstance(value, tuple):  # Nadam's (mu_t, mu_t+1)
+                value = value[0]
+        text = repr(float(f"{value:.6g}") if isinstance(value, float) else value)
+        shown_values.append(f"{name}={text}")
+    text = f"{type(optimizer).__name__} at the first update: {', '.join(shown_values)}"
+    return "; ".join([text, *schedules])
 
 
 @dataclass
@@ -355,7 +394,7 @@ def main_demo(
         if not isinstance(optimizer, mxopt.AbstractOptimizer):
             raise TypeError(f"{name}: the config describes {shown(optimizer)}, not an optimizer")
         if rank == 0:
-            _write(bar, f"\n== {name}: {optimizer!r}")
+            _write(bar, f"\n== {name}: {describe(optimizer)}")
             _write(bar, f"{'epoch':>5} {'loss':>8} {'train acc':>9} {'val acc':>8} {'lr':>10}")
         started = time.perf_counter()
 
@@ -377,7 +416,8 @@ def main_demo(
         summary.append((name, history[0], history[-1], time.perf_counter() - started))
     if bar is not None:
         bar.close()
-    echo("\nsummary: the spirals need a non-linear model; chance is 0.333")
+    echo("\nsummary: the spirals need a non-linear model; chance is 0.333. The times include "
+         "compiling the kernels on first use (`mxopt warmup` compiles them ahead)")  # fmt: skip
     ranks = "" if distributed is None else f", {size} rank(s)"
     for name, first, last, seconds in summary:
         echo(

@@ -119,6 +119,37 @@ def _positive(text: str) -> int:
     return value
 
 
+class _KeepLines(argparse.HelpFormatter):
+    """Wraps a description or epilog of one line; keeps the lines of one with several
+    (the examples)."""
+
+    def _fill_text(self, text, width, indent):
+        if "\n" not in text:
+            return super()._fill_text(text, width, indent)
+        return "".join(indent + line for line in text.splitlines(keepends=True))
+
+
+def _one_of(names):
+    """An argparse type: a name of ``names``, matched case-insensitively when only one
+    name matches that way; otherwise a usage error suggesting the close names."""
+    by_lower = {}
+    for name in names:
+        by_lower.setdefault(name.lower(), []).append(name)
+
+    def parse(text: str) -> str:
+        if text in names:
+            return text
+        matches = by_lower.get(text.lower(), [])
+        if len(matches) == 1:
+            return matches[0]
+        from mxopt.persist.registry import suggestion
+
+        hint = suggestion(text, matches or names) or f" (choose from {', '.join(names)})"
+        raise argparse.ArgumentTypeError(f"unknown name {shown(text)}{hint}")
+
+    return parse
+
+
 def build_parser() -> argparse.ArgumentParser:
     import mxopt
     from mxopt.cli.demo import DEMO_OPTIMIZERS, DEMO_SCHEDULES
@@ -138,25 +169,34 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train a 2-layer MLP on three interleaved spirals (a built-in data set) "
         "and print loss, accuracy and learning rate per epoch. By default it trains twice: "
         "SGD with momentum, and ADAM under an Exp schedule.",
-        epilog="examples: mxopt demo; mxopt demo --optimizer RAdam --schedule one-cycle "
-        "--epochs 20 --plot demo.png; mxopt demo --config my-optimizer.cfg",
+        epilog="examples:\n"
+        "  mxopt demo\n"
+        "  mxopt demo --optimizer radam --schedule one-cycle --epochs 20 --plot demo.png\n"
+        "  mxopt demo --config my-optimizer.toml\n\n"
+        "my-optimizer.toml:\n"
+        "  [optimizer]\n"
+        '  "@optimizers" = "mxopt.ADAM.v1"\n'
+        "  lr = 0.03\n\n"
+        '(Thinc-style .cfg files need confection: pip install "mxopt[config]")',
+        formatter_class=_KeepLines,
     )
     demo.add_argument(
         "--optimizer", nargs="+", metavar="NAME", default=list(DEMO_OPTIMIZERS),
-        choices=optimizer_names,
-        help=f"optimizer(s) to train with: {', '.join(optimizer_names)} "
+        type=_one_of(optimizer_names),
+        help=f"optimizer(s) to train with: {', '.join(optimizer_names)}, in any case "
         f"(default: {' '.join(DEMO_OPTIMIZERS)})",
     )  # fmt: skip
     demo.add_argument(
-        "--schedule", choices=sorted(DEMO_SCHEDULES), default=None,
+        "--schedule", type=_one_of(sorted(DEMO_SCHEDULES)), default=None,
+        metavar="{" + ",".join(sorted(DEMO_SCHEDULES)) + "}",
         help="learning-rate schedule over the run (default: each optimizer's own)",
     )  # fmt: skip
     demo.add_argument("--epochs", type=_positive, default=30, help="epochs per run (default 30)")
     demo.add_argument("--seed", type=int, default=0, help="data and initialisation seed")
     demo.add_argument(
         "--config", metavar="FILE",
-        help="an optimizer config (Thinc-style .cfg, .toml or .json with "
-        '"@optimizers" = "mxopt.ADAM.v1"); replaces --optimizer',
+        help='an optimizer config (.toml or .json with "@optimizers" = "mxopt.ADAM.v1", '
+        'or a Thinc-style .cfg with mxopt[config]); replaces --optimizer',
     )  # fmt: skip
     demo.add_argument(
         "--plot", metavar="PNG",
@@ -181,8 +221,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="draw a schedule from a config file",
         description="Draw the learning-rate schedule of a config file (a schedule, or an "
         "optimizer with an lr_scheduler) over a training run, as a PNG.",
-        epilog='example config (TOML): [schedule] "@schedules" = '
-        '"mxopt.LearningRate.OneCycle.v1" max_lr = 0.1 total_steps = 1000',
+        epilog="example config (TOML):\n"
+        "  [schedule]\n"
+        '  "@schedules" = "mxopt.LearningRate.OneCycle.v1"\n'
+        "  max_lr = 0.1\n"
+        "  total_steps = 1000",
+        formatter_class=_KeepLines,
     )
     plot.add_argument("config", help="a .cfg, .toml or .json file")
     plot.add_argument("--section", help="the section to read (default: the only one)")

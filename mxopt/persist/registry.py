@@ -223,19 +223,49 @@ def known_names(kind: str, *, extensions: bool = True) -> list[str]:
 
 
 def close_matches(word: str, candidates) -> list[str]:
-    """Up to three candidates close to ``word`` (case-insensitive)."""
+    """Up to three candidates close to ``word`` (case-insensitive).
+
+    A registry name (``mxopt.AdamW.v1``) also matches by the part between ``mxopt.`` and
+    the version, or by its last word: ``"AdamW"`` or ``"adamw"`` finds ``mxopt.AdamW.v1``,
+    ``"Exp"`` finds ``mxopt.LearningRate.Exp.v1``.
+    """
     by_lower = {}
     for candidate in candidates:
         by_lower.setdefault(candidate.lower(), candidate)
+    lower = word.lower()
+    by_short = {}  # "adamw", "learningrate.exp", "exp" -> the registry names
+    for key, candidate in by_lower.items():
+        short = _short_name(key)
+        if short is not None:
+            for part in {short, short.rsplit(".", 1)[-1]}:
+                by_short.setdefault(part, []).append(candidate)
+    found = list(by_short.get(_short_name(lower) or lower, []))
+    if not found:
+        found = [by_lower[m] for m in _difflib_matches(lower, list(by_lower))]
+    if not found and by_short:
+        for match in _difflib_matches(_short_name(lower) or lower, list(by_short)):
+            found += by_short[match]
+    return list(dict.fromkeys(found))[:3]
+
+
+def _short_name(name: str) -> str | None:
+    """``"adamw"`` of ``"mxopt.adamw.v1"``; ``None`` for a name not of that form."""
+    parts = name.split(".")
+    if len(parts) >= 3 and parts[0] == "mxopt" and parts[-1][:1] == "v" and parts[-1][1:].isdigit():
+        return ".".join(parts[1:-1])
+    return None
+
+
+def _difflib_matches(word: str, candidates: list[str]) -> list[str]:
     # difflib's ratio is 2 * matches / (len(a) + len(b)), so a word over 7/3 times the
     # longest candidate cannot reach the 0.6 cutoff: skip the (quadratic) search.
-    if len(word) * 3 > 7 * max(map(len, by_lower), default=0):
+    if len(word) * 3 > 7 * max(map(len, candidates), default=0):
         return []
-    matches = difflib.get_close_matches(word.lower(), list(by_lower), n=3, cutoff=0.6)
-    return [by_lower[m] for m in matches]
+    return difflib.get_close_matches(word, candidates, n=3, cutoff=0.6)
 
 
 def suggestion(word: str, candidates) -> str:
+    """``"; did you mean 'x' or 'y'?"`` with :func:`close_matches`, or ``""``."""
     matches = close_matches(word, candidates)
     if not matches:
         return ""
