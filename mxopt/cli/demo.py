@@ -221,14 +221,10 @@ def train(optimizer, epochs: int = 30, batch_size: int = 32, seed: int = 0, repo
     state = OptimizationState(batch_size=batch_size)
     optimizer.state = state
     updater = mxopt.get_updater(optimizer)
-    rng = np.random.default_rng(seed + 1)
     history = []
-    for _ in range(epochs):
-        state.begin_epoch()
-        order = rng.permutation(split)
+    for batches in _epochs(state, epochs, split, batch_size, seed):
         losses = []
-        for start in range(0, split - batch_size + 1, batch_size):
-            rows = order[start : start + batch_size]
+        for rows in batches:
             loss, grads = model.loss_and_grads(x_train[rows], y_train[rows])
             losses.append(loss)
             state.begin_batch()
@@ -238,6 +234,16 @@ def train(optimizer, epochs: int = 30, batch_size: int = 32, seed: int = 0, repo
                 progress()
         _end_epoch(history, report, model, optimizer, losses, x, y, split)
     return history
+
+
+def _epochs(state, epochs: int, split: int, batch_size: int, seed: int):
+    """Per epoch, once ``state.begin_epoch()`` is called: the row indices of its batches (a
+    seeded shuffle of the ``split`` training rows; the last incomplete batch is dropped)."""
+    rng = np.random.default_rng(seed + 1)
+    for _ in range(epochs):
+        state.begin_epoch()
+        order = rng.permutation(split)
+        yield [order[s : s + batch_size] for s in range(0, split - batch_size + 1, batch_size)]
 
 
 def _end_epoch(history, report, model, optimizer, losses, x, y, split) -> None:
@@ -295,14 +301,11 @@ def train_distributed(optimizer, epochs: int = 30, batch_size: int = 32, seed: i
     updater.broadcast_weights()  # the same start everywhere (here it already is)
     rank, size = updater.rank, updater.size
     collectives = updater.collectives
-    rng = np.random.default_rng(seed + 1)
     history = []
-    for _ in range(epochs):
-        state.begin_epoch()
-        order = rng.permutation(split)
+    for batches in _epochs(state, epochs, split, batch_size, seed):
         losses = []
-        for start in range(0, split - batch_size + 1, batch_size):
-            rows = np.array_split(order[start : start + batch_size], size)[rank]
+        for batch in batches:
+            rows = np.array_split(batch, size)[rank]
             if len(rows):
                 loss, grads = model.loss_and_grads(x_train[rows], y_train[rows])
                 for name, grad in grads.items():
