@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import ast
+import html
 import importlib.util
 import inspect
 import os
@@ -320,3 +321,46 @@ def test_site_builds_in_strict_mode(tmp_path):
     assert result.returncode == 0 and not warnings, "\n".join(warnings) or output[-3000:]
     assert (tmp_path / "index.html").exists()
     assert (tmp_path / "api" / "training" / "index.html").exists()
+    _check_rendering(tmp_path)
+
+
+#: AbstractOptimizer's protocol, which the updater calls: shown on api/base.md only.
+ENGINE_HOOKS = ("apply", "apply_segments", "prepare", "kernel", "kernel_scalars", "state_spec")
+
+
+def _without_source(page: str) -> str:
+    """A built page without its collapsible source listings (which may call anything)."""
+    return re.sub(r'<details class="mkdocstrings-source".*?</details>', "", page, flags=re.S)
+
+
+def _check_rendering(site: pathlib.Path) -> None:
+    """What a reader sees: lists are lists, hooks stay hidden, links read as words."""
+    optimizers = (site / "optimizers" / "index.html").read_text()
+    notation = optimizers.split('id="notation"', 1)[1].split("<h2", 1)[0]
+    assert notation.count("<li>") == 4, "the Notation list on optimizers.md is not a list"
+    assert "\n- " not in notation, "a '- ' item of the Notation list was read as text"
+
+    for page in sorted((site / "optimizers").glob("*/index.html")):
+        text = _without_source(page.read_text())
+        for hook in ENGINE_HOOKS:
+            assert not re.search(rf'(id|href)="#?mxopt\.\w+\.{hook}"', text), (
+                f"{page.relative_to(site)}: the engine hook {hook} is documented (mkdocs.yml's "
+                "filters hide it)"
+            )
+    base = (site / "api" / "base" / "index.html").read_text()
+    assert 'id="mxopt.AbstractOptimizer.kernel_scalars"' in base  # the protocol, for authors
+
+    for page in sorted(site.rglob("*.html")):
+        links = re.findall(r"<a\b[^>]*>(.*?)</a>", _without_source(page.read_text()), re.S)
+        bare = [link for link in links if re.fullmatch(r"\s*[\w./-]+\.md(#[\w-]*)?\s*", link)]
+        assert not bare, f"{page.relative_to(site)}: links that read as file names: {bare}"
+
+    css = (site / "stylesheets" / "extra.css").read_text()
+    assert re.search(r"table:not\(\[class\]\) code \{[^}]*word-break: normal", css)
+
+    if _importable("ruff"):  # mkdocstrings-python formats long signatures with Ruff
+        checkpoints = (site / "api" / "checkpoints" / "index.html").read_text()
+        signature = re.search(r'id="mxopt.save_config".*?doc-signature[^>]*>(.*?)</div>',
+                              checkpoints, re.S)  # fmt: skip
+        lines = html.unescape(re.sub(r"<[^>]*>", "", signature[1])).strip().splitlines()
+        assert len(lines) > 1 and max(map(len, lines)) <= 80, lines
