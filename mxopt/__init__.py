@@ -40,6 +40,7 @@ from mxopt.training.checkpoint import read_checkpoint, write_checkpoint
 from mxopt.training.engine import NONFINITE_POLICIES, StepStatistics
 from mxopt.training.groups import mxnet_wd_mult
 from mxopt.training.loss_scaling import DynamicLossScaler
+from mxopt.training.lr_find import LRFindResult, lr_find
 from mxopt.training.updater import (
     Updater,
     WeightState,
@@ -60,6 +61,7 @@ __all__ = [
     "ConfigError",
     "DynamicLossScaler",
     "EMA",
+    "LRFindResult",
     "LearningRate",
     "Momentum",
     "Multipliers",
@@ -80,6 +82,7 @@ __all__ = [
     "global_norm",
     "gradient_sums",
     "load_updater",
+    "lr_find",
     "read_checkpoint",
     "write_checkpoint",
     "mxnet_wd_mult",

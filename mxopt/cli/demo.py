@@ -454,3 +454,53 @@ def _write(bar, line: str) -> None:
         print(line, flush=True)
     else:
         bar.write(line, file=sys.stdout)
+
+
+def main_lr_find(optimizer: str = "ADAM", plot=None, seed: int = 0, num_steps: int = 100,
+                 batch_size: int = 32) -> int:  # fmt: skip
+    """``mxopt lr-find``: :func:`mxopt.lr_find` on the demo MLP and the spirals, with
+    ``optimizer`` (a demo preset or an optimizer name, its other options the demo's);
+    prints the curve every few steps and the suggested learning rates."""
+    if num_steps < 2:
+        raise ValueError(f"--num-steps must be at least 2, got {num_steps}")
+    if plot is not None:
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            raise ImportError('--plot needs matplotlib: pip install "mxopt[plot]"') from None
+    x, y = spirals(seed=seed)
+    split = int(0.8 * len(y))
+    x_train, y_train = x[:split], y[:split]
+    model = MLP.create(2, 64, 3, seed=seed)
+    made = demo_optimizer(optimizer, None, num_steps)
+    rng = np.random.default_rng(seed + 1)
+    per_epoch = split // batch_size
+    orders = []
+
+    def loss_and_grad(step):
+        while len(orders) <= step // per_epoch:
+            orders.append(rng.permutation(split))
+        start = (step % per_epoch) * batch_size
+        rows = orders[step // per_epoch][start : start + batch_size]
+        return model.loss_and_grads(x_train[rows], y_train[rows])
+
+    print(f"lr-find on the demo MLP: {type(made).__name__}, lr from 1e-07 to 10 over "
+          f"{num_steps} mini-batches of {batch_size}")  # fmt: skip
+    result = mxopt.lr_find(
+        loss_and_grad, model.parameters(), made, num_steps=num_steps, batch_size=batch_size
+    )
+    print(f"{'step':>5} {'lr':>10} {'loss':>8} {'smoothed':>8}")
+    every = max(1, len(result.lrs) // 20)
+    for i in [*range(0, len(result.lrs) - 1, every), len(result.lrs) - 1]:
+        print(f"{i:5d} {result.lrs[i]:10.3g} {result.losses[i]:8.4f} {result.smoothed[i]:8.4f}")
+    if result.diverged:
+        print(f"stopped after {len(result.lrs)} mini-batches: the loss diverged")
+
+    def text(lr):
+        return "none (the curve is too short)" if lr is None else f"{lr:.3g}"
+
+    print(f"suggested: valley {text(result.valley)}, steepest {text(result.steepest)}")
+    if plot is not None:
+        result.plot(plot, title=f"lr-find: {type(made).__name__} on the demo MLP")
+        print(f"wrote {plot}")
+    return 0

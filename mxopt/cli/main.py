@@ -2,6 +2,7 @@
 
     mxopt demo [--optimizer NAME] [--schedule NAME] [--epochs N] [--seed S]
                [--config FILE] [--plot PNG] [--distributed [sum|ordered]]
+    mxopt lr-find [--optimizer NAME] [--num-steps N] [--seed S] [--plot PNG]
     mxopt plot-schedule CONFIG [--epochs E] [--batches-per-epoch B] [--output PNG]
     mxopt bench [benchmark options]
     mxopt warmup [--dtypes float32 float64]
@@ -57,6 +58,14 @@ def _demo(args) -> int:
     if missing_picture and code == 0:
         print(f"mxopt: no picture: {_PLOT_HINT} (or --no-plot)", file=sys.stderr)
     return code
+
+
+def _lr_find(args) -> int:
+    from mxopt.cli.demo import main_lr_find
+
+    return main_lr_find(
+        optimizer=args.optimizer, plot=args.plot, seed=args.seed, num_steps=args.num_steps
+    )
 
 
 def _plot_schedule(args) -> int:
@@ -215,6 +224,23 @@ def build_parser() -> argparse.ArgumentParser:
         "the sums of one process) or by MPI's own reduction (sum)",
     )  # fmt: skip
     demo.set_defaults(run=_demo)
+
+    lr_find = commands.add_parser(
+        "lr-find",
+        help="find a learning rate for the demo model (fastai's lr_find)",
+        description="Train the demo MLP for a few mini-batches while the learning rate grows "
+        "exponentially from 1e-7 to 10, stop when the loss diverges, print the loss curve "
+        "and the suggested learning rates (fastai's valley and steepest rules).",
+    )
+    lr_find.add_argument(
+        "--optimizer", metavar="NAME", default="ADAM", type=_one_of(optimizer_names),
+        help=f"the optimizer: {', '.join(optimizer_names)}, in any case (default ADAM)",
+    )  # fmt: skip
+    lr_find.add_argument("--num-steps", type=_positive, default=100,
+                         help="mini-batches of the full sweep (default 100)")  # fmt: skip
+    lr_find.add_argument("--seed", type=int, default=0, help="data and initialisation seed")
+    lr_find.add_argument("--plot", metavar="PNG", help="draw the curve here (needs matplotlib)")
+    lr_find.set_defaults(run=_lr_find)
 
     plot = commands.add_parser(
         "plot-schedule",
