@@ -38,7 +38,9 @@ def valley(lrs, losses) -> float | None:
     The valley is fastai's: the longest strictly decreasing subsequence of the losses
     (the first one when several are as long), taken as the stretch from its last point
     ``end`` back over its length, ``start = end - length + 1``; the suggestion is the lr
-    at ``start + (2 * (end - start)) // 3``. ``None`` for fewer than 2 points.
+    at ``start + (2 * (end - start)) // 3``, 2/3 of the way in, as fastai's documentation
+    words it (fastai's code takes ``start + L/3 + L/6`` from ``start = end - length``,
+    about halfway and one point earlier). ``None`` for fewer than 2 points.
     """
     lrs, losses = _curve(lrs, losses)
     n = len(losses)
