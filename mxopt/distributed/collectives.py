@@ -19,7 +19,7 @@ import abc
 
 import numpy as np
 
-__all__ = ["Collectives", "LocalCollectives", "MpiCollectives"]
+__all__ = ["Collectives", "LocalCollectives", "MpiCollectives", "together"]
 
 
 class Collectives(abc.ABC):
@@ -119,6 +119,27 @@ class MpiCollectives(Collectives):
         starts = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(int).tolist()
         self.comm.Allgatherv(values, [out, counts, starts, _mpi_type(out)])
         return out
+
+
+def together(collectives: Collectives, work, refusal, cleanup=None):
+    """``work()`` on every rank, agreed on: if it raised on any rank, every rank raises (after
+    ``cleanup``): its own error where it raised, ``refusal(failed_ranks)`` elsewhere; so no
+    rank goes on alone or waits for one that stopped. Returns ``work()``'s result."""
+    failure = result = None
+    try:
+        result = work()
+    except Exception as error:
+        failure = error
+    flags = collectives.all_gather_values(
+        np.array([1.0 if failure is not None else 0.0]), [1] * collectives.size
+    )
+    if flags.any():
+        if cleanup is not None:
+            cleanup()
+        if failure is not None:
+            raise failure
+        raise refusal(np.flatnonzero(flags).tolist())
+    return result
 
 
 def _mpi_type(array):

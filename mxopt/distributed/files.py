@@ -19,6 +19,7 @@ import re
 import numpy as np
 
 from mxopt.core.version import __version__
+from mxopt.distributed.collectives import together
 from mxopt.distributed.transport import collectives_for
 from mxopt.persist.archive import CheckpointError, decode_index, encode_index
 from mxopt.persist.files import write_atomically
@@ -118,7 +119,6 @@ def load_sharded(cls, folder, buffer, comm=None, *, optimizer=None, **options):
     """A :class:`~mxopt.distributed.ShardedUpdater` continuing from ``folder`` on this job's
     ranks (any number of them): every rank reads the shares and keeps its own."""
     collectives = collectives_for(comm, buffer.backend)
-    read = {}
 
     def read_and_check():
         d, indices = read_sharded(folder)
@@ -127,10 +127,9 @@ def load_sharded(cls, folder, buffer, comm=None, *, optimizer=None, **options):
                 f"{os.fspath(folder)}: saved for indices {indices[:5]}... but the buffer holds "
                 f"{list(buffer.indices)[:5]}... (the same indices in the same order are needed)"
             )
-        read["d"], read["optimizer"] = d, build_optimizer(d, optimizer)
+        return d, build_optimizer(d, optimizer)
 
-    _together(collectives, read_and_check, "reading the checkpoint")
-    d, built = read["d"], read["optimizer"]
+    d, built = _together(collectives, read_and_check, "reading the checkpoint")
     sharded = cls(built, buffer, collectives, **options)
     mine = set(sharded.indices)
     d["states"] = [s for s in d["states"] if decode_index(s["index"]) in mine]
@@ -150,23 +149,10 @@ def consolidate(folder, path) -> None:
     write_checkpoint(path, d)
 
 
-def _together(collectives, work, what: str, cleanup=None) -> None:
-    """Run ``work`` on every rank; if it raised anywhere, raise everywhere (after
-    ``cleanup``), so that no rank goes on alone or waits for one that stopped."""
-    failure = None
-    try:
-        work()
-    except Exception as error:
-        failure = error
-    flags = collectives.all_gather_values(
-        np.array([1.0 if failure is not None else 0.0]), [1] * collectives.size
-    )
-    if flags.any():
-        if cleanup is not None:
-            cleanup()
-        if failure is not None:
-            raise failure
-        raise CheckpointError(f"rank(s) {np.flatnonzero(flags).tolist()} failed {what}")
+def _together(collectives, work, what: str, cleanup=None):
+    """:func:`~mxopt.distributed.collectives.together`, refused with a CheckpointError."""
+    refusal = lambda ranks: CheckpointError(f"rank(s) {ranks} failed {what}")  # noqa: E731
+    return together(collectives, work, refusal, cleanup)
 
 
 def _remove(path) -> None:

@@ -25,7 +25,7 @@ from __future__ import annotations
 import numpy as np
 
 from mxopt.core.checks import shown
-from mxopt.distributed.collectives import Collectives
+from mxopt.distributed.collectives import Collectives, together
 from mxopt.distributed.files import load_sharded, save_sharded
 from mxopt.distributed.transport import collectives_for
 from mxopt.kernels import backend_module
@@ -154,8 +154,9 @@ class ShardedUpdater(GroupMethods):
             if needs:
                 sums, counts = segment_statistics(backend_module(share.backend), share.grad,
                                                   share.offsets)  # fmt: skip
-                frozen = [self.groups.resolve(index)[2] for index in self.indices]
-                sums[frozen], counts[frozen] = 0.0, 0  # frozen weights' gradients are unread
+                if not self.groups.trivial:  # frozen weights' gradients are unread
+                    frozen = [self.groups.resolve(index)[2] for index in self.indices]
+                    sums[frozen], counts[frozen] = 0.0, 0
         except Exception as error:  # agreed on below, so that no rank waits for this one
             failure = error
         statistics = self._agree(failure, sums, counts, needs)
@@ -202,22 +203,14 @@ class ShardedUpdater(GroupMethods):
     def _update(self, statistics: StepStatistics) -> bool:
         """The share's update, agreed on: a rank whose update raised makes every rank raise
         (the ranks that had updated then hold different weights: load a checkpoint)."""
-        failure = None
-        try:
-            applied = self.updater.update_buffer(self.share, statistics=statistics)
-        except Exception as error:
-            failure, applied = error, False
-        flags = self.collectives.all_gather_values(
-            np.array([1.0 if failure is not None else 0.0]), [1] * self.size
+        return together(
+            self.collectives,
+            lambda: self.updater.update_buffer(self.share, statistics=statistics),
+            lambda ranks: RuntimeError(
+                f"ShardedUpdater.step: rank(s) {ranks} failed in their update; the ranks' "
+                f"weights may differ now: load the last checkpoint"
+            ),
         )
-        if flags.any():
-            if failure is not None:
-                raise failure
-            raise RuntimeError(
-                f"ShardedUpdater.step: rank(s) {np.flatnonzero(flags).tolist()} failed in "
-                f"their update; the ranks' weights may differ now: load the last checkpoint"
-            )
-        return applied
 
     # -- checkpoints ----------------------------------------------------------------------
 
