@@ -294,7 +294,7 @@ class BufferGroup:
             items.append(Item(
                 "<ParameterBuffer>", w[lo:hi], g[lo:hi], run.state,
                 mult=Multipliers(run.lr_mult, run.wd_mult), offsets=run.offsets,
-                members=self.members[run.first : run.last], pending=self.pending,
+                members=self.members[run.first : run.last],
             ))  # fmt: skip
         return items
 

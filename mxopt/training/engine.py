@@ -93,16 +93,15 @@ class Item:
 
     Made by :func:`make_item` (a weight; ``new`` when its state is not stored yet) or by
     a buffer group (a run): then ``offsets`` are the boundaries of the run's weights
-    within ``w``, ``members`` their states and ``pending`` the ids of those not stored
-    yet. The engine fills ``step``, ``memory``, ``prepared`` and ``rate`` in its prepare
-    phase.
+    within ``w`` and ``members`` their states. The engine fills ``step``, ``memory``,
+    ``prepared`` and ``rate`` in its prepare phase.
     """
 
-    __slots__ = ("g", "index", "members", "memory", "mult", "new", "offsets", "pending",
-                 "prepared", "rate", "state", "step", "w")  # fmt: skip
+    __slots__ = ("g", "index", "members", "memory", "mult", "new", "offsets", "prepared",
+                 "rate", "state", "step", "w")  # fmt: skip
 
     def __init__(self, index, w, g, state, *, new=False, mult=NO_MULTIPLIERS, offsets=None,
-                 members=None, pending=frozenset()):  # fmt: skip
+                 members=None):  # fmt: skip
         self.index = index
         self.w = w
         self.g = g
@@ -111,7 +110,6 @@ class Item:
         self.mult = mult
         self.offsets = offsets
         self.members = members
-        self.pending = pending
 
     def indices(self) -> list:
         """The indices this item updates."""
