@@ -36,7 +36,7 @@ import pytest
 import mxopt
 from mxopt.optimizers.base import About
 from tests import test_convergence
-from tests.reference import CONVERGENCE, TORCH_CASES
+from tests.reference import CONVERGENCE, OPTAX_CASES, TORCH_CASES
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
@@ -369,6 +369,25 @@ def test_torch_table_lists_every_case():
     assert "<!-- mxopt:torch-table -->" in (DOCS / "optimizers.md").read_text()
 
 
+def test_optax_table_lists_every_case():
+    measured = json.loads(generated.OPTAX_RESULTS.read_text())
+    assert set(measured) == {case.label for case in OPTAX_CASES}, (
+        "run `PYTHONPATH=. python tests/optax_agreement.py --json "
+        "docs/_data/optax_agreement.json` after changing the optax cases"
+    )
+    rows = _rows(generated.optax_table())
+    assert len(rows) == len(OPTAX_CASES)
+    for (label, call, optax_call, deviation, tolerance), case in zip(
+        rows, OPTAX_CASES, strict=True
+    ):
+        assert label == case.label
+        assert call == f"`{_call(case.mxopt_name, case.mxopt_options)}`"
+        assert optax_call == f"`{_call('optax.' + case.optax_name, case.optax_options)}`"
+        assert float(tolerance) == case.tolerance
+        assert 0 <= float(deviation) <= case.tolerance, case.label
+    assert "<!-- mxopt:optax-table -->" in (DOCS / "optimizers.md").read_text()
+
+
 # -- the hook --------------------------------------------------------------------------------
 
 
@@ -382,6 +401,7 @@ def test_render_replaces_every_marker():
             "<!-- mxopt:memory-table -->",
             "<!-- mxopt:convergence-table -->",
             "<!-- mxopt:torch-table -->",
+            "<!-- mxopt:optax-table -->",
             "Inline, <!-- mxopt:families --> is text.",
         ]
     )

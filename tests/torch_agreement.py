@@ -14,13 +14,9 @@ torch is an optional comparison, never a dependency: ``pip install torch``.
 
 from __future__ import annotations
 
-import argparse
-import json
-import pathlib
-
 import numpy as np
 
-import mxopt
+from tests.peer_agreement import call_text, mxopt_steps, random_problem, report
 from tests.reference import TORCH_CASES
 from tests.reference.table import TorchCase
 
@@ -37,21 +33,10 @@ def paired_steps(case: TorchCase, steps: int = 50, size: int = 1000, seed: int =
     """
     import torch
 
-    rng = np.random.default_rng(seed)
-    start = rng.normal(size=size).astype(np.float32)
-    weight = start.copy()
+    start, grads = random_problem(case, steps, size, seed)
     param = torch.nn.Parameter(torch.from_numpy(start.copy()))
     torch_optimizer = getattr(torch.optim, case.torch_name)([param], **case.torch_options)
-    state = mxopt.OptimizationState(batch_size=1)
-    optimizer = mxopt.OPTIMIZERS[case.mxopt_name](**case.mxopt_options, state=state)
-    updater = mxopt.get_updater(optimizer)
-    state.begin_epoch()
-    for step in range(1, steps + 1):
-        grad = rng.normal(size=size).astype(np.float32)
-        if step in case.zero_steps:
-            grad[...] = 0
-        state.begin_batch()
-        updater(0, grad, weight)
+    for step, grad, updater, weight in mxopt_steps(case, start, grads):
         param.grad = torch.from_numpy(grad.copy())
         torch_optimizer.step()
         yield step, updater, weight, torch_optimizer, param
@@ -66,25 +51,13 @@ def max_deviation(case: TorchCase, steps: int = 50) -> float:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--json",
-        metavar="PATH",
-        type=pathlib.Path,
-        help="write {case label: max abs deviation} for every case to PATH instead",
+    report(
+        __doc__.splitlines()[0],
+        TORCH_CASES,
+        max_deviation,
+        lambda case: call_text(f"torch.optim.{case.torch_name}", case.torch_options),
+        argv,
     )
-    args = parser.parse_args(argv)
-    if args.json is not None:
-        deviations = {case.label: max_deviation(case) for case in TORCH_CASES}
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(deviations, indent=2) + "\n")
-        return
-    print(f"| {'optimizer':16} | {'mxopt settings':70} | {'max abs deviation':>17} |")
-    print(f"|{'-' * 18}|{'-' * 72}|{'-' * 19}|")
-    for case in TORCH_CASES:
-        settings = ", ".join(f"{k}={v!r}" for k, v in case.mxopt_options.items())
-        call = f"{case.mxopt_name}({settings})"
-        print(f"| {case.label:16} | {call:70} | {max_deviation(case):17.2e} |")
 
 
 if __name__ == "__main__":

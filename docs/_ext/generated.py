@@ -32,6 +32,7 @@ FAMILIES = {
     "adam-family": ("Adam family", "optimizers/adam-family.md"),
     "adaptive": ("Adaptive methods", "optimizers/adaptive.md"),
     "others": ("LARS, Rprop, ASGD", "optimizers/others.md"),
+    "recent": ("Recent optimizers", "optimizers/recent.md"),
     "wrappers": ("Lookahead, Ranger, averaging", "optimizers/wrappers.md"),
 }
 
@@ -40,6 +41,8 @@ MEMORY_SHAPE = (64, 32)
 
 #: Measured deviations from torch.optim (``python tests/torch_agreement.py --json``).
 TORCH_RESULTS = ROOT / "docs" / "_data" / "torch_agreement.json"
+#: Measured deviations from optax (``python tests/optax_agreement.py --json``).
+OPTAX_RESULTS = ROOT / "docs" / "_data" / "optax_agreement.json"
 
 _SHARED = ("grad_clip", "grad_scale", "maximize", "lr_scheduler", "momentum_scheduler")
 
@@ -196,23 +199,40 @@ def convergence_table() -> str:
     return test_convergence.markdown()
 
 
-def torch_table() -> str:
-    _table()
-    from tests.reference import TORCH_CASES
-
-    measured = json.loads(TORCH_RESULTS.read_text()) if TORCH_RESULTS.exists() else {}
+def _peer_table(peer: str, cases, results: pathlib.Path, peer_call) -> str:
+    measured = json.loads(results.read_text()) if results.exists() else {}
     lines = [
-        "| case | mxopt (`batch_size=1`) | torch.optim | max abs deviation | tolerance |",
+        f"| case | mxopt (`batch_size=1`) | {peer} | max abs deviation | tolerance |",
         "|---|---|---|---:|---:|",
     ]
-    for case in TORCH_CASES:
+    for case in cases:
         deviation = measured.get(case.label)
         shown = "" if deviation is None else f"{deviation:.2e}"
         lines.append(
             f"| {case.label} | `{_call(case.mxopt_name, case.mxopt_options)}` | "
-            f"`{_call(case.torch_name, case.torch_options)}` | {shown} | {case.tolerance:g} |"
+            f"`{peer_call(case)}` | {shown} | {case.tolerance:g} |"
         )
     return "\n".join(lines)
+
+
+def torch_table() -> str:
+    _table()
+    from tests.reference import TORCH_CASES
+
+    return _peer_table(
+        "torch.optim", TORCH_CASES, TORCH_RESULTS,
+        lambda case: _call(case.torch_name, case.torch_options),
+    )  # fmt: skip
+
+
+def optax_table() -> str:
+    _table()
+    from tests.reference import OPTAX_CASES
+
+    return _peer_table(
+        "optax", OPTAX_CASES, OPTAX_RESULTS,
+        lambda case: _call(f"optax.{case.optax_name}", case.optax_options),
+    )  # fmt: skip
 
 
 GENERATORS = {
@@ -222,6 +242,7 @@ GENERATORS = {
     "memory-table": memory_table,
     "convergence-table": convergence_table,
     "torch-table": torch_table,
+    "optax-table": optax_table,
 }
 
 

@@ -21,7 +21,7 @@ import importlib
 import os
 import pkgutil
 
-__all__ = ["CASES", "CONVERGENCE", "ORACLES", "REQUIRED_OPTIONS", "TORCH_CASES"]
+__all__ = ["CASES", "CONVERGENCE", "OPTAX_CASES", "ORACLES", "REQUIRED_OPTIONS", "TORCH_CASES"]
 
 
 def _names(variable: str) -> list[str]:
@@ -46,6 +46,8 @@ CASES = [case for module in _MODULES for case in module.CASES]
 CONVERGENCE = [setting for module in _MODULES for setting in module.CONVERGENCE]
 #: mxopt settings paired with the torch.optim settings they reproduce.
 TORCH_CASES = [case for module in _MODULES for case in getattr(module, "TORCH", ())]
+#: mxopt settings paired with the optax transformations they reproduce.
+OPTAX_CASES = [case for module in _MODULES for case in getattr(module, "OPTAX", ())]
 #: Options an optimizer cannot be built without (for tests that build one from scratch).
 REQUIRED_OPTIONS = {
     name: make

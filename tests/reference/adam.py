@@ -14,7 +14,7 @@ import numpy as np
 
 from mxopt import LearningRate
 from tests.reference.common import decoupled_decay, normalized_gradient
-from tests.reference.table import Case, Setting, TorchCase
+from tests.reference.table import Case, OptaxCase, Setting, TorchCase
 
 
 def init(shape, x):
@@ -80,5 +80,14 @@ TORCH = [
     TorchCase("AdamW", "AdamW", {"lr": 1e-2}, "AdamW", {"lr": 1e-2}),
     TorchCase("AdamW amsgrad", "AdamW", {"lr": 1e-2, "amsgrad": True, "weight_decay": 0.1},
         "AdamW", {"lr": 1e-2, "amsgrad": True, "weight_decay": 0.1}),
+]
+# fmt: on
+
+# fmt: off
+OPTAX = [
+    OptaxCase("Adam", "ADAM", {"lr": 1e-2, "weight_decay": 0.0, "epsilon_hat": False},
+        "adam", {"learning_rate": 1e-2}),
+    OptaxCase("AdamW", "AdamW", {"lr": 1e-2, "weight_decay": 0.1},
+        "adamw", {"learning_rate": 1e-2, "weight_decay": 0.1}),
 ]
 # fmt: on

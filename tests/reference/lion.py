@@ -10,7 +10,7 @@ import numpy as np
 
 from mxopt import LearningRate
 from tests.reference.common import without_l2
-from tests.reference.table import Case, Setting
+from tests.reference.table import Case, OptaxCase, Setting
 
 
 def init(shape, x):
@@ -48,5 +48,12 @@ CASES = [
 CONVERGENCE = [
     Setting("Lion", "Lion", {"lr": 1e-3}, 5000, 1e-3,
         note="loose: every coordinate moves by exactly lr, so it bounces at that scale"),
+]
+# fmt: on
+
+# fmt: off
+OPTAX = [
+    OptaxCase("Lion", "Lion", {"lr": 1e-3, "weight_decay": 0.1},
+        "lion", {"learning_rate": 1e-3, "weight_decay": 0.1}),
 ]
 # fmt: on

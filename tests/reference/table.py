@@ -11,6 +11,7 @@ Every module of ``tests/reference`` (and every module named in the environment v
   optimizer (the docs' convergence table shows them);
 * ``TORCH``: :class:`TorchCase` s pairing mxopt settings with the torch.optim ones they
   reproduce (optional; ``tests/torch_agreement.py`` runs them when torch is installed);
+* ``OPTAX``: :class:`OptaxCase` s, the same for optax (``tests/optax_agreement.py``);
 * ``REQUIRED_OPTIONS``: ``{name: () -> options}`` for optimizers that cannot be built
   without options (a wrapper's inner optimizer).
 
@@ -23,7 +24,7 @@ from dataclasses import dataclass, field
 
 import mxopt
 
-__all__ = ["Case", "Setting", "TorchCase"]
+__all__ = ["Case", "OptaxCase", "Setting", "TorchCase"]
 
 
 @dataclass(frozen=True)
@@ -85,6 +86,25 @@ class TorchCase:
     torch_name: str
     torch_options: dict
     #: largest allowed max |w_mxopt - w_torch| over the trajectory
+    tolerance: float = 2e-5
+    #: steps with an all-zero gradient
+    zero_steps: tuple = field(default=(7,))
+
+
+@dataclass(frozen=True)
+class OptaxCase:
+    """mxopt settings and the optax transformation they reproduce (``batch_size=1``).
+
+    ``optax_name`` is the transformation's dotted name under ``optax``
+    (``"adabelief"``, ``"contrib.adopt"``); ``optax_options`` its keyword arguments.
+    """
+
+    label: str
+    mxopt_name: str
+    mxopt_options: dict
+    optax_name: str
+    optax_options: dict
+    #: largest allowed max |w_mxopt - w_optax| over the trajectory
     tolerance: float = 2e-5
     #: steps with an all-zero gradient
     zero_steps: tuple = field(default=(7,))
