@@ -151,6 +151,17 @@ def test_a_different_setting_does_not_match(setting):
 # -- the call contract -----------------------------------------------------------------------
 
 
+def test_the_adapter_is_a_thinc_optimizer():
+    # spaCy's config validation checks isinstance(optimizer, thinc.api.Optimizer); with
+    # Thinc 8 (which spaCy 3.8 pins) a failed import of Thinc 9's Schedule once made the
+    # adapter a plain object
+    assert isinstance(thinc_api.registry.resolve({"o": {"@optimizers": "mxopt.Adam.v1"}})["o"],
+                      thinc_api.Optimizer)  # fmt: skip
+    from mxopt.thinc import ThincOptimizer
+
+    assert isinstance(ThincOptimizer(mxopt.SGD()), thinc_api.Optimizer)
+
+
 def test_call_updates_in_place_zeroes_the_gradient_and_returns_both():
     rng = np.random.default_rng(0)
     weights = rng.normal(size=(4, 3)).astype("float32")

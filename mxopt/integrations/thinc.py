@@ -22,9 +22,11 @@ from mxopt.training.updater import Updater
 
 try:  # an instance of Thinc's Optimizer passes spaCy's config validation
     from thinc.optimizers import Optimizer as _ThincOptimizerBase
-    from thinc.schedules import Schedule as _ThincScheduleType
 except ImportError:  # the adapter works (and imports) without Thinc
     _ThincOptimizerBase = object
+try:  # Thinc 9's schedule objects (Thinc 8's schedules are generators)
+    from thinc.schedules import Schedule as _ThincScheduleType
+except ImportError:
     _ThincScheduleType = AbstractSchedule
 
 __all__ = ["Adam", "NoScoreWarning", "SCORE_WARNING_STEPS", "ThincOptimizer", "ThincSchedule"]
