@@ -157,4 +157,8 @@ def test_a_config_written_by_0_1_0_builds_the_same_optimizer(fmt):
     if fmt == "cfg":
         pytest.importorskip("confection")
     optimizer = mxopt.from_config(DATA / f"adamw-warmup-cosine.{fmt}")
-    assert repr(optimizer) == (DATA / "adamw-warmup-cosine.repr").read_text().strip()
+    # The optimizer 0.1.0 built, as its repr wrote it; options added since (cautious,
+    # lazy_update, ...) are missing there and must come out at their defaults.
+    written = (DATA / "adamw-warmup-cosine.repr").read_text().strip()
+    names = {"AdamW": mxopt.AdamW, "WarmupCosine": mxopt.LearningRate.WarmupCosine}
+    assert optimizer == eval(written, {"__builtins__": {}}, names)  # our own test data

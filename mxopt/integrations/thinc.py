@@ -21,13 +21,11 @@ from mxopt.schedules.decay import Plateau
 from mxopt.training.updater import Updater
 
 try:  # an instance of Thinc's Optimizer passes spaCy's config validation
+    import thinc.schedules as _thinc_schedules
     from thinc.optimizers import Optimizer as _ThincOptimizerBase
 except ImportError:  # the adapter works (and imports) without Thinc
-    _ThincOptimizerBase = object
-try:  # Thinc 9's schedule objects (Thinc 8's schedules are generators)
-    from thinc.schedules import Schedule as _ThincScheduleType
-except ImportError:
-    _ThincScheduleType = AbstractSchedule
+    _ThincOptimizerBase, _thinc_schedules = object, None
+_ThincScheduleType = getattr(_thinc_schedules, "Schedule", AbstractSchedule)  # Thinc 9's only
 
 __all__ = ["Adam", "NoScoreWarning", "SCORE_WARNING_STEPS", "ThincOptimizer", "ThincSchedule"]
 __all__ += ["mxopt_optimizer", "register_in_thinc"]
