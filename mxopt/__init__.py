@@ -13,6 +13,7 @@ from mxopt.core.schedule import (
 )
 from mxopt.core.state import OptimizationState, StateNotAdvancedWarning
 from mxopt.core.version import __version__ as __version__
+from mxopt.kernels.rows import RowSparse
 from mxopt.kernels.statistics import global_norm, gradient_sums
 from mxopt.optimizers import *  # noqa: F403  (every optimizer of the table, and Ranger)
 from mxopt.optimizers import __all__ as _optimizer_names
@@ -41,6 +42,7 @@ from mxopt.training.engine import NONFINITE_POLICIES, StepStatistics
 from mxopt.training.groups import mxnet_wd_mult
 from mxopt.training.loss_scaling import DynamicLossScaler
 from mxopt.training.lr_find import LRFindResult, lr_find
+from mxopt.training.minimize import MinimizeResult, minimize
 from mxopt.training.updater import (
     Updater,
     WeightState,
@@ -63,6 +65,7 @@ __all__ = [
     "EMA",
     "LRFindResult",
     "LearningRate",
+    "MinimizeResult",
     "Momentum",
     "Multipliers",
     "NONFINITE_POLICIES",
@@ -70,6 +73,7 @@ __all__ = [
     "StateNotAdvancedWarning",
     "ParameterBuffer",
     "Polyak",
+    "RowSparse",
     "StepStatistics",
     "Updater",
     "WeightState",
@@ -83,6 +87,7 @@ __all__ = [
     "gradient_sums",
     "load_updater",
     "lr_find",
+    "minimize",
     "read_checkpoint",
     "write_checkpoint",
     "mxnet_wd_mult",

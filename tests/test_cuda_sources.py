@@ -18,6 +18,7 @@ import mxopt
 from mxopt.kernels import cpu as _cpu
 from mxopt.kernels.cuda import NONFINITE_SOURCE, module_source
 from mxopt.kernels.kernel import KERNELS, REDUCE_BLOCK
+from mxopt.optimizers.matrix import MatrixOptimizer
 from tests import cuda_tools
 from tests.cases import CASES, VARIANTS, make_optimizer
 from tests.conftest import record_cpu_kernel_calls
@@ -32,17 +33,24 @@ def recorded_calls(monkeypatch):
     return record_cpu_kernel_calls(monkeypatch)
 
 
+#: Optimizers whose own kernels run on matrices only (Muon and SOAP hand vectors to their
+#: fallback).
+MATRIX_ONLY = {name for name, cls in mxopt.OPTIMIZERS.items() if issubclass(cls, MatrixOptimizer)}
+
+
 def _train(case, variant, dtype, n=257, steps=5, seed=1):
-    """A few real updates (one with zero gradients) of one weight."""
+    """A few real updates (one with zero gradients) of one weight (``n`` elements, or a
+    ``(3, n)`` matrix for :data:`MATRIX_ONLY`)."""
     rng = np.random.default_rng(seed)
     state = mxopt.OptimizationState(batch_size=3)
     updater = mxopt.get_updater(make_optimizer(case, variant, state), averaging=mxopt.EMA(0.9))
-    weight = rng.normal(size=n).astype(dtype)
+    shape = (3, n) if case.optimizer in MATRIX_ONLY else n
+    weight = rng.normal(size=shape).astype(dtype)
     state.begin_epoch()
     for step in range(steps):
         state.begin_batch()
-        grad = (rng.normal(size=n) * 3).astype(dtype) * (step != 2)
-        grad[:5] = 0
+        grad = (rng.normal(size=shape) * 3).astype(dtype) * (step != 2)
+        grad.reshape(-1)[:5] = 0
         if step < steps - 1:
             updater(0, grad, weight)
         else:  # a step of two weights also runs the gradient statistics

@@ -29,11 +29,11 @@ def test_public_names_exist_and_are_documented():
 
 
 def test_signatures_show_the_options():
-    sgd = "lr momentum nesterov dampening grad_clip weight_decay grad_scale maximize"
-    sgd += " lr_scheduler momentum_scheduler state"
+    sgd = "lr momentum nesterov dampening lazy_update cautious grad_clip weight_decay grad_scale"
+    sgd += " maximize lr_scheduler momentum_scheduler state"
     assert list(inspect.signature(mxopt.SGD).parameters) == sgd.split()
-    adam = "lr beta1 beta2 epsilon amsgrad epsilon_hat grad_clip weight_decay"
-    adam += " decoupled_weight_decay grad_scale maximize lr_scheduler state"
+    adam = "lr beta1 beta2 epsilon amsgrad epsilon_hat cautious lazy_update grad_clip"
+    adam += " weight_decay decoupled_weight_decay grad_scale maximize lr_scheduler state"
     params = inspect.signature(mxopt.ADAM).parameters
     assert list(params) == adam.split()
     assert params["weight_decay"].default == 1e-5

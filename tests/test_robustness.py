@@ -130,6 +130,8 @@ def _model(rng, dtype=np.float32):
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
 def test_update_many_gives_the_bits_of_single_updates(case):
+    if mxopt.OPTIMIZERS[case.optimizer].step_sums_kernel is not None:
+        pytest.skip("one step over all weights reads sums across them: tests/test_prodigy.py")
     rng = np.random.default_rng(0)
     shapes, single_weights = _model(rng)
     many_weights = {k: w.copy() for k, w in single_weights.items()}

@@ -19,6 +19,8 @@ from mxopt.core.checks import Interval
 from tests import cases
 
 STEPS = 6
+#: The weight's shape where (37,) would not do: Muon and SOAP hand vectors to their fallback.
+SHAPES = {"Muon": (5, 8), "SOAP": (5, 8)}
 
 
 def _schedulable(optimizer) -> list[tuple[str, Interval]]:
@@ -55,8 +57,9 @@ def _build(case: cases.Case, name: str, value, state):
 def _run(case, name, values, scheduled: bool):
     """Weights and every state array after STEPS updates with per-step ``values``."""
     rng = np.random.default_rng(7)
-    weight = rng.normal(size=37) * 3.0
-    grads = [rng.normal(size=37) * 10.0 for _ in range(STEPS)]
+    shape = SHAPES.get(case.optimizer, 37)
+    weight = rng.normal(size=shape) * 3.0
+    grads = [rng.normal(size=shape) * 10.0 for _ in range(STEPS)]
     state = OptimizationState(batch_size=1)
     if scheduled:
         option = LearningRate.FromCallable(lambda s: values[s.curr_iter - 1])

@@ -38,7 +38,14 @@ def paired_steps(case: TorchCase, steps: int = 50, size: int = 1000, seed: int =
     torch_optimizer = getattr(torch.optim, case.torch_name)([param], **case.torch_options)
     for step, grad, updater, weight in mxopt_steps(case, start, grads):
         param.grad = torch.from_numpy(grad.copy())
-        torch_optimizer.step()
+        if case.torch_name == "SparseAdam":  # sparse gradients only: every row, explicitly
+            every_row = torch.arange(grad.shape[0])[None]
+            param.grad = torch.sparse_coo_tensor(
+                every_row, param.grad, param.grad.shape, check_invariants=True
+            )
+        # LBFGS needs a closure (its loss); param.grad is set, and with max_iter=1 the
+        # loss changes nothing
+        torch_optimizer.step((lambda: 0.0) if case.torch_name == "LBFGS" else None)
         yield step, updater, weight, torch_optimizer, param
 
 

@@ -120,6 +120,11 @@ DEMO_LR = {
     "SGD": 0.3, "ADAM": 0.03, "AdamW": 0.03, "Nadam": 0.03, "RAdam": 0.1, "QHAdam": 0.03,
     "AdaMax": 0.1, "AdaGrad": 0.3, "AdaDelta": 1.0, "RMSProp": 0.03, "Adafactor": 0.3,
     "LAMB": 0.03, "LARS": 1.0, "Lion": 0.01, "Rprop": 0.1, "ASGD": 1.0,
+    "ADOPT": 0.03, "AdaBelief": 0.03, "ScheduleFreeSGD": 0.3, "ScheduleFreeAdamW": 0.01,
+    "Prodigy": 1.0,
+    "Muon": 0.05,
+    "SOAP": 0.03,
+    "AdEMAMix": 0.03, "Adan": 0.03,
 }  # fmt: skip
 
 

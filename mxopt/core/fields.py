@@ -8,6 +8,8 @@ value and the allowed range.
 
 from __future__ import annotations
 
+import math
+
 import attrs
 
 from mxopt.core.checks import (
@@ -21,7 +23,7 @@ from mxopt.core.checks import (
 )
 from mxopt.core.schedule import AbstractSchedule
 
-__all__ = ["flag", "hyperparameter", "integer", "optional_instance"]
+__all__ = ["flag", "hyperparameter", "integer", "optional_instance", "optional_limit"]
 
 
 def hyperparameter(
@@ -79,6 +81,24 @@ def integer(default: int = attrs.NOTHING, *, ge: int = 0, doc: str = ""):
         validator=validate,
         metadata={"doc": doc, "integer_ge": ge},
     )
+
+
+def optional_limit(*, gt: float, doc: str = ""):
+    """An attrs field for a limit that can be switched off: ``None`` (no limit, the
+    default) or a finite number ``> gt``; ``inf`` is taken as ``None``, so configs and
+    checkpoints, which hold finite numbers only, can write it."""
+    interval = Interval(gt=gt)
+
+    def convert(value):
+        value = to_float(value)
+        return None if value == math.inf else value
+
+    def validate(instance, attribute, value):
+        if value is not None:
+            check_number(owner_name(instance), f"{attribute.name} (None for no limit)", value,
+                         interval)  # fmt: skip
+
+    return attrs.field(default=None, converter=convert, validator=validate, metadata={"doc": doc})
 
 
 def optional_instance(cls, *, doc: str = ""):

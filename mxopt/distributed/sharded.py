@@ -31,7 +31,7 @@ from mxopt.distributed.transport import collectives_for
 from mxopt.kernels import backend_module
 from mxopt.kernels.statistics import segment_statistics
 from mxopt.training.buffer import ParameterBuffer
-from mxopt.training.engine import StepStatistics
+from mxopt.training.engine import StepStatistics, ordered_sums
 from mxopt.training.groups import GroupMethods
 from mxopt.training.updater import Updater, get_updater
 
@@ -205,12 +205,23 @@ class ShardedUpdater(GroupMethods):
         (the ranks that had updated then hold different weights: load a checkpoint)."""
         return together(
             self.collectives,
-            lambda: self.updater.update_buffer(self.share, statistics=statistics),
+            lambda: self.updater.update_buffer(
+                self.share, statistics=statistics, combine_sums=self._combine_sums
+            ),
             lambda ranks: RuntimeError(
                 f"ShardedUpdater.step: rank(s) {ranks} failed in their update; the ranks' "
                 f"weights may differ now: load the last checkpoint"
             ),
         )
+
+    def _combine_sums(self, per_weight) -> tuple[float, float]:
+        """The global sums of an optimizer that reads sums across weights (Prodigy): every
+        rank's per-weight pairs, gathered, added in index order as one process would."""
+        counts = self.collectives.all_gather_values(np.array([float(len(per_weight))]),
+                                                    [1] * self.size)  # fmt: skip
+        mine = np.asarray(per_weight, dtype=np.float64).reshape(-1)
+        gathered = self.collectives.all_gather_values(mine, [2 * int(n) for n in counts])
+        return ordered_sums(gathered.reshape(-1, 2).tolist())
 
     # -- checkpoints ----------------------------------------------------------------------
 
@@ -227,16 +238,18 @@ class ShardedUpdater(GroupMethods):
         return load_sharded(cls, folder, buffer, comm, optimizer=optimizer, **options)
 
     def averaged_weights(self):
-        """The averaged weights (``averaging=EMA(...)`` or ``Polyak()``) of the whole model,
-        gathered from every rank's share into a new flat array like ``buffer.weight``."""
-        if self.updater.averaging is None:
+        """The averaged weights (``averaging=EMA(...)`` or ``Polyak()``, or the optimizer's own
+        evaluation point: Schedule-Free's x) of the whole model, gathered from every rank's
+        share into a new flat array like ``buffer.weight``."""
+        name = self.updater.average_name
+        if name is None:
             raise ValueError("ShardedUpdater.averaged_weights: this updater has no averaging")
         full = _module(self.buffer).zeros_like(self.buffer.weight)
         for k, index in enumerate(self.indices):
             state = self.states.get(index)
             lo, hi = int(self.share.offsets[k]), int(self.share.offsets[k + 1])
             lo, hi = lo + int(self.offsets[self.rank]), hi + int(self.offsets[self.rank])
-            full[lo:hi] = (state.arrays["average"].reshape(-1) if state is not None
+            full[lo:hi] = (state.arrays[name].reshape(-1) if state is not None
                            else self.buffer.weight[lo:hi])  # fmt: skip
         self.collectives.all_gather(full, self.offsets)
         return full

@@ -47,8 +47,10 @@ __all__ = [
     "entry_point",
     "parallel_min_size",
     "run",
+    "run_rows",
     "run_segments",
     "runner",
+    "sum_rows",
 ]
 
 _JIT_OPTIONS = {"cache": True, "nogil": True, "error_model": "numpy", "fastmath": False}
@@ -56,6 +58,7 @@ _JIT_OPTIONS = {"cache": True, "nogil": True, "error_model": "numpy", "fastmath"
 _ELEMENT = None  # placeholder, replaced in each specialised copy of the loops
 _NSCALARS = 0  # placeholder: the kernel's number of scalars, a compile-time constant
 _COUNT_NONFINITE = None  # placeholder: _count_nonfinite, compiled and inlined by LLVM
+_ROW = None  # placeholder in the row loop: the element over one row (_row_adapter)
 
 #: Elements per inner piece of the segmented loops (a piece starts a segment lookup).
 SEGMENT_CHUNK = 1 << 16
@@ -165,7 +168,24 @@ def _segment_sums(w, g, state, table, blocks, partial):
     return 0
 
 
+def _rows(w, g, state, s, rows, row_size, check):
+    """The element over the rows ``rows`` of the weight (row ``r`` is elements
+    ``[r * row_size, (r + 1) * row_size)`` of ``w`` and of every state array), reading the
+    gradient of ``rows[k]`` from row ``k`` of ``g`` (distinct rows: a lazy update).
+
+    With ``check``, first counts the non-finite values of ``g`` (then nothing is written).
+    """
+    if check:
+        bad = _COUNT_NONFINITE(g, 0, g.size)
+        if bad:
+            return bad
+    for k in range(rows.size):
+        _ROW(w, g, state, s, rows[k] * row_size, k * row_size, row_size)
+    return 0
+
+
 _TEMPLATES = {
+    "rows": _rows,
     "elementwise": _elementwise,
     "reduce": _reduce,
     "segments": _segments,
@@ -254,17 +274,34 @@ def _element_adapter(kernel: Kernel):
     return numba.njit(error_model="numpy")(namespace["element"])
 
 
+def _row_adapter(kernel: Kernel):
+    """``row(w, g, state, s, a, b, n)``: the kernel's element over ``n`` elements with the
+    weight and state arrays seen from element ``a`` and the gradient from element ``b``
+    (views, so the element's one index ``i`` serves both, and its math is the dense
+    kernel's exactly)."""
+    lines = ["def row(w, g, state, s, a, b, n):", "    w_ = w[a:a + n]", "    g_ = g[b:b + n]"]
+    lines += [f"    s{k} = state[{k}][a:a + n]" for k in range(len(kernel.state))]
+    arguments = ["j", "w_", "g_", *(f"s{k}" for k in range(len(kernel.state)))]
+    arguments += [f"s[{k}]" for k in range(len(kernel.scalars))]
+    lines += ["    for j in range(n):", f"        named({', '.join(arguments)})", ""]
+    namespace = {"named": _compile_device(kernel.cpu)}
+    exec(compile("\n".join(lines), f"<mxopt row adapter {kernel.name}>", "exec"), namespace)
+    return numba.njit(error_model="numpy")(namespace["row"])
+
+
 def _dispatcher(kernel: Kernel, loop: str):
     key = (kernel, loop)
     dispatcher = _dispatchers.get(key)
     if dispatcher is None:
         digest = _code_digest(kernel.cpu).hexdigest()[:12]
+        row = {"_ROW": _row_adapter(kernel)} if loop == "rows" else {}
         dispatcher = _specialised(
             _TEMPLATES[loop],
             f"mxopt_{kernel.name}_{loop}_{digest}",
             _ELEMENT=_element_adapter(kernel),
             _NSCALARS=len(kernel.scalars),
             _COUNT_NONFINITE=_count_nonfinite_compiled,
+            **row,
         )
         _dispatchers[key] = dispatcher
     return dispatcher
@@ -276,11 +313,13 @@ def _signature(kernel: Kernel, dtype: np.dtype, loop: str):
     n_state, n_scalars = len(kernel.state), len(kernel.scalars)
     state = numba.types.UniTuple(array, n_state) if n_state else numba.types.Tuple(())
     partial = numba.types.Array(numba.float64, 2, "C")
-    if loop in ("elementwise", "reduce"):
+    int64s = numba.types.Array(numba.int64, 1, "C")
+    if loop in ("elementwise", "reduce", "rows"):
         scalars = numba.types.UniTuple(scalar, n_scalars) if n_scalars else numba.types.Tuple(())
+        if loop == "rows":
+            return (array, array, state, scalars, int64s, numba.int64, numba.types.boolean)
         signature = (array, array, state, scalars, numba.types.boolean)
         return signature + (partial,) if loop == "reduce" else signature
-    int64s = numba.types.Array(numba.int64, 1, "C")
     table = numba.types.Array(scalar, 2, "C")
     if loop == "segments":
         return (array, array, state, int64s, table, numba.types.boolean, numba.int64,
@@ -294,6 +333,10 @@ def entry_point(kernel: Kernel, dtype: np.dtype, layout: str = "single"):
     ``layout="single"``: ``f(w, g, state, scalars, check)`` over one flat array, returning
     ``n_bad``; a reducing kernel takes a float64 ``partial`` array of one row per block
     of ``REDUCE_BLOCK`` elements last and returns ``(n_bad, sum_a, sum_b)``.
+
+    ``layout="rows"`` (elementwise kernels): ``f(w, g, state, scalars, rows, row_size,
+    check)`` over the distinct rows ``rows`` (int64) of ``row_size`` elements, the
+    gradient of ``rows[k]`` in row ``k`` of ``g``, returning ``n_bad`` (see :func:`run_rows`).
 
     ``layout="segments"``: ``f(w, g, state, offsets, table, check, start, stop)`` over
     elements ``[start, stop)`` of segments ``[offsets[k], offsets[k+1])`` with scalars
@@ -312,6 +355,8 @@ def entry_point(kernel: Kernel, dtype: np.dtype, layout: str = "single"):
             if entry is None:
                 if layout == "segments":
                     loop = "segment_sums" if kernel.reduces else "segments"
+                elif layout == "rows":
+                    loop = "rows"
                 else:
                     loop = "reduce" if kernel.reduces else "elementwise"
                 dispatcher = _dispatcher(kernel, loop)
@@ -464,3 +509,65 @@ def run_segments(kernel: Kernel, w, g, state: tuple, offsets, table, check: bool
     pieces = [(start + a, start + b) for a, b in _chunks(stop - start, pool)]
     pool.run(lambda k: entry(w, g, state, offsets, table, False, *pieces[k]), len(pieces))
     return 0
+
+
+def run_rows(kernel: Kernel, w, g, rows, row_size: int, state: tuple, scalars: tuple,
+             check: bool) -> int:  # fmt: skip
+    """Run an elementwise ``kernel`` over the distinct rows ``rows`` (int64) of flat arrays
+    whose rows have ``row_size`` elements; the gradient of ``rows[k]`` is row ``k`` of
+    ``g``. The rest of ``w`` and of the state arrays is neither read nor written.
+
+    Each element gets the bits of a :func:`run` over the whole arrays. Returns the count
+    of non-finite values of ``g`` found by ``check`` (then nothing was written), or 0.
+    Many rows are cut into runs of rows that mxopt's threads update (the rows are
+    distinct, so the runs never touch the same memory).
+    """
+    entry = entry_point(kernel, w.dtype, "rows")
+    count = rows.size
+    pool = _parallel(count * row_size)
+    if pool is None or count < 2:
+        return entry(w, g, state, scalars, rows, row_size, check)
+    if check:
+        bad = count_nonfinite(g)
+        if bad:
+            return bad
+    pieces = min(4 * pool.threads, count)
+    bounds = [count * p // pieces for p in range(pieces + 1)]
+
+    def piece(k):
+        a, b = bounds[k], bounds[k + 1]
+        entry(w, g[a * row_size : b * row_size], state, scalars, rows[a:b], row_size, False)
+
+    pool.run(piece, pieces)
+    return 0
+
+
+def _sum_rows(values, order, bounds, row_size, out):
+    """Row ``u`` of ``out`` = the sum of rows ``order[bounds[u]:bounds[u + 1]]`` of
+    ``values``, added in that order starting from the first (no ``0 +``)."""
+    for u in range(bounds.size - 1):
+        o = out[u * row_size : (u + 1) * row_size]
+        first = order[bounds[u]] * row_size
+        v = values[first : first + row_size]
+        for j in range(row_size):
+            o[j] = v[j]
+        for k in range(bounds[u] + 1, bounds[u + 1]):
+            start = order[k] * row_size
+            v = values[start : start + row_size]
+            for j in range(row_size):
+                o[j] = o[j] + v[j]
+    return 0
+
+
+_sum_rows_compiled = None
+
+
+def sum_rows(values, order, bounds, row_size: int):
+    """The rows of the flat ``values`` (rows of ``row_size``) summed by groups: group ``u``
+    is rows ``order[bounds[u]:bounds[u + 1]]``, in that order. A new flat array."""
+    global _sum_rows_compiled
+    if _sum_rows_compiled is None:
+        _sum_rows_compiled = compile_loop(_sum_rows, "mxopt_sum_rows")
+    out = np.empty((bounds.size - 1) * row_size, dtype=values.dtype)
+    _sum_rows_compiled(values, order, bounds, np.int64(row_size), out)
+    return out

@@ -29,7 +29,9 @@ __all__ = [
     "kernel_symbol",
     "module_source",
     "run",
+    "run_rows",
     "run_segments",
+    "sum_rows",
 ]
 
 #: Options for NVRTC: C++14, no FMA contraction (bit-identical to the CPU kernels).
@@ -137,7 +139,7 @@ def _global_source(kernel: Kernel, ctype: str) -> str:
             f"    }}\n"
             f"}}\n"
         )
-        return single + segments
+        return single + segments + _rows_source(kernel, ctype)
     chunk = "    const long long chunk = (long long)blockIdx.x * blockDim.x + threadIdx.x;\n"
     single_params = [*arrays, *scalar_params, "const long long n", "const long long chunks",
                      "double* __restrict__ partials"]  # fmt: skip
@@ -163,6 +165,30 @@ def _global_source(kernel: Kernel, ctype: str) -> str:
         f"}}\n"
     )
     return single + segments
+
+
+def _rows_source(kernel: Kernel, ctype: str) -> str:
+    """The lazy update of an elementwise kernel: element ``j`` of row ``k`` of the gradient
+    updates element ``j`` of row ``rows[k]`` of the weight and state arrays. The element
+    is called with pointers to the rows, so its index ``i`` is the column ``j`` and its
+    math is the dense kernel's exactly."""
+    params = [*_array_params(kernel, ctype), "const long long* __restrict__ rows"]
+    params += [f"const {ctype} {name}" for name in kernel.scalars]
+    params += ["const long long row_size", "const long long n"]
+    offset = [f"{name} + a" for name in kernel.state]
+    args = ", ".join(["j", "w + a", "g + k * row_size", *offset, *kernel.scalars])
+    return (
+        f'extern "C" __global__ void {kernel_symbol(kernel, ctype)}_rows({", ".join(params)}) {{\n'
+        f"    const long long stride = (long long)blockDim.x * gridDim.x;\n"
+        f"    for (long long t = (long long)blockIdx.x * blockDim.x + threadIdx.x; t < n;\n"
+        f"         t += stride) {{\n"
+        f"        const long long k = t / row_size;\n"
+        f"        const long long j = t - k * row_size;\n"
+        f"        const long long a = rows[k] * row_size;\n"
+        f"        {kernel.name}_element<{ctype}>({args});\n"
+        f"    }}\n"
+        f"}}\n"
+    )
 
 
 @functools.cache
@@ -355,3 +381,70 @@ def run_segments(kernel: Kernel, w, g, state: tuple, offsets, table, check: bool
             sums[segment, 0] += a
             sums[segment, 1] += b
     return 0, sums
+
+
+@_first_array_last
+def run_rows(kernel: Kernel, w, g, rows, row_size: int, state: tuple, scalars: tuple,
+             check: bool) -> int:  # fmt: skip
+    """The lazy update over distinct rows of flat CuPy arrays (same contract as
+    :func:`mxopt.kernels.cpu.run_rows`); ``rows`` is an int64 CuPy array."""
+    if check:
+        bad = count_nonfinite(g)
+        if bad:
+            return bad
+    n = rows.size * row_size
+    if n == 0:
+        return 0
+    ctype = DTYPES[w.dtype]
+    module = compiled_module(kernel, lambda: module_source(kernel))
+    function = module.get_function(kernel_symbol(kernel, ctype) + "_rows")
+    scalar_type = w.dtype.type
+    args = (w, g, *state, rows, *(scalar_type(s) for s in scalars), np.int64(row_size),
+            np.int64(n))  # fmt: skip
+    function((grid_size(n),), (THREADS,), args)
+    return 0
+
+
+#: Sums the rows of ``values`` by groups (duplicate rows of a RowSparse gradient), in the
+#: order of ``order`` and from the first row, as :func:`mxopt.kernels.cpu.sum_rows`.
+SUM_ROWS_SOURCE = r"""
+template <typename T>
+__device__ void sum_rows(const T* values, const long long* order, const long long* bounds,
+                         const long long row_size, const long long n, T* out) {
+    const long long stride = (long long)blockDim.x * gridDim.x;
+    for (long long t = (long long)blockIdx.x * blockDim.x + threadIdx.x; t < n; t += stride) {
+        const long long u = t / row_size;
+        const long long j = t - u * row_size;
+        T acc = values[order[bounds[u]] * row_size + j];
+        for (long long k = bounds[u] + 1; k < bounds[u + 1]; ++k)
+            acc = acc + values[order[k] * row_size + j];
+        out[t] = acc;
+    }
+}
+extern "C" __global__ void mxopt_sum_rows_float(const float* values, const long long* order,
+        const long long* bounds, const long long row_size, const long long n, float* out) {
+    sum_rows<float>(values, order, bounds, row_size, n, out);
+}
+extern "C" __global__ void mxopt_sum_rows_double(const double* values, const long long* order,
+        const long long* bounds, const long long row_size, const long long n, double* out) {
+    sum_rows<double>(values, order, bounds, row_size, n, out);
+}
+"""
+
+
+@_on_device_of
+def sum_rows(values, order, bounds, row_size: int):
+    """:func:`mxopt.kernels.cpu.sum_rows` on the GPU: ``values`` a flat CuPy array,
+    ``order`` and ``bounds`` host int64 arrays; returns a new flat CuPy array."""
+    import cupy
+
+    n = (bounds.size - 1) * row_size
+    out = cupy.empty(n, dtype=values.dtype)
+    if n:
+        function = compiled_module("sum_rows", lambda: SUM_ROWS_SOURCE).get_function(
+            f"mxopt_sum_rows_{DTYPES[values.dtype]}"
+        )
+        function((grid_size(n),), (THREADS,),
+                 (values, cupy.asarray(order), cupy.asarray(bounds), np.int64(row_size),
+                  np.int64(n), out))  # fmt: skip
+    return out

@@ -50,9 +50,12 @@ __all__ = [
     "CUDA_PREAMBLE",
     "adam_moments_element",
     "KERNELS",
+    "cautious_keeps",
     "Kernel",
     "clip_gradient_element",
     "device",
+    "ema_element",
+    "momentum_step_element",
     "normalize_gradient_element",
 ]
 
@@ -201,6 +204,32 @@ def adam_moments_element(m, v, g, beta1, one_minus_beta1, beta2, one_minus_beta2
     return beta1 * m + one_minus_beta1 * g, beta2 * v + one_minus_beta2 * g * g
 
 
+@device
+def ema_element(m, g, beta, one_minus_beta):
+    """``beta * m + (1 - beta) * g``: one step of an exponential moving average (Lion's
+    interpolation, AdEMAMix's slow average)."""
+    return beta * m + one_minus_beta * g
+
+
+@device
+def momentum_step_element(v, g, mu, lr):
+    """``mu * v - lr * g``: a heavy-ball velocity with the learning rate folded in (SGD's
+    velocity, and its Nesterov step)."""
+    return mu * v - lr * g
+
+
+@device
+def cautious_keeps(u, g):
+    """Whether a cautious update keeps an element (Liang et al. 2024, arXiv:2411.16085):
+    the update direction ``u`` and the gradient ``g`` have the same sign, ``u * g > 0``.
+
+    Compared sign by sign, so the product can neither overflow nor underflow; a zero
+    or a NaN keeps nothing. Bitwise, not short-circuit: a branch on the signs of random
+    data mispredicts half the time and made the counting loop ten times slower.
+    """
+    return ((u > 0) & (g > 0)) | ((u < 0) & (g < 0))
+
+
 #: Elements per block of a reduction (fixed, so sums do not depend on thread counts).
 REDUCE_BLOCK = 4096
 
@@ -235,6 +264,22 @@ __device__ __forceinline__ void adam_moments_element(T& m, T& v, const T g, cons
                                                      const T one_minus_beta2) {
     m = beta1 * m + one_minus_beta1 * g;
     v = beta2 * v + one_minus_beta2 * g * g;
+}
+
+template <typename T>
+__device__ __forceinline__ T ema_element(const T m, const T g, const T beta,
+                                         const T one_minus_beta) {
+    return beta * m + one_minus_beta * g;
+}
+
+template <typename T>
+__device__ __forceinline__ T momentum_step_element(const T v, const T g, const T mu, const T lr) {
+    return mu * v - lr * g;
+}
+
+template <typename T>
+__device__ __forceinline__ bool cautious_keeps(const T u, const T g) {
+    return ((u > T(0)) & (g > T(0))) | ((u < T(0)) & (g < T(0)));
 }
 """
 

@@ -66,6 +66,9 @@ class AdaGradOptions(AbstractOptimizerOptions):
         True, doc="sqrt(h + epsilon) (MXNet.jl), else sqrt(h) + epsilon (torch)"
     )
     weight_decay: float = hyperparameter(1e-5, ge=0.0, doc="coupled L2 coefficient lambda")
+    lazy_update: bool = flag(
+        False, doc="a RowSparse gradient updates only its rows and their state (MXNet)"
+    )
 
 
 @register
@@ -73,8 +76,8 @@ class AdaGrad(AbstractOptimizer):
     """AdaGrad (Duchi et al. 2011): steps scaled by the root of the sum of squared gradients.
 
     ``AdaGrad(*, lr=0.1, epsilon=1e-6, lr_decay=0.0, initial_accumulator_value=0.0,
-    epsilon_inside_sqrt=True, grad_clip=0.0, weight_decay=1e-5, grad_scale=1.0,
-    maximize=False, lr_scheduler=None, state=None)``
+    epsilon_inside_sqrt=True, lazy_update=False, grad_clip=0.0, weight_decay=1e-5,
+    grad_scale=1.0, maximize=False, lr_scheduler=None, state=None)``
 
     John Duchi, Elad Hazan, Yoram Singer, "Adaptive Subgradient Methods for Online
     Learning and Stochastic Optimization", JMLR 12, 2011; MXNet.jl's ``AdaGrad``
@@ -108,6 +111,12 @@ class AdaGrad(AbstractOptimizer):
     Deliberate differences from torch: MXNet.jl's ``lr=0.1``, ``epsilon=1e-6``
     *inside* the root and ``weight_decay=1e-5`` (torch: ``lr=0.01``, ``eps=1e-10``
     outside the root, no weight decay).
+
+    ``lazy_update=True`` (MXNet's ``lazy_update``): a :class:`~mxopt.RowSparse`
+    gradient updates only its rows of the weight and of ``history``, weight decay
+    included; ``k`` (for ``lr_decay``) counts every call. With ``False`` (the default)
+    such a gradient is scattered into a dense one (the same result here, since a zero
+    gradient leaves ``history`` unchanged, apart from the weight decay of other rows).
     """
 
     Options = AdaGradOptions
@@ -125,6 +134,9 @@ class AdaGrad(AbstractOptimizer):
 
     def initial_state_value(self, name: str) -> float:
         return self.opts.initial_accumulator_value
+
+    def updates_rows(self) -> bool:
+        return self.opts.lazy_update
 
     def kernel_scalars(self, v, step, memory):
         inside = self.opts.epsilon_inside_sqrt

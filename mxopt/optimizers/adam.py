@@ -25,8 +25,14 @@ import math
 import numpy as np
 
 from mxopt.core.fields import flag, hyperparameter
-from mxopt.kernels.kernel import Kernel, adam_moments_element, normalize_gradient_element
+from mxopt.kernels.kernel import (
+    Kernel,
+    adam_moments_element,
+    cautious_keeps,
+    normalize_gradient_element,
+)
 from mxopt.optimizers.base import About, AbstractOptimizer, register
+from mxopt.optimizers.cautious import CautiousUpdates, cautious_option, cautious_pair
 from mxopt.optimizers.options import (
     AbstractOptimizerOptions,
     decoupled_weight_decay_option,
@@ -99,6 +105,104 @@ ADAM_AMSGRAD_KERNEL = Kernel(
 )
 
 
+# -- cautious updates (mxopt.optimizers.cautious): u = m / (sqrt(v_hat) + eps) has the sign
+# of m, so an element is kept where m and g agree, with or without amsgrad.
+
+
+def adam_cautious_count_element(
+    i, w, g, mean, var, rescale, clip, wd, beta1, one_minus_beta1, beta2, one_minus_beta2
+):
+    gi = normalize_gradient_element(g[i], w[i], rescale, clip, wd)
+    m, v = adam_moments_element(mean[i], var[i], gi, beta1, one_minus_beta1, beta2, one_minus_beta2)
+    return np.float64(cautious_keeps(m, gi)), np.float64(0)
+
+
+ADAM_CAUTIOUS_COUNT_KERNEL = Kernel(
+    name="adam_cautious_count",
+    state=("mean", "var"),
+    cpu=adam_cautious_count_element,
+    reduces=True,
+    cuda="""
+    const T gi = normalize_gradient_element(g[i], w[i], rescale, clip, wd);
+    T m = mean[i], v = var[i];
+    adam_moments_element(m, v, gi, beta1, one_minus_beta1, beta2, one_minus_beta2);
+    return mx_pair{cautious_keeps(m, gi) ? 1.0 : 0.0, 0.0};
+""",
+)
+
+
+def adam_cautious_element(
+    i, w, g, mean, var, rescale, clip, wd, decay, lr_t, beta1, one_minus_beta1, beta2,
+    one_minus_beta2, eps, scale,
+):  # fmt: skip
+    gi = normalize_gradient_element(g[i], w[i], rescale, clip, wd)
+    wi = w[i] * decay
+    m, v = adam_moments_element(mean[i], var[i], gi, beta1, one_minus_beta1, beta2, one_minus_beta2)
+    mean[i] = m
+    var[i] = v
+    if cautious_keeps(m, gi):
+        wi = wi - scale * lr_t * m / (np.sqrt(v) + eps)
+    w[i] = wi
+
+
+ADAM_CAUTIOUS_KERNEL = Kernel(
+    name="adam_cautious",
+    state=("mean", "var"),
+    cpu=adam_cautious_element,
+    cuda="""
+    const T gi = normalize_gradient_element(g[i], w[i], rescale, clip, wd);
+    T wi = w[i] * decay;
+    T m = mean[i], v = var[i];
+    adam_moments_element(m, v, gi, beta1, one_minus_beta1, beta2, one_minus_beta2);
+    mean[i] = m;
+    var[i] = v;
+    if (cautious_keeps(m, gi)) wi = wi - scale * lr_t * m / (sqrt(v) + eps);
+    w[i] = wi;
+""",
+)
+
+
+def adam_amsgrad_cautious_element(
+    i, w, g, mean, var, max_var, rescale, clip, wd, decay, lr_t, beta1, one_minus_beta1, beta2,
+    one_minus_beta2, eps, scale,
+):  # fmt: skip
+    gi = normalize_gradient_element(g[i], w[i], rescale, clip, wd)
+    wi = w[i] * decay
+    m, v = adam_moments_element(mean[i], var[i], gi, beta1, one_minus_beta1, beta2, one_minus_beta2)
+    v_max = max_var[i]
+    if v > v_max:
+        v_max = v
+    mean[i] = m
+    var[i] = v
+    max_var[i] = v_max
+    if cautious_keeps(m, gi):
+        wi = wi - scale * lr_t * m / (np.sqrt(v_max) + eps)
+    w[i] = wi
+
+
+ADAM_AMSGRAD_CAUTIOUS_KERNEL = Kernel(
+    name="adam_amsgrad_cautious",
+    state=("mean", "var", "max_var"),
+    cpu=adam_amsgrad_cautious_element,
+    cuda="""
+    const T gi = normalize_gradient_element(g[i], w[i], rescale, clip, wd);
+    T wi = w[i] * decay;
+    T m = mean[i], v = var[i];
+    adam_moments_element(m, v, gi, beta1, one_minus_beta1, beta2, one_minus_beta2);
+    T v_max = max_var[i];
+    if (v > v_max) v_max = v;
+    mean[i] = m;
+    var[i] = v;
+    max_var[i] = v_max;
+    if (cautious_keeps(m, gi)) wi = wi - scale * lr_t * m / (sqrt(v_max) + eps);
+    w[i] = wi;
+""",
+)
+
+ADAM_CAUTIOUS = cautious_pair(ADAM_CAUTIOUS_COUNT_KERNEL, ADAM_CAUTIOUS_KERNEL)
+ADAM_AMSGRAD_CAUTIOUS = cautious_pair(ADAM_CAUTIOUS_COUNT_KERNEL, ADAM_AMSGRAD_CAUTIOUS_KERNEL)
+
+
 @options
 class ADAMOptions(AbstractOptimizerOptions):
     """Options of :class:`ADAM` (defaults as MXNet.jl)."""
@@ -113,15 +217,20 @@ class ADAMOptions(AbstractOptimizerOptions):
     )
     weight_decay: float = hyperparameter(1e-5, ge=0.0, doc="weight decay coefficient lambda")
     decoupled_weight_decay: bool = decoupled_weight_decay_option(False)
+    cautious: bool = cautious_option()
+    lazy_update: bool = flag(
+        False, doc="a RowSparse gradient updates only its rows and their state (MXNet)"
+    )
 
 
 @register
-class ADAM(AbstractOptimizer):
+class ADAM(CautiousUpdates, AbstractOptimizer):
     """Adam with MXNet.jl's epsilon placement and bias corrections folded into the step.
 
     ``ADAM(*, lr=1e-3, beta1=0.9, beta2=0.999, epsilon=1e-8, amsgrad=False,
-    epsilon_hat=True, grad_clip=0.0, weight_decay=1e-5, decoupled_weight_decay=False,
-    grad_scale=1.0, maximize=False, lr_scheduler=None, state=None)``
+    epsilon_hat=True, cautious=False, lazy_update=False, grad_clip=0.0, weight_decay=1e-5,
+    decoupled_weight_decay=False, grad_scale=1.0, maximize=False, lr_scheduler=None,
+    state=None)``
 
     Kingma & Ba, "Adam: A Method for Stochastic Optimization", arXiv:1412.6980, in
     MXNet.jl's form, with AMSGrad (Reddi, Kale & Kumar, "On the Convergence of Adam
@@ -149,6 +258,15 @@ class ADAM(AbstractOptimizer):
     The learning rate :math:`\\eta` is read from ``lr_scheduler`` (if given, it
     wins over ``lr``) at every update.
 
+    ``cautious=True``: cautious updates (Liang, Chen, Liu & Liu, "Cautious Optimizers:
+    Improving Training with One Line of Code", arXiv:2411.16085, 2024; C-AdamW with
+    ``decoupled_weight_decay``): with :math:`u` the step above without :math:`\\eta`,
+    which has the sign of :math:`m`, the weight moves by :math:`-\\eta\\,
+    \\frac{n}{\\lVert\\phi\\rVert_0 + 1} (u \\odot \\phi)`, :math:`\\phi = [u \\odot g > 0]`,
+    per tensor of :math:`n` elements; the moments and a decoupled decay are as without
+    it (see :mod:`mxopt.optimizers.cautious`). Two passes over memory instead of one,
+    no extra state; a packed buffer is then updated tensor by tensor.
+
     State: ``"mean"`` (:math:`m`) and ``"var"`` (:math:`v`), 8 bytes per float32
     parameter; ``"max_var"`` too with ``amsgrad`` (12 bytes).
 
@@ -167,6 +285,14 @@ class ADAM(AbstractOptimizer):
     and ``weight_decay=1e-5`` are MXNet.jl's. MXNet.jl read its learning-rate
     scheduler once, at the first update of each weight, and kept that rate for
     ever, so schedules had no effect on ADAM: a bug mxopt does not reproduce.
+
+    ``lazy_update=True`` (MXNet's ``lazy_update``, torch's ``SparseAdam``; see
+    :class:`~mxopt.SparseAdam`): a :class:`~mxopt.RowSparse` gradient updates only its
+    rows of the weight and of ``mean``/``var`` (and ``max_var``), with the dense
+    per-element math on those rows: the moments of a row decay only when it is touched,
+    the weight decay applies to touched rows only, and the bias corrections use ``k``,
+    the weight's update count (every call counts, as torch's per-parameter step). With
+    ``False`` (the default) such a gradient is scattered into a dense one.
     """
 
     Options = ADAMOptions
@@ -180,6 +306,14 @@ class ADAM(AbstractOptimizer):
 
     def kernel(self) -> Kernel:
         return ADAM_AMSGRAD_KERNEL if self.opts.amsgrad else ADAM_KERNEL
+
+    def cautious_kernels(self):
+        if not self.opts.cautious:
+            return None
+        return ADAM_AMSGRAD_CAUTIOUS if self.opts.amsgrad else ADAM_CAUTIOUS
+
+    def updates_rows(self) -> bool:
+        return self.opts.lazy_update
 
     def kernel_scalars(self, v, step, memory):
         correction2 = math.sqrt(1.0 - v.beta2**step)

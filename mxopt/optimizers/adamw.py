@@ -41,8 +41,9 @@ class AdamW(ADAM):
     """Adam with decoupled weight decay, as torch.optim.AdamW.
 
     ``AdamW(*, lr=1e-3, beta1=0.9, beta2=0.999, epsilon=1e-8, amsgrad=False,
-    epsilon_hat=False, grad_clip=0.0, weight_decay=1e-2, decoupled_weight_decay=True,
-    grad_scale=1.0, maximize=False, lr_scheduler=None, state=None)``
+    cautious=False, lazy_update=False, epsilon_hat=False, grad_clip=0.0, weight_decay=1e-2,
+    decoupled_weight_decay=True, grad_scale=1.0, maximize=False, lr_scheduler=None,
+    state=None)``
 
     Loshchilov & Hutter, "Decoupled Weight Decay Regularization", ICLR 2019,
     arXiv:1711.05101: :class:`~mxopt.ADAM`'s kernels with torch.optim.AdamW's
@@ -67,6 +68,14 @@ class AdamW(ADAM):
     wd)`` (decoupled by default) is ``AdamW(lr=lr, beta1=mom, beta2=sqr_mom,
     epsilon=eps, weight_decay=wd)``, with fastai's own defaults ``beta2=0.99,
     epsilon=1e-5, weight_decay=0.01``.
+
+    ``cautious=True`` is the paper's C-AdamW (Liang et al. 2024, arXiv:2411.16085; see
+    :class:`~mxopt.ADAM`): only the elements where the step agrees in sign with the
+    gradient move, scaled by :math:`n / (\\text{kept} + 1)` per tensor; the decay applies
+    to all.
+
+    ``lazy_update=True``: a :class:`~mxopt.RowSparse` gradient updates only its rows,
+    the decoupled decay included (see :class:`~mxopt.ADAM`).
     """
 
     Options = AdamWOptions

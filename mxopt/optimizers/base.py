@@ -323,9 +323,17 @@ class AbstractOptimizer(abc.ABC):
     per_tensor: ClassVar[bool] = False
     #: True for optimizers that keep per-weight scalars between updates.
     has_memory: ClassVar[bool] = False
+    #: The state array that holds the optimizer's own evaluation point (Schedule-Free's
+    #: ``"x"``): the updater's averaging API serves it when no ``averaging=`` is given.
+    evaluation_point: ClassVar[str | None] = None
     #: True when an update is one call of :meth:`kernel` (``apply`` is not overridden):
     #: the updater keeps a ready-to-run plan per weight for such optimizers.
     single_kernel: ClassVar[bool] = True
+    #: A reducing kernel whose two sums over every weight of a step the update reads
+    #: (Prodigy's): the engine runs it, with the scalars of :meth:`prepare` (then a
+    #: mapping by name), between prepare and apply, and hands the sums to
+    #: :meth:`with_step_sums`. None for the optimizers whose weights are independent.
+    step_sums_kernel: ClassVar[Kernel | None] = None
     _option_names: ClassVar[frozenset] = frozenset()
 
     def __init_subclass__(cls, **kwargs):
@@ -436,6 +444,11 @@ class AbstractOptimizer(abc.ABC):
         """
         return self.kernel().pack(self.kernel_scalars(v, step, memory))
 
+    def with_step_sums(self, prepared, sums: tuple) -> tuple:
+        """``(what apply reads, the next per-weight scalars)`` of a weight prepared as
+        ``prepared``, once the step's ``sums`` (of :attr:`step_sums_kernel`) are known."""
+        raise NotImplementedError
+
     def next_memory(self, v: OptionValues, step: int, memory: dict) -> dict:
         """The per-weight scalars after a successful step (e.g. Nadam's running momentum
         product). Only called when :attr:`has_memory`."""
@@ -451,9 +464,26 @@ class AbstractOptimizer(abc.ABC):
         """
         return {name: self.initial_state_value(name) for name in self.kernel().state}
 
+    def state_spec_for(self, index, shape: tuple) -> dict:
+        """The state arrays of the weight at ``index``, of ``shape``: what the step engine
+        creates, checks and loads (:func:`~mxopt.create_state`, buffers, checkpoints).
+
+        :meth:`state_spec` unless the state depends on which weight it is (Muon hands the
+        indices its options name to another optimizer); may raise a ``ValueError`` naming
+        ``index`` for a weight the optimizer cannot update.
+        """
+        return self.state_spec(shape)
+
     def initial_state_value(self, name: str) -> float:
         """The value a state array starts from (0 unless an optimizer says otherwise)."""
         return 0.0
+
+    def updates_rows(self) -> bool:
+        """Whether a :class:`~mxopt.RowSparse` gradient updates only its rows (a lazy
+        update: the rest of the weight and of its state arrays is not touched). False by
+        default: the gradient is then scattered into a dense one. Optimizers with a
+        ``lazy_update`` option return it; only single-kernel elementwise optimizers can."""
+        return False
 
     def apply(self, backend, w, g, arrays: StateArrays, prepared, check: bool) -> int:
         """Run the update's kernel(s) over the flat arrays ``w``, ``g``.

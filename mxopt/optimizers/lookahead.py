@@ -185,6 +185,11 @@ class Lookahead(AbstractOptimizer):
         spec["lookahead_slow"] = WEIGHT_COPY
         return spec
 
+    def state_spec_for(self, index, shape) -> dict:
+        spec = dict(self.inner.state_spec_for(index, shape))
+        spec["lookahead_slow"] = WEIGHT_COPY
+        return spec
+
     @property
     def per_tensor(self) -> bool:
         return self.inner.per_tensor

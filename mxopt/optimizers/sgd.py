@@ -20,11 +20,19 @@ The velocity exists exactly when the momentum scheduler is not
 
 from __future__ import annotations
 
+import numpy as np
+
 from mxopt.core.checks import shown
 from mxopt.core.fields import flag, hyperparameter, optional_instance
 from mxopt.core.schedule import AbstractMomentumScheduler
-from mxopt.kernels.kernel import Kernel, normalize_gradient_element
+from mxopt.kernels.kernel import (
+    Kernel,
+    cautious_keeps,
+    momentum_step_element,
+    normalize_gradient_element,
+)
 from mxopt.optimizers.base import About, AbstractOptimizer, momentum_value, register
+from mxopt.optimizers.cautious import CautiousUpdates, cautious_option, cautious_pair
 from mxopt.optimizers.options import AbstractOptimizerOptions, options
 from mxopt.schedules.momentum import Null, get_momentum_scheduler
 
@@ -87,6 +95,110 @@ SGD_NESTEROV_KERNEL = Kernel(
 )
 
 
+# -- cautious updates (mxopt.optimizers.cautious): the step added to W is v (or Nesterov's
+# mu v - lr g), so u = -step, kept where the step and g have opposite signs. The velocity
+# is updated as without the option.
+
+
+def sgd_momentum_cautious_count_element(i, w, g, velocity, rescale, clip, wd, mu, lr_damped):
+    gi = normalize_gradient_element(g[i], w[i], rescale, clip, wd)
+    v = momentum_step_element(velocity[i], gi, mu, lr_damped)
+    return np.float64(cautious_keeps(-v, gi)), np.float64(0)
+
+
+SGD_MOMENTUM_CAUTIOUS_COUNT_KERNEL = Kernel(
+    name="sgd_momentum_cautious_count",
+    state=("velocity",),
+    cpu=sgd_momentum_cautious_count_element,
+    reduces=True,
+    cuda="""
+    const T gi = normalize_gradient_element(g[i], w[i], rescale, clip, wd);
+    const T v = momentum_step_element(velocity[i], gi, mu, lr_damped);
+    return mx_pair{cautious_keeps(-v, gi) ? 1.0 : 0.0, 0.0};
+""",
+)
+
+
+def sgd_momentum_cautious_element(i, w, g, velocity, rescale, clip, wd, lr, mu, lr_damped, scale):
+    gi = normalize_gradient_element(g[i], w[i], rescale, clip, wd)
+    v = momentum_step_element(velocity[i], gi, mu, lr_damped)
+    velocity[i] = v
+    wi = w[i]
+    if cautious_keeps(-v, gi):  # a select, not a branch around the store: it vectorizes
+        wi = wi + scale * v
+    w[i] = wi
+
+
+SGD_MOMENTUM_CAUTIOUS_KERNEL = Kernel(
+    name="sgd_momentum_cautious",
+    state=("velocity",),
+    cpu=sgd_momentum_cautious_element,
+    cuda="""
+    const T gi = normalize_gradient_element(g[i], w[i], rescale, clip, wd);
+    const T v = momentum_step_element(velocity[i], gi, mu, lr_damped);
+    velocity[i] = v;
+    T wi = w[i];
+    if (cautious_keeps(-v, gi)) wi = wi + scale * v;
+    w[i] = wi;
+""",
+)
+
+
+def sgd_nesterov_cautious_count_element(i, w, g, velocity, rescale, clip, wd, lr, mu, lr_damped):
+    gi = normalize_gradient_element(g[i], w[i], rescale, clip, wd)
+    v = momentum_step_element(velocity[i], gi, mu, lr_damped)
+    step = momentum_step_element(v, gi, mu, lr)
+    return np.float64(cautious_keeps(-step, gi)), np.float64(0)
+
+
+SGD_NESTEROV_CAUTIOUS_COUNT_KERNEL = Kernel(
+    name="sgd_nesterov_cautious_count",
+    state=("velocity",),
+    cpu=sgd_nesterov_cautious_count_element,
+    reduces=True,
+    cuda="""
+    const T gi = normalize_gradient_element(g[i], w[i], rescale, clip, wd);
+    const T v = momentum_step_element(velocity[i], gi, mu, lr_damped);
+    const T step = momentum_step_element(v, gi, mu, lr);
+    return mx_pair{cautious_keeps(-step, gi) ? 1.0 : 0.0, 0.0};
+""",
+)
+
+
+def sgd_nesterov_cautious_element(i, w, g, velocity, rescale, clip, wd, lr, mu, lr_damped, scale):
+    gi = normalize_gradient_element(g[i], w[i], rescale, clip, wd)
+    v = momentum_step_element(velocity[i], gi, mu, lr_damped)
+    velocity[i] = v
+    step = momentum_step_element(v, gi, mu, lr)
+    wi = w[i]
+    if cautious_keeps(-step, gi):
+        wi = wi + scale * step
+    w[i] = wi
+
+
+SGD_NESTEROV_CAUTIOUS_KERNEL = Kernel(
+    name="sgd_nesterov_cautious",
+    state=("velocity",),
+    cpu=sgd_nesterov_cautious_element,
+    cuda="""
+    const T gi = normalize_gradient_element(g[i], w[i], rescale, clip, wd);
+    const T v = momentum_step_element(velocity[i], gi, mu, lr_damped);
+    velocity[i] = v;
+    const T step = momentum_step_element(v, gi, mu, lr);
+    T wi = w[i];
+    if (cautious_keeps(-step, gi)) wi = wi + scale * step;
+    w[i] = wi;
+""",
+)
+
+SGD_MOMENTUM_CAUTIOUS = cautious_pair(
+    SGD_MOMENTUM_CAUTIOUS_COUNT_KERNEL, SGD_MOMENTUM_CAUTIOUS_KERNEL
+)
+SGD_NESTEROV_CAUTIOUS = cautious_pair(
+    SGD_NESTEROV_CAUTIOUS_COUNT_KERNEL, SGD_NESTEROV_CAUTIOUS_KERNEL
+)
+
+
 @options
 class SGDOptions(AbstractOptimizerOptions):
     """Options of :class:`SGD` (defaults as MXNet.jl)."""
@@ -97,6 +209,10 @@ class SGDOptions(AbstractOptimizerOptions):
     dampening: float = hyperparameter(
         0.0, ge=0.0, le=1.0, doc="scale new gradients in the velocity by 1 - dampening"
     )
+    lazy_update: bool = flag(
+        False, doc="a RowSparse gradient updates only its rows and their state (MXNet)"
+    )
+    cautious: bool = cautious_option()
     weight_decay: float = hyperparameter(1e-4, ge=0.0, doc="coupled L2 coefficient lambda")
     momentum_scheduler: AbstractMomentumScheduler | None = optional_instance(
         AbstractMomentumScheduler, doc="momentum scheduler; wins over momentum when given"
@@ -104,12 +220,12 @@ class SGDOptions(AbstractOptimizerOptions):
 
 
 @register
-class SGD(AbstractOptimizer):
+class SGD(CautiousUpdates, AbstractOptimizer):
     """Stochastic gradient descent, with momentum when asked.
 
-    ``SGD(*, lr=0.01, momentum=0.0, nesterov=False, dampening=0.0, grad_clip=0.0,
-    weight_decay=1e-4, grad_scale=1.0, maximize=False, lr_scheduler=None,
-    momentum_scheduler=None, state=None)``
+    ``SGD(*, lr=0.01, momentum=0.0, nesterov=False, dampening=0.0, lazy_update=False,
+    cautious=False, grad_clip=0.0, weight_decay=1e-4, grad_scale=1.0, maximize=False,
+    lr_scheduler=None, momentum_scheduler=None, state=None)``
 
     MXNet.jl's ``SGD``, with torch.optim's ``nesterov`` and ``dampening``. Robbins &
     Monro, "A Stochastic Approximation Method" (1951); momentum: Polyak (1964);
@@ -152,6 +268,21 @@ class SGD(AbstractOptimizer):
 
     Deliberate differences from torch: ``lr=0.01`` and ``weight_decay=1e-4`` are
     MXNet.jl's defaults (torch: ``lr=1e-3``, no decay).
+
+    ``cautious=True`` (Liang, Chen, Liu & Liu, "Cautious Optimizers", arXiv:2411.16085,
+    2024; :mod:`mxopt.optimizers.cautious`), with a velocity: the step :math:`s` added to
+    :math:`W` (:math:`v`, or Nesterov's :math:`\\mu v - \\eta g`) is applied only where it
+    opposes :math:`g` (:math:`s g < 0`), times :math:`n / (\\text{kept} + 1)` per tensor of
+    :math:`n` elements; the velocity is updated as without it. Without a velocity the
+    step :math:`-\\eta g` always agrees with the gradient: the option is accepted and
+    changes nothing.
+
+    ``lazy_update=True`` (MXNet's ``lazy_update``): a :class:`~mxopt.RowSparse`
+    gradient updates only its rows of the weight and of the velocity, with the same
+    per-element math (weight decay, momentum) on those rows only; the other rows are
+    neither read nor written (their velocity does not decay). The step count still
+    counts every call. With ``False`` (the default) such a gradient is scattered into a
+    dense one and every row is updated.
     """
 
     Options = SGDOptions
@@ -190,6 +321,15 @@ class SGD(AbstractOptimizer):
                 )
             return SGD_NESTEROV_KERNEL
         return SGD_MOMENTUM_KERNEL
+
+    def updates_rows(self) -> bool:
+        return self.opts.lazy_update
+
+    def cautious_kernels(self):
+        # without a velocity the step is -lr g, which always agrees with g: nothing to mask
+        if not self.opts.cautious or not self._has_momentum():
+            return None
+        return SGD_NESTEROV_CAUTIOUS if self.opts.nesterov else SGD_MOMENTUM_CAUTIOUS
 
     def kernel_scalars(self, v, step, memory):
         scalars = {"rescale": v.rescale, "clip": v.grad_clip, "wd": v.l2, "lr": v.lr}

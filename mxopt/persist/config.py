@@ -56,6 +56,7 @@ from mxopt.persist.registry import (
     registered,
     registry_name,
     suggestion,
+    unknown_hint,
 )
 
 __all__ = [
@@ -211,8 +212,7 @@ def _build(config: dict, path: str, extensions: bool):
     if target is None:
         known = known_names(kind, extensions=extensions)
         raise ConfigError(
-            f"{path}: unknown {_KIND_LABELS[kind]} {shown(name)}"
-            f"{suggestion(name, known)} (known: {', '.join(known)})"
+            f"{path}: unknown {_KIND_LABELS[kind]} {shown(name)}{unknown_hint(name, known)}"
         )
     options, anything = options_of(target)
     arguments = {}

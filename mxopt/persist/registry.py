@@ -41,6 +41,7 @@ __all__ = [
     "find",
     "get",
     "known_names",
+    "unknown_hint",
     "lookup",
     "name_of",
     "names",
@@ -155,10 +156,7 @@ def get(kind: str, name: str):
     found = find(kind, name)
     if found is None:
         known = names(kind)
-        raise ConfigError(
-            f"unknown {kind} name {shown(name)}{suggestion(name, known)} (known: "
-            f"{', '.join(known)})"
-        )
+        raise ConfigError(f"unknown {kind} name {shown(name)}{unknown_hint(name, known)}")
     return found
 
 
@@ -262,6 +260,12 @@ def _difflib_matches(word: str, candidates: list[str]) -> list[str]:
     if len(word) * 3 > 7 * max(map(len, candidates), default=0):
         return []
     return difflib.get_close_matches(word, candidates, n=3, cutoff=0.6)
+
+
+def unknown_hint(word: str, known) -> str:
+    """What follows "unknown name": the closest known names when some are close (the
+    whole list, dozens long, would bury them), else every known name."""
+    return suggestion(word, known) or f" (known: {', '.join(known)})"
 
 
 def suggestion(word: str, candidates) -> str:

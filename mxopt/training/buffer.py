@@ -218,7 +218,7 @@ class BufferGroup:
             backends.flat_weight(index, weight, state)  # same shape, dtype, backend, device
         spec = dict(optimizer.state_spec((int(buffer.offsets[-1]),)))
         for index in buffer.indices:
-            own = optimizer.state_spec(buffer.shapes[index])
+            own = optimizer.state_spec_for(index, buffer.shapes[index])
             if own.keys() != spec.keys() or any(isinstance(v, tuple) for v in own.values()):
                 return None  # state not shaped like the weights (Adafactor): no packed path
         if updater.averaging is not None:

@@ -202,7 +202,6 @@ def _build_states(saved_states, optimizer, averaging) -> dict:
     if not isinstance(saved_states, list):
         raise CheckpointError("bad 'states' record: not a list")
     states = {}
-    specs: dict = {}  # shape -> {name: expected shape}: computed once per distinct shape
     for position, saved in enumerate(saved_states):
         where = f"state {position}"
         try:
@@ -233,9 +232,10 @@ def _build_states(saved_states, optimizer, averaging) -> dict:
             raise CheckpointError(f"{where}: dtype {shown(dtype_name)} is not float32 or float64")
         if not isinstance(arrays, dict):
             raise CheckpointError(f"{where}: 'arrays' must map names to arrays")
-        spec = specs.get(shape)
-        if spec is None:
-            spec = specs[shape] = _expected_shapes(optimizer, averaging, shape)
+        try:  # per index: an optimizer's state may depend on which weight it is (Muon)
+            spec = _expected_shapes(optimizer, averaging, index, shape)
+        except ValueError as error:
+            raise CheckpointError(f"{where}: {error}") from None
         if arrays.keys() != spec.keys():
             raise CheckpointError(
                 f"{where}: the saved state arrays {sorted(arrays)} do not match what "
@@ -264,9 +264,10 @@ def _build_states(saved_states, optimizer, averaging) -> dict:
 _DTYPES_BY_NAME = {name: dtype for dtype, name in _DTYPE_NAMES.items()}
 
 
-def _expected_shapes(optimizer, averaging, shape: tuple) -> dict:
-    """``{name: shape}`` of the state arrays ``optimizer`` keeps for a weight of ``shape``."""
-    spec = dict(optimizer.state_spec(shape))
+def _expected_shapes(optimizer, averaging, index, shape: tuple) -> dict:
+    """``{name: shape}`` of the state arrays ``optimizer`` keeps for the weight at ``index``,
+    of ``shape``."""
+    spec = dict(optimizer.state_spec_for(index, shape))
     if averaging is not None:
         spec["average"] = None
     return {

@@ -33,6 +33,7 @@ import math
 from mxopt.core.checks import shown
 from mxopt.core.state import warn_if_not_advanced
 from mxopt.kernels import backend_module, backends
+from mxopt.kernels.rows import RowSparse, coalesce, densify
 from mxopt.kernels.statistics import GRAD_SQUARES_KERNEL, segment_statistics
 from mxopt.optimizers.averaging import AVERAGE_KERNEL
 from mxopt.optimizers.base import NO_MULTIPLIERS, Multipliers
@@ -47,6 +48,7 @@ __all__ = [
     "host_scalars",
     "make_item",
     "nonfinite_error",
+    "ordered_sums",
     "run_step",
 ]
 
@@ -94,14 +96,16 @@ class Item:
     Made by :func:`make_item` (a weight; ``new`` when its state is not stored yet) or by
     a buffer group (a run): then ``offsets`` are the boundaries of the run's weights
     within ``w`` and ``members`` their states. The engine fills ``step``, ``memory``,
-    ``prepared`` and ``rate`` in its prepare phase.
+    ``prepared`` and ``rate`` in its prepare phase. A :class:`~mxopt.RowSparse`
+    gradient gives an item whose ``g`` is the flat values of its distinct rows and
+    ``rows`` their :class:`~mxopt.kernels.rows.CoalescedRows` (None for dense ones).
     """
 
     __slots__ = ("g", "index", "members", "memory", "mult", "new", "offsets", "prepared",
-                 "rate", "state", "step", "w")  # fmt: skip
+                 "rate", "rows", "state", "step", "w")  # fmt: skip
 
     def __init__(self, index, w, g, state, *, new=False, mult=NO_MULTIPLIERS, offsets=None,
-                 members=None):  # fmt: skip
+                 members=None, rows=None):  # fmt: skip
         self.index = index
         self.w = w
         self.g = g
@@ -110,6 +114,7 @@ class Item:
         self.mult = mult
         self.offsets = offsets
         self.members = members
+        self.rows = rows
 
     def indices(self) -> list:
         """The indices this item updates."""
@@ -117,11 +122,31 @@ class Item:
 
 
 def make_item(index, grad, weight, state, *, new=False, mult=NO_MULTIPLIERS) -> Item:
-    """The item of one weight: its arrays checked against its state and flattened."""
+    """The item of one weight: its arrays checked against its state and flattened (a
+    :class:`~mxopt.RowSparse` gradient checked against the weight and coalesced)."""
     if state.portable:
         state.place_like(index, weight)
+    if isinstance(grad, RowSparse):
+        w = backends.flat_weight(index, weight, state)
+        g, rows = coalesce(index, grad, weight, backend_module(state.backend))
+        return Item(index, w, g, state, new=new, mult=mult, rows=rows)
     w, g = backends.flat_arrays(index, weight, grad, state)
     return Item(index, w, g, state, new=new, mult=mult)
+
+
+def lazy_rows(optimizer) -> bool:
+    """Whether ``optimizer`` updates only the rows of a RowSparse gradient (a lazy update);
+    a clear error when it is asked to but its options call for more than one elementwise
+    kernel (e.g. ``cautious=True``, whose scale counts the whole tensor)."""
+    if not optimizer.updates_rows():
+        return False
+    if not optimizer.single_kernel or optimizer.kernel().reduces:
+        raise ValueError(
+            f"{type(optimizer).__name__}: lazy updates of RowSparse gradients need a step of "
+            f"one elementwise kernel, which these options do not give (cautious updates, "
+            f"say); use lazy_update=False (the rows are then scattered into a dense gradient)"
+        )
+    return True
 
 
 def check_disjoint(items) -> None:
@@ -256,7 +281,8 @@ def require_state_arrays(optimizer, state) -> None:
     revision = (optimizer.opts, optimizer.revision())
     if state.checked == revision:
         return
-    missing = [name for name in optimizer.state_spec(state.shape) if name not in state.flat]
+    spec = optimizer.state_spec_for(state.index, state.shape)
+    missing = [name for name in spec if name not in state.flat]
     if missing:
         raise ValueError(
             f"{state.describe()}: the optimizer's options now call for the "
@@ -271,6 +297,9 @@ def _prepare(policy, optimizer, opt_state, items, multiplier: float) -> None:
     averaging = policy.averaging
     for item in items:
         state = item.state
+        if item.rows is not None and not lazy_rows(optimizer):
+            # not a lazy update: the rows scattered into a dense gradient, zeros elsewhere
+            item.g, item.rows = densify(item.w, item.g, item.rows), None
         require_state_arrays(optimizer, state)
         step = state.step + 1
         mult = item.mult if multiplier == 1.0 else item.mult._replace(grad=multiplier)
@@ -284,11 +313,46 @@ def _prepare(policy, optimizer, opt_state, items, multiplier: float) -> None:
             item.rate = averaging.rate(step)
 
 
+def ordered_sums(per_weight) -> tuple[float, float]:
+    """The two sums of a step from its weights' pairs, added from 0.0 in their order
+    (which a distributed step reproduces from every rank's pairs)."""
+    first = second = 0.0
+    for a, b in per_weight:
+        first, second = first + a, second + b
+    return first, second
+
+
+def _step_sums(optimizer, items, combine) -> None:
+    """Phase 3, end: the sums over every weight of the step that the update reads
+    (Prodigy's), read-only. Each weight's pair is computed on its own (a run of a packed
+    buffer segment by segment), so a step gives the same bits whether its weights come
+    one by one, in a list or packed; ``combine`` turns the ``(n, 2)`` pairs into the
+    step's sums (a distributed step gathers every rank's)."""
+    kernel = optimizer.step_sums_kernel
+    per_weight = []
+    for item in items:
+        backend = backend_module(item.state.backend)
+        arrays = item.state.arrays_for(kernel)
+        if item.offsets is None:
+            _, a, b = backend.run(kernel, item.w, item.g, arrays, kernel.pack(item.prepared),
+                                  False)  # fmt: skip
+            per_weight.append((a, b))
+        else:
+            rows = kernel.rows(item.prepared, len(item.offsets) - 1)
+            table = backends.scalar_table(item.w, rows)
+            _, sums = backend.run_segments(kernel, item.w, item.g, arrays, item.offsets, table,
+                                           False)  # fmt: skip
+            per_weight.extend(backends.to_host(sums).tolist())
+    sums = ordered_sums(per_weight) if combine is None else combine(per_weight)
+    for item in items:
+        item.prepared, item.memory = optimizer.with_step_sums(item.prepared, sums)
+
+
 # -- the step ----------------------------------------------------------------------------------
 
 
 def run_step(policy, items, *, statistics: StepStatistics | None = None,
-             multiplier: float = 1.0) -> bool:  # fmt: skip
+             multiplier: float = 1.0, combine_sums=None) -> bool:  # fmt: skip
     """Apply one step to ``items``, all of them or none; returns whether it was applied.
 
     ``policy`` is what decides (an :class:`~mxopt.Updater`, or any object with its
@@ -296,6 +360,8 @@ def run_step(policy, items, *, statistics: StepStatistics | None = None,
     ``statistics``: the step's gradient statistics when the caller has them (global
     ones in a distributed step); computed from the items otherwise, when the policy
     needs them. ``multiplier``: a factor on every gradient, given by the caller.
+    ``combine_sums``: turns the step's sums that an optimizer reads across weights
+    (``step_sums_kernel``, Prodigy's) into global ones, in a distributed step.
     """
     optimizer = policy.optimizer
     opt_state = optimizer.require_state()
@@ -311,12 +377,26 @@ def run_step(policy, items, *, statistics: StepStatistics | None = None,
     else:
         fused_check = check  # one item: its first kernel checks before it writes
     _prepare(policy, optimizer, opt_state, items, multiplier)
+    if optimizer.step_sums_kernel is not None:
+        _step_sums(optimizer, items, combine_sums)
 
     for item in items:  # phase 4: kernels only
         backend = backend_module(item.state.backend)
         if item.offsets is not None and optimizer.per_tensor:
             bad = optimizer.apply_segments(backend, item.w, item.g, item.state, item.offsets,
                                            item.prepared, fused_check)  # fmt: skip
+        elif item.rows is not None:  # a lazy update: only the gradient's rows
+            kernel, rows, arrays = optimizer.kernel(), item.rows, item.state
+            bad = backend.run_rows(
+                kernel,
+                item.w,
+                item.g,
+                rows.rows,
+                rows.row_size,
+                arrays.arrays_for(kernel),
+                item.prepared,
+                fused_check,
+            )
         else:
             bad = optimizer.apply(backend, item.w, item.g, item.state, item.prepared, fused_check)
         if bad:  # only from a fused check, before anything was written
@@ -324,7 +404,9 @@ def run_step(policy, items, *, statistics: StepStatistics | None = None,
             return _refuse(policy, items, stats or StepStatistics(0.0, bad, [item.index]))
         if policy.averaging is not None:
             average = item.state.arrays_for(AVERAGE_KERNEL)
-            backend.run(AVERAGE_KERNEL, item.w, item.g, average, (item.rate,), False)
+            # it reads no gradient: a lazy item passes w (its g is smaller than w)
+            g = item.g if item.rows is None else item.w
+            backend.run(AVERAGE_KERNEL, item.w, g, average, (item.rate,), False)
 
     for item in items:  # phase 5
         state = item.state

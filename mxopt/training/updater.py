@@ -27,6 +27,7 @@ from collections.abc import Hashable
 
 from mxopt.core.checks import Interval, check_number, shown
 from mxopt.kernels import backend_module, backends
+from mxopt.kernels.rows import RowSparse
 from mxopt.optimizers.averaging import EMA, SWAP_KERNEL, Polyak
 from mxopt.optimizers.base import NO_MULTIPLIERS, AbstractOptimizer, Multipliers
 from mxopt.training import checkpoint
@@ -191,6 +192,7 @@ class Updater(GroupMethods):
                 and stamp[2] == self._generation
                 and stamp[3] == self.groups.version
                 and state.packed is None
+                and not isinstance(grad, RowSparse)
             ):
                 # The weight's plan: the same step as below, its fixed parts kept ready.
                 w, g = backends.flat_arrays(index, weight, grad, state)
@@ -274,7 +276,7 @@ class Updater(GroupMethods):
     # -- many weights at once ------------------------------------------------------------
 
     def update_many(self, indices, grads, weights, *, statistics: StepStatistics | None = None,
-                    multiplier: float = 1.0) -> bool:  # fmt: skip
+                    multiplier: float = 1.0, combine_sums=None) -> bool:  # fmt: skip
         """Update several weights as one step: all of them, or none.
 
         Every weight, gradient and state is checked, and the gradients'
@@ -293,16 +295,21 @@ class Updater(GroupMethods):
 
         ``statistics`` (a :class:`~mxopt.training.engine.StepStatistics`) replaces the
         statistics computed from these gradients (e.g. global ones in a distributed
-        step); ``multiplier`` multiplies every gradient. Returns whether the step was
+        step); ``multiplier`` multiplies every gradient; ``combine_sums`` gives the global
+        sums of an optimizer that reads sums across weights (Prodigy) from this step's
+        per-weight ones (a distributed step; see
+        :func:`mxopt.training.engine.run_step`). Returns whether the step was
         applied. The lists of a :class:`~mxopt.ParameterBuffer` (``buffer.indices,
         buffer.grad_list, buffer.weight_list``) take the packed path of
         :meth:`update_buffer`.
         """
         buffer = getattr(grads, "buffer", None)
         if buffer is not None and buffer.indices is indices and buffer.weight_list is weights:
-            return self.update_buffer(buffer, statistics=statistics, multiplier=multiplier)
+            return self.update_buffer(buffer, statistics=statistics, multiplier=multiplier,
+                                      combine_sums=combine_sums)  # fmt: skip
         indices, grads, weights = tuple(indices), list(grads), list(weights)
-        if statistics is None and multiplier == 1.0 and len(indices) == len(grads) == len(weights):
+        if (statistics is None and multiplier == 1.0 and combine_sums is None
+                and len(indices) == len(grads) == len(weights)):  # fmt: skip
             applied = list_step(self, indices, grads, weights)
             if applied is not None:
                 return applied
@@ -314,14 +321,15 @@ class Updater(GroupMethods):
         if len(set(indices)) != len(indices):
             raise ValueError("update_many: an index appears more than once")
         items = _list_items(self, indices, grads, weights)
-        applied = run_step(self, items, statistics=statistics, multiplier=multiplier)
+        applied = run_step(self, items, statistics=statistics, multiplier=multiplier,
+                           combine_sums=combine_sums)  # fmt: skip
         for item in items:  # kept once the step did not fail: applied, or skipped and counted
             if item.new:
                 self.states[item.index] = item.state
         return applied
 
     def update_buffer(self, buffer, *, statistics: StepStatistics | None = None,
-                      multiplier: float = 1.0) -> bool:  # fmt: skip
+                      multiplier: float = 1.0, combine_sums=None) -> bool:  # fmt: skip
         """Update every weight of a :class:`~mxopt.ParameterBuffer` from its gradient.
 
         The same step, with the same bits, as ``update_many(buffer.indices,
@@ -330,7 +338,8 @@ class Updater(GroupMethods):
         lives in flat arrays (each index's ``WeightState`` holds views of them).
         Optimizers with per-tensor norms (LAMB, LARS) run segmented kernels, one
         segment per weight. The step falls back to one call per weight when the
-        optimizer keeps state not shaped like the weights (Adafactor).
+        optimizer keeps state not shaped like the weights (Adafactor). The keyword
+        arguments are :meth:`update_many`'s.
         """
         if not isinstance(buffer, ParameterBuffer):
             raise TypeError(f"update_buffer: expected a mxopt.ParameterBuffer, got {shown(buffer)}")
@@ -341,9 +350,10 @@ class Updater(GroupMethods):
         if group is None:
             return self.update_many(list(buffer.indices), list(buffer.grad_list),
                                     list(buffer.weight_list), statistics=statistics,
-                                    multiplier=multiplier)  # fmt: skip
+                                    multiplier=multiplier, combine_sums=combine_sums)  # fmt: skip
         try:
-            applied = run_step(self, group.items(), statistics=statistics, multiplier=multiplier)
+            applied = run_step(self, group.items(), statistics=statistics, multiplier=multiplier,
+                               combine_sums=combine_sums)  # fmt: skip
         except BaseException:
             if group.pending:  # its new states were never stored: make them again next time
                 self._groups.pop(id(buffer), None)
@@ -359,11 +369,19 @@ class Updater(GroupMethods):
     # -- averages ------------------------------------------------------------------------
 
     @property
+    def average_name(self) -> str | None:
+        """The state array the averaging API serves: ``"average"`` with ``averaging=``,
+        else the optimizer's own evaluation point (Schedule-Free's ``"x"``), else None."""
+        return "average" if self.averaging is not None else self.optimizer.evaluation_point
+
+    @property
     def averages(self) -> dict:
-        """``{index: average array}`` (empty without ``averaging``)."""
-        if self.averaging is None:
+        """``{index: average array}``: the averages of ``averaging=``, or the optimizer's
+        own evaluation points (Schedule-Free's x); empty if there are neither."""
+        name = self.average_name
+        if name is None:
             return {}
-        return {index: state.arrays["average"] for index, state in self.states.items()}
+        return {index: state.arrays[name] for index, state in self.states.items()}
 
     def swap_averages(self, weights) -> None:
         """Exchange each weight's contents with its average, in place.
@@ -372,8 +390,12 @@ class Updater(GroupMethods):
         model's parameters). Calling it twice restores everything exactly. All
         weights are checked before anything is swapped.
         """
-        if self.averaging is None:
-            raise ValueError("swap_averages: this updater keeps no averages (averaging=None)")
+        name = self.average_name
+        if name is None:
+            raise ValueError(
+                f"swap_averages: this updater keeps no averages (averaging=None, and "
+                f"{type(self.optimizer).__name__} has no evaluation point of its own)"
+            )
         checked = []
         for index, weight in dict(weights).items():
             state = self.states.get(index)
@@ -384,9 +406,8 @@ class Updater(GroupMethods):
             w = backends.flat_weight(index, weight, state)
             checked.append((w, state))
         for w, state in checked:
-            backend_module(state.backend).run(
-                SWAP_KERNEL, w, w, state.arrays_for(SWAP_KERNEL), (), False
-            )
+            # the swap kernel works on whichever state array is passed as its "average"
+            backend_module(state.backend).run(SWAP_KERNEL, w, w, (state.flat[name],), (), False)
 
     @contextlib.contextmanager
     def averaged(self, weights):

@@ -167,7 +167,7 @@ def create_state(
     """New state for ``weight``: the state arrays ``optimizer`` needs, and a step count of 0.
 
     State arrays live on the weight's backend and device and have its dtype;
-    each is shaped and starts as ``optimizer.state_spec(weight.shape)`` says
+    each is shaped and starts as ``optimizer.state_spec_for(index, weight.shape)`` says
     (shaped like the weight and 0 unless stated). With ``averaging``
     (:class:`mxopt.EMA` or :class:`mxopt.Polyak`) the state also holds
     ``"average"``, starting as a copy of the weight.
@@ -179,7 +179,7 @@ def create_state(
             f"be found again (each call would start a new one); use another index"
         )
     backend = backends.check_weight(index, weight)
-    spec = dict(optimizer.state_spec(weight.shape))
+    spec = dict(optimizer.state_spec_for(index, weight.shape))
     if averaging is not None:
         spec["average"] = WEIGHT_COPY
     flat, shapes = {}, {}

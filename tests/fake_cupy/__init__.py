@@ -281,6 +281,7 @@ class ndarray:
     flags = property(lambda self: Flags(self._host))
     device = property(lambda self: Device(self._device))
     data = property(lambda self: _pointer(self))
+    T = property(lambda self: ndarray._wrap(self._host.T, self._device))  # a view, as CuPy's
 
     def __array__(self, *args, **kwargs):
         raise TypeError(
@@ -583,6 +584,22 @@ sqrt = _function(np.sqrt)
 maximum = _function(np.maximum)
 minimum = _function(np.minimum)
 array_equal = _function(np.array_equal)
+argmax = _function(np.argmax)
+
+
+def _factors(numpy_function):
+    """A decomposition giving a tuple of arrays (``eigh``, ``qr``): LAPACK's bits, where
+    cuSOLVER may round differently, which the fake cannot reproduce."""
+
+    def function(a, *args, **kwargs):
+        result = numpy_function(_operand(a, numpy_function.__name__), *args, **kwargs)
+        return tuple(_wrap_result(x) for x in result)
+
+    function.__name__ = numpy_function.__name__
+    return function
+
+
+linalg = types.SimpleNamespace(eigh=_factors(np.linalg.eigh), qr=_factors(np.linalg.qr))
 
 
 # -- installation ----------------------------------------------------------------------

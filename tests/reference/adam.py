@@ -6,6 +6,8 @@ epsilon_hat (MXNet): W -= lr * sqrt(1 - b2^k) / (1 - b1^k) * m / (sqrt(vhat) + e
 otherwise (paper, torch): W -= lr * (m / (1 - b1^k)) / (sqrt(vhat / (1 - b2^k)) + eps)
 decoupled weight decay: W *= 1 - lr * wd first, and g has no L2 term.
 k is the update count of this weight; lr is read at every update.
+cautious (Liang et al. 2024): W -= lr * s * (u * [u g > 0]) instead, with u the direction
+above (without lr) and s = n / (number kept + 1) per tensor (tests/reference/common.py).
 """
 
 import math
@@ -13,7 +15,7 @@ import math
 import numpy as np
 
 from mxopt import LearningRate
-from tests.reference.common import decoupled_decay, normalized_gradient
+from tests.reference.common import cautious, decoupled_decay, normalized_gradient
 from tests.reference.table import Case, OptaxCase, Setting, TorchCase
 
 
@@ -36,11 +38,12 @@ def step(w, g, state, x):
         vhat = state["max_var"]
     if getattr(x, "epsilon_hat", True):
         a_k = math.sqrt(1 - x.beta2**x.k) / (1 - x.beta1**x.k)
-        w -= x.lr * a_k * m / (np.sqrt(vhat) + x.epsilon)
+        u = a_k * m / (np.sqrt(vhat) + x.epsilon)
     else:
         m_hat = m / (1 - x.beta1**x.k)
         v_hat = vhat / (1 - x.beta2**x.k)
-        w -= x.lr * m_hat / (np.sqrt(v_hat) + x.epsilon)
+        u = m_hat / (np.sqrt(v_hat) + x.epsilon)
+    w -= x.lr * cautious(u, g, x)
 
 
 # -- what the tests, the docs and the benchmarks read (see tests/reference/table.py) --
@@ -58,8 +61,20 @@ CASES = [
     ),
     Case("ADAM", "betas", {"beta1": 0.5, "beta2": 0.9, "epsilon": 1e-3, "lr": 0.05}),
     Case("ADAM", "inv-on-epoch", {"lr_scheduler": LearningRate.Inv(0.01, gamma=0.5, power=1.0)}),
+    Case("ADAM", "cautious", {"cautious": True, "lr": 0.05, "beta1": 0.8}),
+    Case(
+        "ADAM",
+        "cautious-amsgrad-paper-epsilon",
+        {"cautious": True, "amsgrad": True, "epsilon_hat": False, "lr": 0.02, "beta1": 0.7},
+    ),
     Case("AdamW", "default"),
     Case("AdamW", "amsgrad", {"amsgrad": True, "weight_decay": 0.3}),
+    Case("AdamW", "cautious", {"cautious": True, "lr": 0.03, "weight_decay": 0.2}),
+    Case(
+        "AdamW",
+        "cautious-maximize",
+        {"cautious": True, "maximize": True, "amsgrad": True, "beta1": 0.5, "lr": 0.02},
+    ),
 ]
 
 # fmt: off

@@ -31,3 +31,12 @@ def without_l2(w, g, x):
     """The normalized gradient without its weight-decay term (optimizers whose decay
     is elsewhere, e.g. LAMB and LARS)."""
     return normalized_gradient(w, g, types.SimpleNamespace(**{**vars(x), "weight_decay": 0.0}))
+
+
+def cautious(u, g, x):
+    """``u`` as a cautious update applies it (Liang et al. 2024, arXiv:2411.16085), when
+    ``x.cautious``: zero where ``u * g <= 0``, the rest times ``n / (kept + 1)``; else ``u``."""
+    if not getattr(x, "cautious", False):
+        return u
+    mask = u * g > 0
+    return np.where(mask, u, 0.0) * (u.size / (np.count_nonzero(mask) + 1))

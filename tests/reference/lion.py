@@ -4,12 +4,14 @@ g without an L2 term (Lion's decay is always decoupled)
 W *= 1 - lr * wd
 c = b1 m + (1-b1) g;  W -= lr * sign(c)   (sign(0) = 0)
 m = b2 m + (1-b2) g
+cautious (Liang et al. 2024): W -= lr * s * (u * [u g > 0]) with u = sign(c) and
+s = n / (number kept + 1) per tensor (tests/reference/common.py).
 """
 
 import numpy as np
 
 from mxopt import LearningRate
-from tests.reference.common import without_l2
+from tests.reference.common import cautious, without_l2
 from tests.reference.table import Case, OptaxCase, Setting
 
 
@@ -22,7 +24,7 @@ def step(w, g, state, x):
     m = state["mean"]
     w *= 1 - x.lr * x.weight_decay
     c = x.beta1 * m + (1 - x.beta1) * g
-    w -= x.lr * np.sign(c)
+    w -= x.lr * cautious(np.sign(c), g, x)
     m[...] = x.beta2 * m + (1 - x.beta2) * g
 
 
@@ -41,6 +43,10 @@ CASES = [
             "beta2": 0.5,
             "lr_scheduler": LearningRate.Exp(0.01, gamma=0.5, decay_on_iteration=True),
         },
+    ),
+    Case("Lion", "cautious", {"cautious": True, "lr": 0.01, "weight_decay": 0.3}),
+    Case(
+        "Lion", "cautious-maximize", {"cautious": True, "maximize": True, "beta1": 0.5, "lr": 0.01}
     ),
 ]
 

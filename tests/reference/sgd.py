@@ -6,12 +6,15 @@ that starts as the first gradient). Nesterov: v as above (d = 0);
 W += mu * v - lr * g. The velocity exists iff the momentum scheduler is not
 Momentum.Null (by type); no scheduler means Null when momentum == 0 and
 Fixed(momentum) otherwise.
+cautious (Liang et al. 2024), with a velocity: the step added to W (v, or Nesterov's
+mu v - lr g) is -lr u; W -= s * (lr u * [u g > 0]), s = n / (number kept + 1) per tensor
+(tests/reference/common.py). Without a velocity u = g agrees with g: no change.
 """
 
 import numpy as np
 
 from mxopt import LearningRate, Momentum
-from tests.reference.common import normalized_gradient
+from tests.reference.common import cautious, normalized_gradient
 from tests.reference.table import Case, Setting, TorchCase
 
 
@@ -33,10 +36,8 @@ def step(w, g, state, x):
     damping = 1.0 if x.k == 1 else 1.0 - x.dampening
     v = state["velocity"]
     v[...] = x.mu * v - x.lr * damping * g
-    if x.nesterov:
-        w += x.mu * v - x.lr * g
-    else:
-        w += v
+    step = x.mu * v - x.lr * g if x.nesterov else v
+    w -= cautious(-step, g, x)
 
 
 # -- what the tests, the docs and the benchmarks read (see tests/reference/table.py) --
@@ -57,6 +58,14 @@ CASES = [
     ),
     Case("SGD", "nesterov", {"momentum": 0.8, "nesterov": True}),
     Case("SGD", "dampening-maximize", {"momentum": 0.7, "dampening": 0.3, "maximize": True}),
+    Case("SGD", "cautious", {"momentum": 0.9, "cautious": True, "lr": 0.05}),
+    Case(
+        "SGD",
+        "cautious-nesterov-maximize",
+        {"momentum": 0.8, "nesterov": True, "cautious": True, "maximize": True},
+    ),
+    Case("SGD", "cautious-dampening", {"momentum": 0.7, "dampening": 0.3, "cautious": True}),
+    Case("SGD", "cautious-no-momentum", {"cautious": True}),
 ]
 
 # fmt: off
