@@ -10,7 +10,8 @@
 * Every name in ``mxopt.__all__``, ``mxopt.LearningRate.__all__`` and
   ``mxopt.Momentum.__all__`` has a ``::: mxopt.<name>`` block on a docs page (the API
   reference and the optimizer family pages), exactly once, and a docstring.
-* ``mkdocs build --strict`` passes (skipped when the ``docs`` extra is not installed).
+* ``mkdocs build --strict`` passes (skipped when the ``docs`` extra is not installed), and
+  the site works offline (``tests/test_docs_offline.py``'s ``check_offline_site``).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ import types
 import pytest
 
 import mxopt
+from tests.test_docs_offline import check_offline_site
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
@@ -322,6 +324,7 @@ def test_site_builds_in_strict_mode(tmp_path):
     assert (tmp_path / "index.html").exists()
     assert (tmp_path / "api" / "training" / "index.html").exists()
     _check_rendering(tmp_path)
+    check_offline_site(tmp_path)
 
 
 #: AbstractOptimizer's protocol, which the updater calls: shown on api/base.md only.

@@ -40,7 +40,7 @@ from tests.reference import CONVERGENCE, OPTAX_CASES, TORCH_CASES
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
-PAGES = [DOCS / "optimizers.md", *sorted((DOCS / "optimizers").glob("*.md"))]
+PAGES = [DOCS / "optimizers.md", DOCS / "choosing.md", *sorted((DOCS / "optimizers").glob("*.md"))]
 NAMES = [*mxopt.OPTIMIZERS, "Ranger"]
 SHAPE = (64, 32)
 
@@ -150,11 +150,18 @@ def _documented_signature(name: str, doc: str) -> list[tuple]:
         value = inspect.Parameter.empty if default is None else ast.literal_eval(default)
         found.append((arg.arg, inspect.Parameter.POSITIONAL_OR_KEYWORD, value))
     for arg, default in zip(args.kwonlyargs, args.kw_defaults, strict=True):
-        value = inspect.Parameter.empty if default is None else ast.literal_eval(default)
+        value = inspect.Parameter.empty if default is None else _default_value(default)
         found.append((arg.arg, inspect.Parameter.KEYWORD_ONLY, value))
     if args.kwarg is not None:
         found.append((args.kwarg.arg, inspect.Parameter.VAR_KEYWORD, inspect.Parameter.empty))
     return found
+
+
+def _default_value(node):
+    """A literal, or a call without arguments of an optimizer (Muon's ``fallback=AdamW()``)."""
+    if isinstance(node, ast.Call) and not node.args and not node.keywords:
+        return mxopt.OPTIMIZERS[node.func.id]()
+    return ast.literal_eval(node)
 
 
 def _real_signature(obj) -> list[tuple]:
@@ -199,6 +206,7 @@ W = SHAPE
 #: float32 array shaped like the weight. Adafactor keeps a row and a column of its
 #: factored second moment: 4 * (64 + 32) / (64 * 32) = 0.1875 bytes.
 EXPECTED_MEMORY = {
+    "AdaBelief()": ({"mean": W, "var": W}, 8),
     "AdaDelta()": ({"acc": W, "delta_acc": W}, 8),
     "Adafactor()": ({"row_var": (64, 1), "col_var": (1, 32)}, 0.1875),
     "AdaGrad()": ({"history": W}, 4),
@@ -207,13 +215,54 @@ EXPECTED_MEMORY = {
     "AdaMax()": ({"mean": W, "inf_norm": W}, 8),
     "AdamW()": ({"mean": W, "var": W}, 8),
     "AdamW(amsgrad=True)": ({"mean": W, "var": W, "max_var": W}, 12),
+    "ADOPT()": ({"mean": W, "var": W}, 8),
+    "Adan()": ({"mean": W, "diff_mean": W, "var": W, "prev_grad": W}, 16),
+    "AdEMAMix()": ({"mean": W, "slow_mean": W, "var": W}, 12),
     "ASGD()": ({"ax": W}, 4),
     "LAMB()": ({"mean": W, "var": W}, 8),
     "LARS()": ({"velocity": W}, 4),
+    # 2 m rows of the weight's size, 2 arrays shaped like it, m + 4 scalars (m = 100, 10)
+    "LBFGS()": (
+        {
+            "s_history": (100, 2048),
+            "y_history": (100, 2048),
+            "rho": (100,),
+            "prev_grad": W,
+            "last_step": W,
+            "info": (4,),
+        },
+        808.203125,
+    ),
+    "LBFGS(history_size=10)": (
+        {
+            "s_history": (10, 2048),
+            "y_history": (10, 2048),
+            "rho": (10,),
+            "prev_grad": W,
+            "last_step": W,
+            "info": (4,),
+        },
+        88.02734375,
+    ),
     "Lion()": ({"mean": W}, 4),
+    "Muon()": ({"momentum_buffer": W}, 4),
+    # m, v like the weight; L, Q_L 64 x 64; R, Q_R 32 x 32:
+    # 4 * (2 * 2048 + 2 * 4096 + 2 * 1024) / 2048 = 28 bytes
+    "SOAP()": (
+        {
+            "exp_avg": W,
+            "exp_avg_sq": W,
+            "precond_left": (64, 64),
+            "basis_left": (64, 64),
+            "precond_right": (32, 32),
+            "basis_right": (32, 32),
+        },
+        28,
+    ),
     "Lookahead(inner=SGD(momentum=0.9))": ({"velocity": W, "lookahead_slow": W}, 8),
     "Lookahead(inner=RAdam())": ({"mean": W, "var": W, "lookahead_slow": W}, 12),
     "Nadam()": ({"mean": W, "var": W}, 8),
+    "Prodigy()": ({"mean": W, "var": W, "grad_sum": W, "initial": W}, 16),
     "QHAdam()": ({"mean": W, "var": W}, 8),
     "RAdam()": ({"mean": W, "var": W}, 8),
     "RMSProp()": ({"square_avg": W}, 4),
@@ -224,8 +273,11 @@ EXPECTED_MEMORY = {
         12,
     ),
     "Rprop()": ({"prev": W, "step_size": W}, 8),
+    "ScheduleFreeAdamW()": ({"z": W, "x": W, "var": W}, 12),
+    "ScheduleFreeSGD()": ({"z": W, "x": W}, 8),
     "SGD()": ({}, 0),
     "SGD(momentum=0.9)": ({"velocity": W}, 4),
+    "SparseAdam()": ({"mean": W, "var": W}, 8),
     "SGD(), averaging=EMA()": ({"average": W}, 4),
     "ADAM(), averaging=Polyak()": ({"mean": W, "var": W, "average": W}, 12),
 }
@@ -367,6 +419,18 @@ def test_torch_table_lists_every_case():
         assert float(tolerance) == case.tolerance
         assert 0 <= float(deviation) <= case.tolerance, case.label
     assert "<!-- mxopt:torch-table -->" in (DOCS / "optimizers.md").read_text()
+
+
+def test_step_cost_table_measures_every_optimizer():
+    result = json.loads(generated.STEP_COST_RESULTS.read_text())
+    measured = {call.split("(")[0] for call in result["rows"]}
+    assert measured | set(result["skipped"]) == set(mxopt.OPTIMIZERS), (
+        "run `NUMBA_NUM_THREADS=1 MXOPT_NUM_THREADS=1 python benchmarks/bench_step_cost.py "
+        "--json docs/_data/step_cost.json` after adding an optimizer"
+    )
+    table, footer = generated.step_cost_table().split("\n\n")
+    assert result["baseline"] in footer and len(_rows(table)) == len(result["rows"])
+    assert "<!-- mxopt:step-cost-table -->" in (DOCS / "choosing.md").read_text()
 
 
 def test_optax_table_lists_every_case():

@@ -41,6 +41,9 @@ MEMORY_SHAPE = (64, 32)
 
 #: Measured deviations from torch.optim (``python tests/torch_agreement.py --json``).
 TORCH_RESULTS = ROOT / "docs" / "_data" / "torch_agreement.json"
+#: Measured time per step and state of every optimizer
+#: (``python benchmarks/bench_step_cost.py --json``).
+STEP_COST_RESULTS = ROOT / "docs" / "_data" / "step_cost.json"
 #: Measured deviations from optax (``python tests/optax_agreement.py --json``).
 OPTAX_RESULTS = ROOT / "docs" / "_data" / "optax_agreement.json"
 
@@ -235,6 +238,28 @@ def optax_table() -> str:
     )  # fmt: skip
 
 
+def step_cost_table() -> str:
+    """Time per step (relative to SGD with momentum) and state bytes per parameter, as
+    ``benchmarks/bench_step_cost.py`` measured them."""
+    result = json.loads(STEP_COST_RESULTS.read_text())
+    shape = " x ".join(map(str, result["shape"]))
+    lines = [
+        f"| optimizer | time per step, x `{result['baseline']}` | state, bytes per parameter |",
+        "|---|---:|---:|",
+    ]
+    rows = sorted(result["rows"].items(), key=lambda item: item[1]["ratio"])
+    for call, row in rows:
+        lines.append(f"| `{call}` | {row['ratio']:.2f} | {row['bytes_per_parameter']:.3g} |")
+    skipped = "; ".join(f"`{name}`: {why}" for name, why in result["skipped"].items())
+    lines.append("")
+    lines.append(
+        f"One float32 weight of {shape}, median of {result['repeats']} steps each, one "
+        f"thread; {result['baseline']} took {result['rows'][result['baseline']]['ms']:.2f} ms. "
+        f"Not measured: {skipped}."
+    )
+    return "\n".join(lines)
+
+
 GENERATORS = {
     "family-table": family_table,
     "family-reference": family_reference,
@@ -243,6 +268,7 @@ GENERATORS = {
     "convergence-table": convergence_table,
     "torch-table": torch_table,
     "optax-table": optax_table,
+    "step-cost-table": step_cost_table,
 }
 
 
