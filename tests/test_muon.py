@@ -1,5 +1,6 @@
-"""Muon beyond the generic tests: torch.optim.Muon on matrices, the fallback optimizer and
-its routing, options, and a mixed model through every path (list, buffer, checkpoint).
+"""Muon beyond the generic tests: torch.optim.Muon on matrices, the float32 iteration's
+precision, and its own options (the fallback optimizer and its routing, shared with SOAP,
+are in tests/test_matrix_fallback.py).
 
 torch.optim.Muon only takes 2-D weights (the shared agreement table uses 1-D ones), and
 runs its Newton-Schulz iteration in bfloat16. So it is compared here on matrices, twice:
@@ -18,6 +19,7 @@ import pytest
 
 import mxopt
 from tests.reference import muon as oracle
+from tests.test_matrix_fallback import assert_refused
 
 torch = pytest.importorskip("torch")
 torch_muon = pytest.importorskip("torch.optim._muon")
@@ -154,198 +156,6 @@ def test_float32_iteration_is_close_to_the_float64_one(shape):
     assert np.abs(results[np.float32] - expected).max() <= 1e-5 * scale
 
 
-# -- the fallback -----------------------------------------------------------------------------
-
-MODEL = {"w1": (8, 5), "b1": (5,), "conv": (4, 2, 3, 3), "gain": (), "head": (5, 3),
-         ("emb", 0): (6, 4)}  # fmt: skip
-
-
-def _grads(rng, shapes):
-    return {k: rng.normal(size=s).astype(np.float32) for k, s in shapes.items()}
-
-
-def test_vectors_go_to_the_fallback_with_its_own_options_bit_for_bit():
-    rng = np.random.default_rng(0)
-    fallback_options = {"lr": 0.01, "weight_decay": 0.05, "amsgrad": True}
-    muon_state, adam_state = mxopt.OptimizationState(1), mxopt.OptimizationState(1)
-    muon = mxopt.get_updater(mxopt.Muon(lr=0.3, fallback=mxopt.AdamW(**fallback_options),
-                                        state=muon_state))  # fmt: skip
-    adamw = mxopt.get_updater(mxopt.AdamW(**fallback_options, state=adam_state))
-    w_muon = rng.normal(size=33).astype(np.float32)
-    w_adam = w_muon.copy()
-    for _ in range(5):
-        grad = rng.normal(size=33).astype(np.float32)
-        muon_state.begin_batch()
-        adam_state.begin_batch()
-        muon("b", grad, w_muon)
-        adamw("b", grad, w_adam)
-    np.testing.assert_array_equal(w_muon, w_adam)
-    assert set(muon.states["b"].arrays) == {"mean", "var", "max_var"}
-
-
-def test_fallback_indices_route_exact_indices_and_patterns():
-    optimizer = mxopt.Muon(fallback_indices=["head", "*emb*", ("layer", 1)])
-    assert optimizer.fallback_indices == ("head", "*emb*", ("layer", 1))
-    assert not optimizer.is_matrix("head", (5, 3))
-    assert not optimizer.is_matrix(("emb", 0), (6, 4))  # the pattern matches str(index)
-    assert not optimizer.is_matrix("token_embedding", (6, 4))
-    assert not optimizer.is_matrix(("layer", 1), (6, 4))
-    assert optimizer.is_matrix(("layer", 2), (6, 4))
-    assert optimizer.is_matrix("w1", (8, 5))
-    assert not optimizer.is_matrix("w1", (8,))
-    assert not optimizer.is_matrix("w1", ())
-
-    state = mxopt.OptimizationState(1)
-    updater = mxopt.get_updater(mxopt.Muon(fallback_indices=("head", "*emb*"), state=state))
-    rng = np.random.default_rng(0)
-    weights = {k: rng.normal(size=s).astype(np.float32) for k, s in MODEL.items()}
-    state.begin_batch()
-    updater.update_many(list(MODEL), list(_grads(rng, MODEL).values()), list(weights.values()))
-    kinds = {k: set(s.arrays) for k, s in updater.states.items()}
-    assert kinds == {
-        "w1": {"momentum_buffer"}, "conv": {"momentum_buffer"}, "b1": {"mean", "var"},
-        "gain": {"mean", "var"}, "head": {"mean", "var"}, ("emb", 0): {"mean", "var"},
-    }  # fmt: skip
-
-
-def test_without_fallback_a_vector_is_an_error_naming_its_index_and_nothing_changes():
-    state = mxopt.OptimizationState(1)
-    updater = mxopt.get_updater(mxopt.Muon(fallback=None, state=state))
-    rng = np.random.default_rng(0)
-    matrix, bias = rng.normal(size=(4, 3)).astype(np.float32), np.ones(3, np.float32)
-    before = matrix.copy()
-    state.begin_batch()
-    with pytest.raises(ValueError, match=r"index 'bias'.*not a matrix.*fallback"):
-        updater.update_many(["w", "bias"], [np.ones((4, 3), np.float32), np.ones(3, np.float32)],
-                            [matrix, bias])  # fmt: skip
-    np.testing.assert_array_equal(matrix, before)
-    assert updater.states == {}
-    with pytest.raises(ValueError, match=r"index 'head'.*in fallback_indices"):
-        mxopt.create_state(mxopt.Muon(fallback=None, fallback_indices=["head"]), "head", matrix)
-    updater("w", np.ones((4, 3), np.float32), matrix)  # matrices are fine
-    assert set(updater.states["w"].arrays) == {"momentum_buffer"}
-
-
-def _train(paths, optimizer_options, steps=4, seed=0):
-    """MODEL trained by ``paths``: "call" (one updater call per index), "many" or "buffer"."""
-    rng = np.random.default_rng(seed)
-    state = mxopt.OptimizationState(batch_size=2)
-    updater = mxopt.get_updater(mxopt.Muon(**optimizer_options, state=state))
-    starts = {k: rng.normal(size=s).astype(np.float32) for k, s in MODEL.items()}
-    grads = [_grads(rng, MODEL) for _ in range(steps)]
-    if paths == "buffer":
-        buffer = mxopt.ParameterBuffer.from_arrays(starts)
-        weights = buffer.weights
-    else:
-        weights = {k: a.copy() for k, a in starts.items()}
-    for g in grads:
-        state.begin_batch()
-        if paths == "call":
-            for k in MODEL:
-                updater(k, g[k], weights[k])
-        elif paths == "many":
-            updater.update_many(list(MODEL), [g[k] for k in MODEL], [weights[k] for k in MODEL])
-        else:
-            for k in MODEL:
-                buffer.grads[k][...] = g[k]
-            updater.update_buffer(buffer)
-    return weights, updater
-
-
-@pytest.mark.parametrize("options", [{}, {"fallback_indices": ("head",), "grad_clip": 0.5}])
-def test_a_mixed_model_gives_the_same_bits_on_every_path(options):
-    expected, reference = _train("call", options)
-    for path in ("many", "buffer"):
-        weights, updater = _train(path, options)
-        for k in MODEL:
-            np.testing.assert_array_equal(weights[k], expected[k], err_msg=f"{path} {k}")
-            for name, array in reference.states[k].arrays.items():
-                np.testing.assert_array_equal(updater.states[k].arrays[name], array)
-
-
-def test_a_buffer_of_vectors_is_packed_for_the_fallback():
-    shapes = {"a": (7,), "b": (3,), "c": ()}
-    rng = np.random.default_rng(0)
-    results = []
-    for packed in (True, False):
-        state = mxopt.OptimizationState(1)
-        updater = mxopt.get_updater(mxopt.Muon(state=state))
-        buffer = mxopt.ParameterBuffer(shapes)
-        buffer.weight[...] = np.linspace(-1, 1, buffer.weight.size)
-        for step in range(3):
-            grads = _grads(np.random.default_rng(step), shapes)
-            state.begin_batch()
-            if packed:
-                for k, g in grads.items():
-                    buffer.grads[k][...] = g
-                updater.update_buffer(buffer)
-            else:
-                for k, g in grads.items():
-                    updater(k, g, buffer.weights[k])
-        if packed:
-            assert updater._groups, "the buffer of vectors was not packed"
-        results.append(buffer.weight.copy())
-    np.testing.assert_array_equal(results[0], results[1])
-    del rng
-
-
-def test_checkpoint_resumes_a_mixed_model_bit_for_bit(tmp_path):
-    options = {"fallback_indices": ("head",), "fallback": mxopt.AdamW(lr=0.01, amsgrad=True)}
-    expected, _ = _train("call", options, steps=6)
-    # 3 steps, save, load into a new updater, 3 more steps with the same gradients
-    rng = np.random.default_rng(0)
-    state = mxopt.OptimizationState(batch_size=2)
-    updater = mxopt.get_updater(mxopt.Muon(**options, state=state))
-    weights = {k: rng.normal(size=s).astype(np.float32) for k, s in MODEL.items()}
-    grads = [_grads(rng, MODEL) for _ in range(6)]
-    for g in grads[:3]:
-        state.begin_batch()
-        for k in MODEL:
-            updater(k, g[k], weights[k])
-    updater.save(tmp_path / "muon.ckpt")
-    resumed = mxopt.load_updater(tmp_path / "muon.ckpt")
-    assert resumed.optimizer == updater.optimizer
-    for g in grads[3:]:
-        resumed.optimizer.state.begin_batch()
-        for k in MODEL:
-            resumed(k, g[k], weights[k])
-    for k in MODEL:
-        np.testing.assert_array_equal(weights[k], expected[k], err_msg=str(k))
-
-
-def test_lookahead_around_muon_keeps_the_routing():
-    state = mxopt.OptimizationState(1)
-    updater = mxopt.get_updater(mxopt.Lookahead(mxopt.Muon(fallback_indices=["head"], state=state)))
-    state.begin_batch()
-    updater("head", np.ones((5, 3), np.float32), np.zeros((5, 3), np.float32))
-    updater("w", np.ones((5, 3), np.float32), np.zeros((5, 3), np.float32))
-    assert set(updater.states["head"].arrays) == {"mean", "var", "lookahead_slow"}
-    assert set(updater.states["w"].arrays) == {"momentum_buffer", "lookahead_slow"}
-
-
-def test_config_round_trip():
-    optimizer = mxopt.Muon(
-        ns_coefficients=[3.0, -3.2, 1.2], fallback=mxopt.Lion(lr=1e-4),
-        fallback_indices=["head", ("emb", 0)], adjust_lr="match_rms_adamw",
-        lr_scheduler=mxopt.LearningRate.Cosine(100, base_lr=0.02),
-    )  # fmt: skip
-    config = mxopt.to_config(optimizer)
-    assert mxopt.from_config(config) == optimizer
-    assert mxopt.from_config(mxopt.dumps_config(optimizer, "toml")) == optimizer
-    assert mxopt.from_config(mxopt.to_config(mxopt.Muon(fallback=None))).fallback is None
-
-
-def test_the_state_reaches_the_fallback():
-    state = mxopt.OptimizationState(1)
-    assert mxopt.Muon(state=state).fallback.state is state
-    inner = mxopt.AdamW(state=state)
-    assert mxopt.Muon(fallback=inner).state is state
-    optimizer = mxopt.Muon()
-    optimizer.state = state
-    assert optimizer.fallback.state is state
-    assert mxopt.Muon().fallback is not mxopt.Muon().fallback  # a fresh AdamW each
-
-
 # -- bad options --------------------------------------------------------------------------------
 
 
@@ -361,20 +171,9 @@ def test_the_state_reaches_the_fallback():
         ({"ns_steps": 2.5}, TypeError, r"ns_steps must be an integer"),
         ({"adjust_lr": None}, ValueError, r"adjust_lr must be one of 'original', 'match_rms"),
         ({"adjust_lr": "rms"}, ValueError, r"adjust_lr must be one of .*got 'rms'"),
-        ({"fallback": "adamw"}, TypeError, r"fallback must be an mxopt optimizer"),
-        ({"fallback": mxopt.Muon()}, ValueError, r"fallback must not itself be a Muon"),
-        ({"fallback_indices": "head"}, TypeError, r"fallback_indices must be a list or tuple"),
-        ({"fallback_indices": [{"a": 1}]}, TypeError, r"fallback_indices holds \{'a': 1\}"),
         ({"momentum": 1.0}, ValueError, r"Muon: momentum must be a finite number in \[0, 1\)"),
         ({"nesterov": 1}, TypeError, r"nesterov must be True or False"),
     ],
 )
 def test_bad_options_are_refused_with_a_clear_message(options, error, match):
-    with pytest.raises(error, match=match):
-        mxopt.Muon(**options)
-    optimizer = mxopt.Muon()
-    name, value = next(iter(options.items()))
-    before = getattr(optimizer, name)
-    with pytest.raises(error, match=match):
-        setattr(optimizer, name, value)
-    assert getattr(optimizer, name) == before
+    assert_refused(mxopt.Muon, options, error, match)

@@ -1,6 +1,7 @@
 """SOAP beyond the generic tests: pytorch-optimizer's SOAP, float32 against float64 on
-every kind of matrix, the unique bases, the first update, the fallback on every path
-(list, buffer, checkpoint), options, and training a matrix.
+every kind of matrix, the unique bases, the first update, its own options, and training
+a matrix (the fallback optimizer and its routing, shared with Muon, are in
+tests/test_matrix_fallback.py).
 
 pytorch-optimizer's ``SOAP`` follows the reference code (nikhilvyas/SOAP) step for step;
 it is compared where the update does not depend on the null space of ``G G^T`` at the
@@ -20,14 +21,9 @@ import pytest
 import mxopt
 from mxopt.optimizers.soap import eigenbasis
 from tests.reference import soap as oracle
+from tests.test_matrix_fallback import assert_refused
 
 STEPS = 50
-MODEL = {"w1": (8, 5), "b1": (5,), "conv": (4, 2, 3, 3), "gain": (), "head": (5, 3),
-         ("emb", 0): (6, 4)}  # fmt: skip
-
-
-def _grads(rng, shapes):
-    return {k: rng.normal(size=s).astype(np.float32) for k, s in shapes.items()}
 
 
 def _run(shape, options, dtype, steps=STEPS, seed=0):
@@ -258,114 +254,7 @@ def test_neither_side_rotated_is_adam_after_the_first_update():
         np.testing.assert_allclose(weight, expected, rtol=1e-12, atol=1e-15)
 
 
-# -- the fallback -------------------------------------------------------------------------------
-
-
-def test_vectors_go_to_the_fallback_with_its_own_options_bit_for_bit():
-    rng = np.random.default_rng(0)
-    fallback_options = {"lr": 0.01, "weight_decay": 0.05, "amsgrad": True}
-    soap_state, adam_state = mxopt.OptimizationState(1), mxopt.OptimizationState(1)
-    soap = mxopt.get_updater(mxopt.SOAP(lr=0.3, fallback=mxopt.AdamW(**fallback_options),
-                                        state=soap_state))  # fmt: skip
-    adamw = mxopt.get_updater(mxopt.AdamW(**fallback_options, state=adam_state))
-    w_soap = rng.normal(size=33).astype(np.float32)
-    w_adam = w_soap.copy()
-    for _ in range(5):
-        grad = rng.normal(size=33).astype(np.float32)
-        soap_state.begin_batch()
-        adam_state.begin_batch()
-        soap("b", grad, w_soap)
-        adamw("b", grad, w_adam)
-    np.testing.assert_array_equal(w_soap, w_adam)
-    assert set(soap.states["b"].arrays) == {"mean", "var", "max_var"}
-
-
-def test_without_fallback_a_vector_is_an_error_naming_its_index():
-    state = mxopt.OptimizationState(1)
-    updater = mxopt.get_updater(mxopt.SOAP(fallback=None, state=state))
-    matrix, bias = np.ones((4, 3), np.float32), np.ones(3, np.float32)
-    state.begin_batch()
-    with pytest.raises(ValueError, match=r"index 'bias'.*SOAP\(fallback=None\).*not a matrix"):
-        updater.update_many(["w", "bias"], [np.ones((4, 3), np.float32), np.ones(3, np.float32)],
-                            [matrix, bias])  # fmt: skip
-    assert updater.states == {}
-    with pytest.raises(ValueError, match=r"index 'head'.*in fallback_indices"):
-        mxopt.create_state(mxopt.SOAP(fallback=None, fallback_indices=["head"]), "head", matrix)
-
-
-def _train(path, options, steps=6, seed=0, save_at=None, tmp_path=None):
-    """MODEL trained by ``path``: "call" (one updater call per index), "many" or "buffer";
-    with ``save_at``, saved after that many steps and resumed from the file."""
-    rng = np.random.default_rng(seed)
-    state = mxopt.OptimizationState(batch_size=2)
-    updater = mxopt.get_updater(mxopt.SOAP(**options, state=state))
-    starts = {k: rng.normal(size=s).astype(np.float32) for k, s in MODEL.items()}
-    grads = [_grads(rng, MODEL) for _ in range(steps)]
-    if path == "buffer":
-        buffer = mxopt.ParameterBuffer.from_arrays(starts)
-        weights = buffer.weights
-    else:
-        weights = {k: a.copy() for k, a in starts.items()}
-    for step, g in enumerate(grads):
-        if step == save_at:
-            updater.save(tmp_path / "soap.ckpt")
-            updater = mxopt.load_updater(tmp_path / "soap.ckpt")
-            state = updater.optimizer.state
-        state.begin_batch()
-        if path == "call":
-            for k in MODEL:
-                updater(k, g[k], weights[k])
-        elif path == "many":
-            updater.update_many(list(MODEL), [g[k] for k in MODEL], [weights[k] for k in MODEL])
-        else:
-            for k in MODEL:
-                buffer.grads[k][...] = g[k]
-            updater.update_buffer(buffer)
-    return weights, updater
-
-
-OPTIONS = {"precondition_frequency": 2, "fallback_indices": ("head",), "grad_clip": 0.5}
-
-
-def test_a_mixed_model_gives_the_same_bits_on_every_path():
-    expected, reference = _train("call", OPTIONS)
-    kinds = {k: set(s.arrays) for k, s in reference.states.items()}
-    assert kinds["b1"] == kinds["head"] == {"mean", "var"}
-    assert kinds["conv"] == {"exp_avg", "exp_avg_sq", "precond_left", "basis_left",
-                             "precond_right", "basis_right"}  # fmt: skip
-    assert reference.states["conv"].arrays["basis_right"].shape == (18, 18)
-    for path in ("many", "buffer"):
-        weights, updater = _train(path, OPTIONS)
-        for k in MODEL:
-            np.testing.assert_array_equal(weights[k], expected[k], err_msg=f"{path} {k}")
-            for name, array in reference.states[k].arrays.items():
-                np.testing.assert_array_equal(updater.states[k].arrays[name], array)
-
-
-def test_checkpoint_resumes_a_mixed_model_bit_for_bit(tmp_path):
-    options = {**OPTIONS, "fallback": mxopt.AdamW(lr=0.01, amsgrad=True)}
-    expected, _ = _train("call", options)
-    for save_at in (1, 3):  # after the set-up update, and between refreshes
-        weights, _ = _train("call", options, save_at=save_at, tmp_path=tmp_path)
-        for k in MODEL:
-            np.testing.assert_array_equal(weights[k], expected[k], err_msg=f"{save_at} {k}")
-
-
-def test_config_round_trip():
-    optimizer = mxopt.SOAP(
-        shampoo_beta=0.9, precondition_frequency=5, max_precond_dim=512, bias_correction=False,
-        fallback=mxopt.Lion(lr=1e-4), fallback_indices=["head", ("emb", 0)],
-        lr_scheduler=mxopt.LearningRate.Cosine(100, base_lr=0.02),
-    )  # fmt: skip
-    assert mxopt.from_config(mxopt.to_config(optimizer)) == optimizer
-    assert mxopt.from_config(mxopt.dumps_config(optimizer, "toml")) == optimizer
-    assert mxopt.from_config(mxopt.to_config(mxopt.SOAP(fallback=None))).fallback is None
-
-
-def test_the_state_reaches_the_fallback():
-    state = mxopt.OptimizationState(1)
-    assert mxopt.SOAP(state=state).fallback.state is state
-    assert mxopt.SOAP(fallback=mxopt.AdamW(state=state)).state is state
+# -- bad options ---------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -376,20 +265,10 @@ def test_the_state_reaches_the_fallback():
         ({"precondition_frequency": 2.5}, TypeError, r"precondition_frequency must be an integer"),
         ({"max_precond_dim": -1}, ValueError, r"max_precond_dim must be an integer >= 0"),
         ({"bias_correction": 1}, TypeError, r"bias_correction must be True or False"),
-        ({"fallback": mxopt.Muon()}, ValueError, r"SOAP: fallback must not itself be a Muon"),
-        ({"fallback": "adamw"}, TypeError, r"SOAP: fallback must be an mxopt optimizer"),
-        ({"fallback_indices": "head"}, TypeError, r"SOAP: fallback_indices must be a list"),
     ],
 )
 def test_bad_options_are_refused_with_a_clear_message(options, error, match):
-    with pytest.raises(error, match=match):
-        mxopt.SOAP(**options)
-    optimizer = mxopt.SOAP()
-    name, value = next(iter(options.items()))
-    before = getattr(optimizer, name)
-    with pytest.raises(error, match=match):
-        setattr(optimizer, name, value)
-    assert getattr(optimizer, name) == before
+    assert_refused(mxopt.SOAP, options, error, match)
 
 
 # -- training -----------------------------------------------------------------------------------
