@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import ml_dtypes  # also makes "bfloat16" and "float8_e4m3fn" NumPy dtype names
 import numpy as np
 import pytest
 
@@ -193,7 +194,11 @@ def _bad_calls():
         "grad transposed": (np.ones((2, 3), f32), np.ones((3, 2), f32), ValueError, "shape"),
         "grad dtype": (np.ones(4, f32), np.ones(4, np.float64), TypeError, "grad dtype float64"),
         "integer weight": (np.ones(4, np.int32), np.ones(4, np.int32), TypeError, "int32"),
-        "float16 weight": (np.ones(4, np.float16), np.ones(4, np.float16), TypeError, "float16"),
+        "float8 weight": (np.ones(4, "float8_e4m3fn"), np.ones(4, "float8_e4m3fn"), TypeError,
+                          "float8_e4m3fn.*float16 or bfloat16"),  # fmt: skip
+        "float16 grad of a bfloat16 weight": (
+            np.ones(4, "bfloat16"), np.ones(4, np.float16), TypeError, "grad dtype float16"
+        ),
         "list grad": (np.ones(4, f32), [1.0] * 4, TypeError, "grad must be a numpy"),
         "list weight": ([1.0] * 4, np.ones(4, f32), TypeError, "weight must be a numpy"),
         "mixed backends": (np.ones(4, f32), FakeCupyArray(), TypeError, "same backend"),
@@ -229,7 +234,8 @@ def test_bad_arrays_raise_naming_the_index_and_change_nothing(name, first_call, 
     updater.optimizer.state = running_state()
     shape = getattr(weight, "shape", (4,))
     if not first_call:
-        if isinstance(weight, np.ndarray) and weight.dtype in (np.float32, np.float64):
+        supported = (np.float32, np.float64, np.float16, ml_dtypes.bfloat16)
+        if isinstance(weight, np.ndarray) and weight.dtype in supported:
             dtype = weight.dtype
         else:
             dtype = np.float32

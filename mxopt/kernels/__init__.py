@@ -16,10 +16,12 @@ from __future__ import annotations
 
 import importlib
 
-__all__ = ["backend_module"]
+__all__ = ["backend_module", "precision_module"]
 
 _MODULES = {"numpy": "mxopt.kernels.cpu", "cupy": "mxopt.kernels.cuda"}
+_PRECISION_MODULES = {"numpy": "mxopt.kernels.cpu_precision", "cupy": "mxopt.kernels.cuda"}
 _loaded: dict = {}
+_loaded_precision: dict = {}
 
 
 def backend_module(backend: str):
@@ -28,4 +30,14 @@ def backend_module(backend: str):
     module = _loaded.get(backend)
     if module is None:
         module = _loaded[backend] = importlib.import_module(_MODULES[backend])
+    return module
+
+
+def precision_module(backend: str):
+    """The loops of float16/bfloat16 arrays of ``backend`` (``widen``, ``narrow``, and on
+    the CPU ``run_staged``): :mod:`mxopt.kernels.cpu_precision` or :mod:`mxopt.kernels.cuda`."""
+    module = _loaded_precision.get(backend)
+    if module is None:
+        name = _PRECISION_MODULES[backend]
+        module = _loaded_precision[backend] = importlib.import_module(name)
     return module

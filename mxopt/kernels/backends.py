@@ -16,13 +16,21 @@ import numpy as np
 
 from mxopt.core.checks import shown
 from mxopt.kernels.kernel import DTYPES
+from mxopt.kernels.precision import low_precision_format
 
 __all__ = ["backend_of", "check_weight", "flat_arrays", "full"]
 
 NUMPY = "numpy"
 CUPY = "cupy"
 
-_SUPPORTED = " or ".join(str(d) for d in DTYPES)
+_SUPPORTED = ", ".join(str(d) for d in DTYPES) + ", float16 or bfloat16 (ml_dtypes)"
+_FLOAT32 = np.dtype(np.float32)
+
+
+def compute_dtype(dtype) -> np.dtype:
+    """The dtype a weight of ``dtype`` is computed in, and its state arrays have: float32
+    for float16 and bfloat16 weights, else the weight's own."""
+    return _FLOAT32 if low_precision_format(dtype) else np.dtype(dtype)
 
 
 def backend_of(array) -> str | None:
@@ -73,7 +81,7 @@ def check_weight(index, weight) -> str:
             f"got {_describe(weight)}"
         )
     _refuse_masked(index, "weight", weight)
-    if weight.dtype not in DTYPES:
+    if weight.dtype not in DTYPES and not low_precision_format(weight.dtype):
         raise TypeError(
             f"index {shown(index)}: weight dtype {weight.dtype} is not supported; expected "
             f"{_SUPPORTED}"
@@ -260,7 +268,13 @@ def to_host(array) -> np.ndarray:
 
 
 def flat_copy(array):
-    """A flat copy of ``array`` on its own backend and device."""
+    """A flat copy of ``array`` on its own backend and device; a float16 or bfloat16 array
+    is copied as float32 (exactly), the dtype it is computed in."""
+    fmt = low_precision_format(array.dtype)
+    if fmt is not None:
+        from mxopt.kernels import precision_module
+
+        return precision_module(backend_of(array)).widen(plain(array).reshape(-1), fmt)
     if backend_of(array) == CUPY:
         import cupy
 
@@ -278,7 +292,8 @@ _PAGE = 4096
 
 
 def full(weight, backend: str, size: int, fill: float, slot: int = 0):
-    """A flat array of ``size`` elements of ``weight``'s dtype, on its backend and device.
+    """A flat array of ``size`` elements of ``weight``'s compute dtype
+    (:func:`compute_dtype`), on its backend and device.
 
     Large NumPy arrays all start at the same offset within a page (16 bytes into it), so
     a kernel that stores ``w[i]`` and then loads ``m[i]`` and ``v[i]`` keeps stalling on
@@ -289,11 +304,12 @@ def full(weight, backend: str, size: int, fill: float, slot: int = 0):
     11.4 ms), other sizes and SGD within noise (``benchmarks/bench_stagger.py``). It
     costs at most one page per state array.
     """
+    dtype = compute_dtype(weight.dtype)
     if backend == NUMPY:
-        itemsize = weight.dtype.itemsize
+        itemsize = dtype.itemsize
         if size * itemsize < STAGGER_MIN_BYTES:
-            return np.full(size, fill, dtype=weight.dtype)
-        raw = np.empty(size + _PAGE // itemsize, dtype=weight.dtype)
+            return np.full(size, fill, dtype=dtype)
+        raw = np.empty(size + _PAGE // itemsize, dtype=dtype)
         wanted = (weight.ctypes.data + (slot + 1) * STAGGER_STEP_BYTES) % _PAGE
         start = ((wanted - raw.ctypes.data) % _PAGE) // itemsize
         array = raw[start : start + size]
@@ -302,4 +318,4 @@ def full(weight, backend: str, size: int, fill: float, slot: int = 0):
     import cupy
 
     with cupy.cuda.Device(weight.device.id):
-        return cupy.full(size, fill, dtype=weight.dtype)
+        return cupy.full(size, fill, dtype=dtype)

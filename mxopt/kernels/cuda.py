@@ -20,6 +20,7 @@ import threading
 
 import numpy as np
 
+from mxopt.kernels import precision
 from mxopt.kernels.kernel import CUDA_PREAMBLE, DTYPES, REDUCE_BLOCK, Kernel, reduction_blocks
 
 __all__ = [
@@ -28,10 +29,12 @@ __all__ = [
     "device_of",
     "kernel_symbol",
     "module_source",
+    "narrow",
     "run",
     "run_rows",
     "run_segments",
     "sum_rows",
+    "widen",
 ]
 
 #: Options for NVRTC: C++14, no FMA contraction (bit-identical to the CPU kernels).
@@ -448,3 +451,37 @@ def sum_rows(values, order, bounds, row_size: int):
                  (values, cupy.asarray(order), cupy.asarray(bounds), np.int64(row_size),
                   np.int64(n), out))  # fmt: skip
     return out
+
+
+@_on_device_of
+def widen(bits, fmt: str):
+    """:func:`mxopt.kernels.cpu.widen` on the GPU: a new float32 CuPy array."""
+    import cupy
+
+    n = bits.size
+    out = cupy.empty(n, dtype=np.float32)
+    if n:
+        function = compiled_module("precision", lambda: precision.CUDA_SOURCE).get_function(
+            "mxopt_widen"
+        )
+        function((grid_size(n),), (THREADS,), (bits.view(np.uint16), out.view(np.uint32),
+                 np.int32(precision.FORMAT_CODES[fmt]), np.int64(n)))  # fmt: skip
+    return out
+
+
+@_on_device_of
+def narrow(source, bits, fmt: str, offsets, keys, stochastic: bool) -> None:
+    """:func:`mxopt.kernels.cpu.narrow` on the GPU (``offsets`` and ``keys`` on the host)."""
+    import cupy
+
+    start, stop = int(offsets[0]), int(offsets[-1])
+    if stop > start:
+        function = compiled_module("precision", lambda: precision.CUDA_SOURCE).get_function(
+            "mxopt_narrow"
+        )
+        function(
+            (grid_size(stop - start),), (THREADS,),
+            (source.view(np.uint32), bits.view(np.uint16), np.int32(precision.FORMAT_CODES[fmt]),
+             cupy.asarray(np.asarray(offsets, np.int64)), cupy.asarray(np.asarray(keys, np.uint64)),
+             np.int32(len(keys)), np.int32(bool(stochastic)), np.int64(start), np.int64(stop)),
+        )  # fmt: skip

@@ -89,7 +89,8 @@ class AdaBelief(AbstractOptimizer):
     ``AdaBelief(*, lr=1e-3, beta1=0.9, beta2=0.999, epsilon=1e-16,
     epsilon_root=1e-16, nesterov=False, grad_clip=0.0, weight_decay=0.0,
     decoupled_weight_decay=True, grad_scale=1.0, maximize=False,
-    lr_scheduler=None, state=None)``
+    lr_scheduler=None,
+    multi_precision=False, stochastic_rounding=False, rounding_seed=0, state=None)``
 
     Juntang Zhuang, Tommy Tang, Yifan Ding, Sekhar Tatikonda, Nicha Dvornek,
     Xenophon Papademetris, James S. Duncan, "AdaBelief Optimizer: Adapting

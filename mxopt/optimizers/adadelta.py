@@ -70,7 +70,8 @@ class AdaDelta(AbstractOptimizer):
     """AdaDelta (Zeiler 2012): the gradient scaled by RMS(past steps) / RMS(past gradients).
 
     ``AdaDelta(*, lr=1.0, rho=0.95, epsilon=1e-6, grad_clip=0.0, weight_decay=1e-5,
-    grad_scale=1.0, maximize=False, lr_scheduler=None, state=None)``
+    grad_scale=1.0, maximize=False, lr_scheduler=None,
+    multi_precision=False, stochastic_rounding=False, rounding_seed=0, state=None)``
 
     Matthew D. Zeiler, "ADADELTA: An Adaptive Learning Rate Method",
     arXiv:1212.5701, Algorithm 1 (MXNet.jl's ``AdaDelta``). With :math:`g` the

@@ -136,7 +136,8 @@ class Adafactor(AbstractOptimizer):
 
     ``Adafactor(*, lr=1e-2, beta2_decay=-0.8, eps1=0.0, eps2=1e-3, d=1.0, grad_clip=0.0,
     weight_decay=0.0, decoupled_weight_decay=True, grad_scale=1.0, maximize=False,
-    lr_scheduler=None, state=None)``
+    lr_scheduler=None,
+    multi_precision=False, stochastic_rounding=False, rounding_seed=0, state=None)``
 
     Noam Shazeer, Mitchell Stern, "Adafactor: Adaptive Learning Rates with
     Sublinear Memory Cost", ICML 2018, arXiv:1804.04235, in torch.optim.Adafactor's

@@ -77,7 +77,8 @@ class AdaGrad(AbstractOptimizer):
 
     ``AdaGrad(*, lr=0.1, epsilon=1e-6, lr_decay=0.0, initial_accumulator_value=0.0,
     epsilon_inside_sqrt=True, lazy_update=False, grad_clip=0.0, weight_decay=1e-5,
-    grad_scale=1.0, maximize=False, lr_scheduler=None, state=None)``
+    grad_scale=1.0, maximize=False, lr_scheduler=None,
+    multi_precision=False, stochastic_rounding=False, rounding_seed=0, state=None)``
 
     John Duchi, Elad Hazan, Yoram Singer, "Adaptive Subgradient Methods for Online
     Learning and Stochastic Optimization", JMLR 12, 2011; MXNet.jl's ``AdaGrad``

@@ -230,7 +230,7 @@ class ADAM(CautiousUpdates, AbstractOptimizer):
     ``ADAM(*, lr=1e-3, beta1=0.9, beta2=0.999, epsilon=1e-8, amsgrad=False,
     epsilon_hat=True, cautious=False, lazy_update=False, grad_clip=0.0, weight_decay=1e-5,
     decoupled_weight_decay=False, grad_scale=1.0, maximize=False, lr_scheduler=None,
-    state=None)``
+    multi_precision=False, stochastic_rounding=False, rounding_seed=0, state=None)``
 
     Kingma & Ba, "Adam: A Method for Stochastic Optimization", arXiv:1412.6980, in
     MXNet.jl's form, with AMSGrad (Reddi, Kale & Kumar, "On the Convergence of Adam

@@ -79,7 +79,8 @@ class AdaMax(AbstractOptimizer):
 
     ``AdaMax(*, lr=0.002, beta1=0.9, beta2=0.999, epsilon=1e-8,
     epsilon_inside_max=False, grad_clip=0.0, weight_decay=1e-5, grad_scale=1.0,
-    maximize=False, lr_scheduler=None, state=None)``
+    maximize=False, lr_scheduler=None,
+    multi_precision=False, stochastic_rounding=False, rounding_seed=0, state=None)``
 
     Kingma & Ba, "Adam: A Method for Stochastic Optimization", arXiv:1412.6980,
     section 7.1 (Algorithm 2), as MXNet.jl's ``AdaMax``. For the ``k``-th update of

@@ -95,7 +95,8 @@ class Adan(AbstractOptimizer):
 
     ``Adan(*, lr=1e-3, beta1=0.98, beta2=0.92, beta3=0.99, epsilon=1e-8,
     proximal_weight_decay=True, grad_clip=0.0, weight_decay=0.0, grad_scale=1.0,
-    maximize=False, lr_scheduler=None, state=None)``
+    maximize=False, lr_scheduler=None,
+    multi_precision=False, stochastic_rounding=False, rounding_seed=0, state=None)``
 
     Xingyu Xie, Pan Zhou, Huan Li, Zhouchen Lin, Shuicheng Yan, "Adan: Adaptive
     Nesterov Momentum Algorithm for Faster Optimizing Deep Models",

@@ -202,7 +202,8 @@ class AdEMAMix(CautiousUpdates, AbstractOptimizer):
     ``AdEMAMix(*, lr=1e-3, beta1=0.9, beta2=0.999, beta3=0.9999, alpha=5.0,
     epsilon=1e-8, alpha_warmup_steps=0, beta3_warmup_steps=0, cautious=False, grad_clip=0.0,
     weight_decay=0.0, decoupled_weight_decay=True, grad_scale=1.0, maximize=False,
-    lr_scheduler=None, state=None)``
+    lr_scheduler=None,
+    multi_precision=False, stochastic_rounding=False, rounding_seed=0, state=None)``
 
     Matteo Pagliardini, Pierre Ablin, David Grangier, "The AdEMAMix Optimizer:
     Better, Faster, Older", arXiv:2409.03137, 2024 (Algorithm 1). For the ``k``-th

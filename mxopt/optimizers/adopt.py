@@ -100,7 +100,8 @@ class ADOPT(AbstractOptimizer):
     ``ADOPT(*, lr=1e-3, beta1=0.9, beta2=0.9999, epsilon=1e-6, nesterov=False,
     update_clipping=True, grad_clip=0.0, weight_decay=0.0,
     decoupled_weight_decay=True, grad_scale=1.0, maximize=False,
-    lr_scheduler=None, state=None)``
+    lr_scheduler=None,
+    multi_precision=False, stochastic_rounding=False, rounding_seed=0, state=None)``
 
     Shohei Taniguchi, Keno Harada, Gouki Minegishi, Yuta Oshima, Seong Cheol Jeong,
     Go Nagahara, Tomoshi Iiyama, Masahiro Suzuki, Yusuke Iwasawa, Yutaka Matsuo,

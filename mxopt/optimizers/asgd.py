@@ -96,7 +96,7 @@ class ASGD(AbstractOptimizer):
 
     ``ASGD(*, lr=0.01, lambd=1e-4, alpha=0.75, t0=1e6, grad_clip=0.0,
     weight_decay=0.0, grad_scale=1.0, maximize=False, lr_scheduler=None,
-    state=None)``
+    multi_precision=False, stochastic_rounding=False, rounding_seed=0, state=None)``
 
     Polyak & Juditsky, "Acceleration of Stochastic Approximation by Averaging"
     (SIAM J. Control Optim. 30(4), 1992; no arXiv id), with the step schedule

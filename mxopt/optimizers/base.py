@@ -415,6 +415,16 @@ class AbstractOptimizer(abc.ABC):
         """``grad_scale / batch_size``: what the gradient is multiplied by before use."""
         return option_values(self.opts, state).grad_scale / state.batch_size
 
+    def precision(self) -> tuple[bool, bool, int]:
+        """``(multi_precision, stochastic_rounding, rounding_seed)``: how float16 and
+        bfloat16 weights are updated (see :mod:`mxopt.training.precision`)."""
+        opts = self.opts
+        return (
+            getattr(opts, "multi_precision", False),
+            getattr(opts, "stochastic_rounding", False),
+            getattr(opts, "rounding_seed", 0),
+        )
+
     def lr_value(self, state: OptimizationState) -> float:
         """The learning rate at ``state``: the scheduler's if one is set, else ``lr``."""
         return option_values(self.opts, state).lr

@@ -102,7 +102,8 @@ class LAMB(AbstractOptimizer):
 
     ``LAMB(*, lr=1e-3, beta1=0.9, beta2=0.999, epsilon=1e-6, max_trust_ratio=10.0,
     grad_clip=0.0, weight_decay=0.01, grad_scale=1.0, maximize=False,
-    lr_scheduler=None, state=None)``
+    lr_scheduler=None,
+    multi_precision=False, stochastic_rounding=False, rounding_seed=0, state=None)``
 
     Yang You, Jing Li, Sashank Reddi, Jonathan Hseu, Sanjiv Kumar, Srinadh
     Bhojanapalli, Xiaodan Song, James Demmel, Kurt Keutzer, Cho-Jui Hsieh, "Large

@@ -91,7 +91,8 @@ class LARS(AbstractOptimizer):
 
     ``LARS(*, lr=0.1, momentum=0.9, trust_coefficient=0.001, epsilon=1e-8, clip=False,
     grad_clip=0.0, weight_decay=5e-4, grad_scale=1.0, maximize=False,
-    lr_scheduler=None, state=None)``
+    lr_scheduler=None,
+    multi_precision=False, stochastic_rounding=False, rounding_seed=0, state=None)``
 
     Yang You, Igor Gitman, Boris Ginsburg, "Large Batch Training of Convolutional
     Networks", arXiv:1708.03888, Algorithm 1, and LARC's clip with ``clip=True``.

@@ -207,7 +207,8 @@ class LBFGS(AbstractOptimizer):
 
     ``LBFGS(*, lr=1.0, max_iter=20, max_eval=None, tolerance_grad=1e-7,
     tolerance_change=1e-9, history_size=100, line_search=None, grad_clip=0.0,
-    weight_decay=0.0, grad_scale=1.0, maximize=False, lr_scheduler=None, state=None)``
+    weight_decay=0.0, grad_scale=1.0, maximize=False, lr_scheduler=None,
+    multi_precision=False, stochastic_rounding=False, rounding_seed=0, state=None)``
 
     Dong C. Liu, Jorge Nocedal, "On the limited memory BFGS method for large scale
     optimization", Mathematical Programming 45, 1989; Jorge Nocedal, Stephen J.

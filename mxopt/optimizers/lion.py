@@ -142,7 +142,8 @@ class Lion(CautiousUpdates, AbstractOptimizer):
     """Lion (Chen et al. 2023): the sign of an interpolated momentum, decoupled decay.
 
     ``Lion(*, lr=1e-4, beta1=0.9, beta2=0.99, cautious=False, grad_clip=0.0,
-    weight_decay=0.0, grad_scale=1.0, maximize=False, lr_scheduler=None, state=None)``
+    weight_decay=0.0, grad_scale=1.0, maximize=False, lr_scheduler=None,
+    multi_precision=False, stochastic_rounding=False, rounding_seed=0, state=None)``
 
     Xiangning Chen, Chen Liang, Da Huang, Esteban Real, Kaiyuan Wang, Yao Liu,
     Hieu Pham, Xuanyi Dong, Thang Luong, Cho-Jui Hsieh, Yifeng Lu, Quoc V. Le,

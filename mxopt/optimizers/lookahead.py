@@ -168,6 +168,9 @@ class Lookahead(AbstractOptimizer):
     def gradient_rescale(self, state) -> float:
         return self.inner.gradient_rescale(state)
 
+    def precision(self):
+        return self.inner.precision()
+
     def kernel(self) -> Kernel:
         return self.inner.kernel()
 

@@ -200,7 +200,8 @@ class Muon(MatrixOptimizer):
     ``Muon(*, lr=1e-3, momentum=0.95, nesterov=True, ns_steps=5,
     ns_coefficients=(3.4445, -4.775, 2.0315), epsilon=1e-7, adjust_lr="original",
     fallback=AdamW(), fallback_indices=(), grad_clip=0.0, weight_decay=0.1,
-    grad_scale=1.0, maximize=False, lr_scheduler=None, state=None)``
+    grad_scale=1.0, maximize=False, lr_scheduler=None,
+    multi_precision=False, stochastic_rounding=False, rounding_seed=0, state=None)``
 
     Keller Jordan, Yuchen Jin, Vlado Boza, Jiacheng You, Franz Cesista, Laker Newhouse,
     Jeremy Bernstein, "Muon: An optimizer for hidden layers in neural networks", 2024,

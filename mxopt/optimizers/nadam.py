@@ -134,7 +134,8 @@ class Nadam(AbstractOptimizer):
 
     ``Nadam(*, lr=1e-3, beta1=0.99, beta2=0.999, epsilon=1e-8, grad_clip=0.0,
     weight_decay=1e-5, decoupled_weight_decay=False, grad_scale=1.0, maximize=False,
-    lr_scheduler=None, momentum_scheduler=None, state=None)``
+    lr_scheduler=None, momentum_scheduler=None,
+    multi_precision=False, stochastic_rounding=False, rounding_seed=0, state=None)``
 
     Timothy Dozat, "Incorporating Nesterov Momentum into Adam", ICLR 2016
     workshop (no arXiv id), in MXNet.jl's form. For the ``k``-th update of a

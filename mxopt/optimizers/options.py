@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import attrs
 
-from mxopt.core.fields import flag, hyperparameter, optional_instance
+from mxopt.core.fields import flag, hyperparameter, integer, optional_instance
 from mxopt.core.schedule import AbstractLearningRateScheduler
 
 __all__ = [
@@ -28,6 +28,9 @@ SHARED_OPTIONS = (
     "maximize",
     "lr_scheduler",
     "momentum_scheduler",
+    "multi_precision",
+    "stochastic_rounding",
+    "rounding_seed",
 )
 
 
@@ -79,6 +82,13 @@ class AbstractOptimizerOptions:
     lr_scheduler: AbstractLearningRateScheduler | None = optional_instance(
         AbstractLearningRateScheduler, doc="learning-rate scheduler; wins over lr when given"
     )
+    multi_precision: bool = flag(
+        False, doc="keep a float32 master copy of each float16/bfloat16 weight (MXNet)"
+    )
+    stochastic_rounding: bool = flag(
+        False, doc="round float16/bfloat16 results stochastically (unbiased), else to nearest"
+    )
+    rounding_seed: int = integer(0, doc="seed of the stochastic rounding's random stream")
 
 
 def decoupled_weight_decay_option(default: bool = False):

@@ -126,7 +126,7 @@ class Prodigy(AbstractOptimizer):
     ``Prodigy(*, lr=1.0, beta1=0.9, beta2=0.999, beta3=0.0, epsilon=1e-8, d0=1e-6,
     d_coef=1.0, growth_rate=None, safeguard_warmup=False, bias_correction=False,
     grad_clip=0.0, weight_decay=0.0, grad_scale=1.0, maximize=False, lr_scheduler=None,
-    state=None)``
+    multi_precision=False, stochastic_rounding=False, rounding_seed=0, state=None)``
 
     Konstantin Mishchenko, Aaron Defazio, "Prodigy: An Expeditiously Adaptive
     Parameter-Free Learner", ICML 2024, arXiv:2306.06101 (Algorithm 4, the Adam

@@ -85,7 +85,8 @@ class QHAdam(AbstractOptimizer):
 
     ``QHAdam(*, lr=1e-3, beta1=0.999, beta2=0.999, nu1=0.7, nu2=1.0, epsilon=1e-8,
     grad_clip=0.0, weight_decay=0.0, decoupled_weight_decay=False, grad_scale=1.0,
-    maximize=False, lr_scheduler=None, state=None)``
+    maximize=False, lr_scheduler=None,
+    multi_precision=False, stochastic_rounding=False, rounding_seed=0, state=None)``
 
     Jerry Ma, Denis Yarats, "Quasi-hyperbolic momentum and Adam for deep
     learning", ICLR 2019, arXiv:1810.06801. For the ``k``-th update of a weight,

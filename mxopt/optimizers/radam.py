@@ -106,7 +106,8 @@ class RAdam(AbstractOptimizer):
 
     ``RAdam(*, lr=1e-3, beta1=0.9, beta2=0.999, epsilon=1e-8, grad_clip=0.0,
     weight_decay=0.0, decoupled_weight_decay=False, grad_scale=1.0, maximize=False,
-    lr_scheduler=None, state=None)``
+    lr_scheduler=None,
+    multi_precision=False, stochastic_rounding=False, rounding_seed=0, state=None)``
 
     Liyuan Liu, Haoming Jiang, Pengcheng He, Weizhu Chen, Xiaodong Liu,
     Jianfeng Gao, Jiawei Han, "On the Variance of the Adaptive Learning Rate

@@ -162,7 +162,8 @@ class RMSProp(AbstractOptimizer):
 
     ``RMSProp(*, lr=0.001, rho=0.9, epsilon=1e-6, centered=False, momentum=0.0,
     epsilon_inside_sqrt=True, grad_clip=0.0, weight_decay=1e-5, grad_scale=1.0,
-    maximize=False, lr_scheduler=None, state=None)``
+    maximize=False, lr_scheduler=None,
+    multi_precision=False, stochastic_rounding=False, rounding_seed=0, state=None)``
 
     Tieleman & Hinton, "Lecture 6.5: rmsprop", Coursera *Neural Networks for
     Machine Learning*, 2012; the centered form and momentum from Graves,

@@ -107,7 +107,8 @@ class Rprop(AbstractOptimizer):
 
     ``Rprop(*, lr=0.01, etaminus=0.5, etaplus=1.2, step_min=1e-6, step_max=50.0,
     grad_clip=0.0, weight_decay=0.0, grad_scale=1.0, maximize=False,
-    lr_scheduler=None, state=None)``
+    lr_scheduler=None,
+    multi_precision=False, stochastic_rounding=False, rounding_seed=0, state=None)``
 
     Riedmiller & Braun, "A direct adaptive method for faster backpropagation
     learning: the RPROP algorithm" (IEEE ICNN 1993; no arXiv id), in torch's

@@ -198,7 +198,8 @@ class ScheduleFreeSGD(_ScheduleFree):
 
     ``ScheduleFreeSGD(*, lr=1.0, momentum=0.9, warmup_steps=0, r=0.0,
     weight_lr_power=2.0, grad_clip=0.0, weight_decay=0.0, grad_scale=1.0,
-    maximize=False, lr_scheduler=None, state=None)``
+    maximize=False, lr_scheduler=None,
+    multi_precision=False, stochastic_rounding=False, rounding_seed=0, state=None)``
 
     Aaron Defazio, Xingyu Alice Yang, Harsh Mehta, Konstantin Mishchenko, Ahmed
     Khaled, Ashok Cutkosky, "The Road Less Scheduled", NeurIPS 2024,
@@ -258,7 +259,8 @@ class ScheduleFreeAdamW(_ScheduleFree):
 
     ``ScheduleFreeAdamW(*, lr=0.0025, beta1=0.9, beta2=0.999, epsilon=1e-8,
     warmup_steps=0, r=0.0, weight_lr_power=2.0, grad_clip=0.0, weight_decay=0.0,
-    grad_scale=1.0, maximize=False, lr_scheduler=None, state=None)``
+    grad_scale=1.0, maximize=False, lr_scheduler=None,
+    multi_precision=False, stochastic_rounding=False, rounding_seed=0, state=None)``
 
     Aaron Defazio et al., "The Road Less Scheduled", NeurIPS 2024,
     arXiv:2405.15682. As :class:`ScheduleFreeSGD` with :math:`\\beta_1` for the

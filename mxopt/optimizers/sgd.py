@@ -225,7 +225,8 @@ class SGD(CautiousUpdates, AbstractOptimizer):
 
     ``SGD(*, lr=0.01, momentum=0.0, nesterov=False, dampening=0.0, lazy_update=False,
     cautious=False, grad_clip=0.0, weight_decay=1e-4, grad_scale=1.0, maximize=False,
-    lr_scheduler=None, momentum_scheduler=None, state=None)``
+    lr_scheduler=None, momentum_scheduler=None,
+    multi_precision=False, stochastic_rounding=False, rounding_seed=0, state=None)``
 
     MXNet.jl's ``SGD``, with torch.optim's ``nesterov`` and ``dampening``. Robbins &
     Monro, "A Stochastic Approximation Method" (1951); momentum: Polyak (1964);

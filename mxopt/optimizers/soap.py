@@ -237,7 +237,8 @@ class SOAP(MatrixOptimizer):
     ``SOAP(*, lr=3e-3, beta1=0.95, beta2=0.95, shampoo_beta=0.0, epsilon=1e-8,
     precondition_frequency=10, max_precond_dim=10000, bias_correction=True,
     fallback=AdamW(), fallback_indices=(), grad_clip=0.0, weight_decay=0.01,
-    grad_scale=1.0, maximize=False, lr_scheduler=None, state=None)``
+    grad_scale=1.0, maximize=False, lr_scheduler=None,
+    multi_precision=False, stochastic_rounding=False, rounding_seed=0, state=None)``
 
     Nikhil Vyas, Depen Morwani, Rosie Zhao, Mujin Kwun, Itai Shapira, David Brandfonbrener,
     Lucas Janson, Sham Kakade, "SOAP: Improving and Stabilizing Shampoo using Adam", 2024,

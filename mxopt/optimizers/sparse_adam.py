@@ -58,7 +58,8 @@ class SparseAdam(AbstractOptimizer):
 
     ``SparseAdam(*, lr=1e-3, beta1=0.9, beta2=0.999, epsilon=1e-8, grad_clip=0.0,
     weight_decay=0.0, decoupled_weight_decay=False, grad_scale=1.0, maximize=False,
-    lr_scheduler=None, state=None)``
+    lr_scheduler=None,
+    multi_precision=False, stochastic_rounding=False, rounding_seed=0, state=None)``
 
     Kingma & Ba, "Adam: A Method for Stochastic Optimization", arXiv:1412.6980, with
     torch.optim.SparseAdam's lazy semantics (also MXNet's ``adam`` with

@@ -26,6 +26,7 @@ from mxopt.core.state import OptimizationState
 from mxopt.core.version import __version__
 from mxopt.kernels import backends
 from mxopt.kernels.kernel import DTYPES
+from mxopt.kernels.precision import low_precision_format
 from mxopt.persist.archive import (
     CheckpointError,
     decode_index,
@@ -35,6 +36,7 @@ from mxopt.persist.archive import (
 )
 from mxopt.persist.config import ConfigError, from_config, registry_name, to_config
 from mxopt.persist.registry import registered
+from mxopt.training import precision
 from mxopt.training.engine import NONFINITE_POLICIES
 from mxopt.training.groups import ParamGroups
 from mxopt.training.loss_scaling import DynamicLossScaler
@@ -227,13 +229,16 @@ def _build_states(saved_states, optimizer, averaging) -> dict:
             raise CheckpointError(f"{where}: memory must map names to floats, got {shown(memory)}")
         if not all(type(n) is int and n >= 0 for n in shape):
             raise CheckpointError(f"{where}: bad shape {shown(saved['shape'])}")
-        dtype = _DTYPES_BY_NAME.get(dtype_name)
+        dtype = _weight_dtype(dtype_name)
         if dtype is None:
-            raise CheckpointError(f"{where}: dtype {shown(dtype_name)} is not float32 or float64")
+            raise CheckpointError(
+                f"{where}: dtype {shown(dtype_name)} is not float32, float64, float16 or bfloat16"
+            )
+        array_dtype = backends.compute_dtype(dtype)
         if not isinstance(arrays, dict):
             raise CheckpointError(f"{where}: 'arrays' must map names to arrays")
         try:  # per index: an optimizer's state may depend on which weight it is (Muon)
-            spec = _expected_shapes(optimizer, averaging, index, shape)
+            spec = _expected_shapes(optimizer, averaging, index, shape, dtype)
         except ValueError as error:
             raise CheckpointError(f"{where}: {error}") from None
         if arrays.keys() != spec.keys():
@@ -244,8 +249,10 @@ def _build_states(saved_states, optimizer, averaging) -> dict:
         flat, shapes = {}, {}
         for name, array in arrays.items():
             expected = spec[name]
-            if not isinstance(array, np.ndarray) or array.dtype != dtype:
-                raise CheckpointError(f"{where}: state array {shown(name)} is not a {dtype} array")
+            if not isinstance(array, np.ndarray) or array.dtype != array_dtype:
+                raise CheckpointError(
+                    f"{where}: state array {shown(name)} is not a {array_dtype} array"
+                )
             if array.shape != expected:
                 raise CheckpointError(
                     f"{where}: state array {shown(name)} has shape {array.shape}, expected "
@@ -262,14 +269,26 @@ def _build_states(saved_states, optimizer, averaging) -> dict:
 
 
 _DTYPES_BY_NAME = {name: dtype for dtype, name in _DTYPE_NAMES.items()}
+_DTYPES_BY_NAME["float16"] = np.dtype(np.float16)
 
 
-def _expected_shapes(optimizer, averaging, index, shape: tuple) -> dict:
+def _weight_dtype(name):
+    """The weight dtype saved as ``name``, or None (bfloat16 is ml_dtypes')."""
+    if name == "bfloat16":
+        import ml_dtypes
+
+        return np.dtype(ml_dtypes.bfloat16)
+    return _DTYPES_BY_NAME.get(name) if isinstance(name, str) else None
+
+
+def _expected_shapes(optimizer, averaging, index, shape: tuple, dtype) -> dict:
     """``{name: shape}`` of the state arrays ``optimizer`` keeps for the weight at ``index``,
-    of ``shape``."""
+    of ``shape`` and ``dtype``."""
     spec = dict(optimizer.state_spec_for(index, shape))
     if averaging is not None:
         spec["average"] = None
+    if precision.wants_master(optimizer, low_precision_format(dtype)):
+        spec[precision.MASTER] = None
     return {
         name: tuple(start[0]) if isinstance(start, tuple) else shape for name, start in spec.items()
     }

@@ -33,10 +33,12 @@ import math
 from mxopt.core.checks import shown
 from mxopt.core.state import warn_if_not_advanced
 from mxopt.kernels import backend_module, backends
+from mxopt.kernels.precision import low_precision_format
 from mxopt.kernels.rows import RowSparse, coalesce, densify
 from mxopt.kernels.statistics import GRAD_SQUARES_KERNEL, segment_statistics
 from mxopt.optimizers.averaging import AVERAGE_KERNEL
 from mxopt.optimizers.base import NO_MULTIPLIERS, Multipliers
+from mxopt.training import precision
 
 __all__ = [
     "NONFINITE_POLICIES",
@@ -98,14 +100,18 @@ class Item:
     within ``w`` and ``members`` their states. The engine fills ``step``, ``memory``,
     ``prepared`` and ``rate`` in its prepare phase. A :class:`~mxopt.RowSparse`
     gradient gives an item whose ``g`` is the flat values of its distinct rows and
-    ``rows`` their :class:`~mxopt.kernels.rows.CoalescedRows` (None for dense ones).
+    ``rows`` their :class:`~mxopt.kernels.rows.CoalescedRows` (None for dense ones). For
+    a float16 or bfloat16 weight, ``w`` and ``g`` are float32 working arrays and ``store``
+    is ``(16-bit flat weight, 16-bit flat gradient, format)``: the weight is rounded into
+    at the end of the step
+    (:mod:`mxopt.training.precision`).
     """
 
     __slots__ = ("g", "index", "members", "memory", "mult", "new", "offsets", "prepared",
-                 "rate", "rows", "state", "step", "w")  # fmt: skip
+                 "rate", "rows", "state", "step", "store", "w")  # fmt: skip
 
     def __init__(self, index, w, g, state, *, new=False, mult=NO_MULTIPLIERS, offsets=None,
-                 members=None, rows=None):  # fmt: skip
+                 members=None, rows=None, store=None):  # fmt: skip
         self.index = index
         self.w = w
         self.g = g
@@ -115,22 +121,31 @@ class Item:
         self.offsets = offsets
         self.members = members
         self.rows = rows
+        self.store = store
 
     def indices(self) -> list:
         """The indices this item updates."""
         return [self.index] if self.members is None else [m.index for m in self.members]
 
 
-def make_item(index, grad, weight, state, *, new=False, mult=NO_MULTIPLIERS) -> Item:
+def make_item(index, grad, weight, state, optimizer, *, new=False,
+              mult=NO_MULTIPLIERS) -> Item:  # fmt: skip
     """The item of one weight: its arrays checked against its state and flattened (a
-    :class:`~mxopt.RowSparse` gradient checked against the weight and coalesced)."""
+    :class:`~mxopt.RowSparse` gradient checked against the weight and coalesced; a
+    float16/bfloat16 weight's arrays widened to float32 working arrays)."""
     if state.portable:
         state.place_like(index, weight)
+    fmt = low_precision_format(state.dtype)
     if isinstance(grad, RowSparse):
+        if fmt is not None:
+            raise precision.refuse(index, "a RowSparse gradient", state.dtype)
         w = backends.flat_weight(index, weight, state)
         g, rows = coalesce(index, grad, weight, backend_module(state.backend))
         return Item(index, w, g, state, new=new, mult=mult, rows=rows)
     w, g = backends.flat_arrays(index, weight, grad, state)
+    if fmt is not None:  # float32 working arrays made when the step knows it needs them
+        precision.check_master(optimizer, state)
+        return Item(index, None, None, state, new=new, mult=mult, store=(w, g, fmt))
     return Item(index, w, g, state, new=new, mult=mult)
 
 
@@ -156,7 +171,11 @@ def check_disjoint(items) -> None:
     singles = [item for item in items if item.offsets is None]
     if len(singles) < 2:
         return  # one weight: flat_arrays has checked its gradient against it
-    intervals = [backends.memory_interval(a) for item in singles for a in (item.w, item.g)]
+    intervals = [
+        backends.memory_interval(a)
+        for item in singles
+        for a in ((item.w, item.g) if item.store is None else item.store[:2])
+    ]
     starts, stops = zip(*intervals, strict=True)
     writable = [k % 2 == 0 for k in range(len(intervals))]
     k = backends.first_overlap(starts, stops, writable)
@@ -368,6 +387,11 @@ def run_step(policy, items, *, statistics: StepStatistics | None = None,
     check = policy.nonfinite != "apply" or policy.loss_scaler is not None
     needs_statistics = policy.loss_scaler is not None or policy.max_grad_norm is not None
     fused_check = False
+    fused_precision = precision.fusable(policy, optimizer, items, statistics)
+    if not fused_precision:
+        for item in items:
+            if item.store is not None and item.w is None:
+                precision.materialize(item)
     if statistics is None and (needs_statistics or (check and len(items) != 1)):
         statistics = local_statistics(items)
     if statistics is not None:
@@ -382,7 +406,11 @@ def run_step(policy, items, *, statistics: StepStatistics | None = None,
 
     for item in items:  # phase 4: kernels only
         backend = backend_module(item.state.backend)
-        if item.offsets is not None and optimizer.per_tensor:
+        if fused_precision:  # a float16/bfloat16 weight in one pass
+            bad = precision.apply_fused(optimizer, item, fused_check)
+            if bad:
+                precision.materialize(item)
+        elif item.offsets is not None and optimizer.per_tensor:
             bad = optimizer.apply_segments(backend, item.w, item.g, item.state, item.offsets,
                                            item.prepared, fused_check)  # fmt: skip
         elif item.rows is not None:  # a lazy update: only the gradient's rows
@@ -407,6 +435,8 @@ def run_step(policy, items, *, statistics: StepStatistics | None = None,
             # it reads no gradient: a lazy item passes w (its g is smaller than w)
             g = item.g if item.rows is None else item.w
             backend.run(AVERAGE_KERNEL, item.w, g, average, (item.rate,), False)
+        if item.store is not None and not fused_precision:
+            precision.round_into_weight(optimizer, item)  # last: the rounded result
 
     for item in items:  # phase 5
         state = item.state

@@ -27,10 +27,11 @@ from collections.abc import Hashable
 
 from mxopt.core.checks import Interval, check_number, shown
 from mxopt.kernels import backend_module, backends
+from mxopt.kernels.precision import low_precision_format
 from mxopt.kernels.rows import RowSparse
 from mxopt.optimizers.averaging import EMA, SWAP_KERNEL, Polyak
 from mxopt.optimizers.base import NO_MULTIPLIERS, AbstractOptimizer, Multipliers
-from mxopt.training import checkpoint
+from mxopt.training import checkpoint, precision
 from mxopt.training.buffer import BufferGroup, ParameterBuffer
 from mxopt.training.engine import (
     NONFINITE_POLICIES,
@@ -99,7 +100,7 @@ def update(
             f"{shown(state)}"
         )
     policy = _Policy(optimizer, averaging, nonfinite)
-    return run_step(policy, [make_item(index, grad, weight, state)])
+    return run_step(policy, [make_item(index, grad, weight, state, optimizer)])
 
 
 class Updater(GroupMethods):
@@ -232,14 +233,15 @@ class Updater(GroupMethods):
                 state = self.states.get(index)
                 if state is None:
                     state = create_state(self.optimizer, index, weight, averaging=self.averaging)
-                    item = make_item(index, grad, weight, state, new=True, mult=mult)
+                    item = make_item(index, grad, weight, state, self.optimizer, new=True,
+                                     mult=mult)  # fmt: skip
                     applied = run_step(self, [item], multiplier=multiplier)
                     # kept once the step did not fail: applied, or skipped and counted
                     self.states[index] = state
                     if applied:
                         self._make_plan(state, mult)
                     return applied
-        if not run_step(self, [make_item(index, grad, weight, state, mult=mult)],
+        if not run_step(self, [make_item(index, grad, weight, state, self.optimizer, mult=mult)],
                         multiplier=multiplier):  # fmt: skip
             return False
         if multiplier == 1.0 and lr_scale == 1.0:
@@ -262,6 +264,7 @@ class Updater(GroupMethods):
             or optimizer.has_memory
             or self.averaging is not None
             or state.packed is not None
+            or low_precision_format(state.dtype) is not None
         ):
             state.plan = None
             return
@@ -404,6 +407,10 @@ class Updater(GroupMethods):
             if state.portable:
                 state.place_like(index, weight)
             w = backends.flat_weight(index, weight, state)
+            if low_precision_format(state.dtype) is not None:
+                raise precision.refuse(index, "swap_averages (a float32 average cannot be "
+                                       "swapped into it and back exactly; read "
+                                       "updater.averages[index])", state.dtype)  # fmt: skip
             checked.append((w, state))
         for w, state in checked:
             # the swap kernel works on whichever state array is passed as its "average"
@@ -456,7 +463,7 @@ def _list_items(updater: Updater, indices, grads, weights) -> list:
         new = state is None
         if new:
             state = create_state(updater.optimizer, index, weight, averaging=updater.averaging)
-        items.append(make_item(index, grad, weight, state, new=new, mult=mult))
+        items.append(make_item(index, grad, weight, state, updater.optimizer, new=new, mult=mult))
     check_disjoint(items)
     return items
 

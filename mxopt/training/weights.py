@@ -12,7 +12,9 @@ from collections.abc import Hashable
 
 from mxopt.core.checks import shown
 from mxopt.kernels import backends
+from mxopt.kernels.precision import low_precision_format
 from mxopt.optimizers.base import WEIGHT_COPY, AbstractOptimizer, StateArrays
+from mxopt.training import precision
 
 __all__ = ["WeightState", "check_optimizer", "create_state"]
 
@@ -166,7 +168,9 @@ def create_state(
 ) -> WeightState:
     """New state for ``weight``: the state arrays ``optimizer`` needs, and a step count of 0.
 
-    State arrays live on the weight's backend and device and have its dtype;
+    State arrays live on the weight's backend and device and have its dtype (float32 for a
+    float16 or bfloat16 weight, which with ``multi_precision`` also gets a float32 master
+    copy, ``"master"``: see :mod:`mxopt.training.precision`);
     each is shaped and starts as ``optimizer.state_spec_for(index, weight.shape)`` says
     (shaped like the weight and 0 unless stated). With ``averaging``
     (:class:`mxopt.EMA` or :class:`mxopt.Polyak`) the state also holds
@@ -182,6 +186,8 @@ def create_state(
     spec = dict(optimizer.state_spec_for(index, weight.shape))
     if averaging is not None:
         spec["average"] = WEIGHT_COPY
+    if precision.wants_master(optimizer, low_precision_format(weight.dtype)):
+        spec[precision.MASTER] = WEIGHT_COPY
     flat, shapes = {}, {}
     for name, start in spec.items():
         shape = weight.shape

@@ -70,6 +70,8 @@ C_TYPES = {
     "float": (ctypes.c_float, np.float32, ()),
     "double": (ctypes.c_double, np.float64, (float,)),
     "int": (ctypes.c_int, np.int32, ()),
+    "unsigned char": (ctypes.c_ubyte, np.uint8, ()),
+    "unsigned short": (ctypes.c_ushort, np.uint16, ()),
     "unsigned int": (ctypes.c_uint, np.uint32, ()),
     "long long": (ctypes.c_longlong, np.int64, (int,)),
     "unsigned long long": (ctypes.c_ulonglong, np.uint64, ()),
