@@ -18,6 +18,8 @@ import mxopt
 from mxopt.kernels import cpu as _cpu
 from mxopt.kernels.cuda import NONFINITE_SOURCE, module_source
 from mxopt.kernels.kernel import KERNELS, REDUCE_BLOCK
+from mxopt.kernels.precision import CUDA_SOURCE as PRECISION_SOURCE
+from mxopt.kernels.quantize import QUANTIZE_SOURCE
 from mxopt.optimizers.matrix import MatrixOptimizer
 from tests import cuda_tools
 from tests.cases import CASES, VARIANTS, make_optimizer
@@ -25,6 +27,8 @@ from tests.conftest import record_cpu_kernel_calls
 
 SOURCES = {name: module_source(kernel) for name, kernel in KERNELS.items()}
 SOURCES["count_nonfinite"] = NONFINITE_SOURCE
+SOURCES["quantize"] = QUANTIZE_SOURCE
+SOURCES["precision"] = PRECISION_SOURCE
 
 
 @pytest.fixture

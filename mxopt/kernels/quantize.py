@@ -1,0 +1,563 @@
+"""Blockwise 8-bit dynamic quantization of optimizer state, on both backends.
+
+The scheme of Dettmers, Lewis, Shleifer & Zettlemoyer, "8-bit Optimizers via Block-wise
+Quantization" (ICLR 2022, arXiv:2110.02861): a flat float32 array is cut into blocks of
+:data:`BLOCK` elements; each block keeps one float32 ``absmax`` (the largest magnitude in
+it) and one byte per element, the code of the value of the *dynamic* data type
+(:func:`dynamic_map`) nearest to ``x / absmax``. First moments use the signed map, second
+moments (never negative) the unsigned one, as bitsandbytes' blockwise optimizers do.
+
+Codes are indices into the sorted map (``map[code]`` is the value), the layout
+bitsandbytes stores, so ``dequantize`` is one table look-up and one multiplication.
+
+Spec of one block (the CPU loops, the CUDA kernels and the float64 oracle in
+tests/reference/quantization.py all follow it):
+
+* ``absmax`` = max |x| over the block, taken on the bit patterns (so a NaN in the block
+  gives a NaN absmax on both backends);
+* ``y = x / absmax`` rounded to float32 (an IEEE division, so |y| <= 1); an all-zero block
+  has absmax 0 and every code is the code of 0;
+* code = the map value nearest to ``y`` (exactly nearest: no rounding in the decision);
+  a tie (``y`` exactly halfway between two map values) goes to the value of smaller
+  magnitude, toward zero. The unsigned map treats a negative ``y`` as 0; the signed map
+  has no -1.0, so ``y = -1`` takes its most negative value;
+* dequantized value = ``map[code] * absmax`` in float32.
+
+The nearest code is found by arithmetic on the map's structure (:func:`nearest_code_signed`),
+not by a search: the decade from six comparisons, the linear step within it from one
+multiply-add (:func:`estimate_signed`, within one rank of the nearest), then one comparison
+with each neighbour's threshold (:func:`magnitude_correct`) makes it exactly nearest.
+Non-finite inputs give some valid code (never an index outside the map).
+
+Speed (one thread of the 2-core AMD EPYC (Zen 1) this was written on, 16M elements):
+quantize about 5 ns per element, dequantize about 1.3 ns. The estimate vectorises; the
+correction (two table look-ups) does not: LLVM will not gather on this CPU.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+
+import numpy as np
+
+from mxopt.kernels.kernel import device
+
+__all__ = [
+    "BLOCK",
+    "MAP_SIGNED",
+    "MAP_UNSIGNED",
+    "MIN_QUANTIZED_SIZE",
+    "QUANTIZE_SOURCE",
+    "TABLES_DIGEST",
+    "block_count",
+    "dequantize",
+    "dequantize_blocks",
+    "dynamic_map",
+    "estimate_signed",
+    "estimate_unsigned",
+    "magnitude_correct",
+    "nearest_code",
+    "nearest_code_signed",
+    "nearest_code_unsigned",
+    "quantize",
+    "quantize_blocks",
+]
+
+#: Elements per quantization block (one float32 absmax each), as bitsandbytes' optimizers.
+BLOCK = 256
+#: State arrays with fewer elements stay float32 (the saving would not pay for the blocks).
+MIN_QUANTIZED_SIZE = 4096
+
+#: Decades of the dynamic type: values ``10**-e * fraction`` for ``e`` in 0..6.
+_DECADES = 7
+
+
+def _fraction_bounds(n: int) -> np.ndarray:
+    """The ``n + 1`` float32 bounds of ``n`` equal bins of [0.1, 1].
+
+    Bound ``k`` is ``0.1 + k * step`` (``step = (1 - 0.1) / n`` in float32) rounded once to
+    float32, counted from 0.1 for the first half and from 1 for the second: the float32
+    rounding of torch.linspace(0.1, 1, n + 1), which bitsandbytes' map is built from.
+    """
+    low = np.float32(0.1)
+    step = np.float64((np.float32(1) - low) / np.float32(n))
+    k = np.arange(n + 1, dtype=np.float64)
+    # float64 products and sums of these float32 values are exact: one rounding, below
+    from_low = np.float64(low) + step * k
+    from_high = 1.0 - step * (n - k)
+    return np.where(k < (n + 1) // 2, from_low, from_high).astype(np.float32)
+
+
+def _decade_size(e: int, signed: bool) -> int:
+    """Values in decade ``e``: the fraction bits left after the sign bit (signed map only),
+    ``e`` zero bits and the indicator bit of an 8-bit code."""
+    return 2 ** ((6 if signed else 7) - e)
+
+
+def dynamic_map(signed: bool) -> np.ndarray:
+    """The 256 float32 values of the dynamic quantization type, sorted ascending.
+
+    Dynamic tree quantization (Dettmers 2016, arXiv:1511.04561; 8-bit optimizers,
+    arXiv:2110.02861): an 8-bit code is a sign bit, a run of ``e`` zero bits (the decimal
+    exponent: the value is ``10**-e`` times a fraction), an indicator bit (a one), then
+    linear fraction bits. For the unsigned map of second moments the sign bit is a further
+    fraction bit. So decade ``e`` (``e`` = 0..6) holds ``2**(6 - e)`` values (signed, and
+    their negatives) or ``2**(7 - e)`` values (unsigned): 127 (254) values in all.
+
+    Within a decade the fraction takes the midpoints of ``n`` equal bins of [0.1, 1]:
+    ``fraction_j = (b_j + b_{j+1}) / 2`` with bounds ``b`` from :func:`_fraction_bounds`,
+    and the value is ``float32(10**-e) * fraction_j`` in float32. The two code patterns
+    left (the sign bit with no other bit set; for the unsigned map, zero bits up to the
+    last) hold 0 and 1.0: absmax normalises a block to [-1, 1] ([0, 1]), and its largest
+    element must come back exactly.
+
+    Every value is computed in float32 as listed: bitsandbytes' ``create_dynamic_map``
+    (signed=True for first moments, signed=False for second moments of its blockwise
+    optimizers) holds these same 256 float32 values (checked by tests/test_quantization.py
+    when bitsandbytes is installed). The signed map is symmetric except for 1.0, which
+    has no negative twin (its most negative value is -0.99296875).
+    """
+    values = [np.float32(0), np.float32(1)]
+    for e in range(_DECADES):
+        n = _decade_size(e, signed)
+        bounds = _fraction_bounds(n)
+        fractions = (bounds[:-1] + bounds[1:]) / np.float32(2)
+        decade = np.float32(10.0**-e) * fractions
+        values.extend(decade)
+        if signed:
+            values.extend(-decade)
+    result = np.sort(np.array(values, dtype=np.float32))
+    assert result.size == 256 and np.unique(result).size == 256
+    return result
+
+
+def _up_thresholds(magnitudes: np.ndarray) -> np.ndarray:
+    """``t[0] = 0``, ``t[q + 1]`` = the smallest float32 that goes to magnitude ``q + 1``
+    rather than ``q`` (strictly above their midpoint: ties go toward zero), ``t[-1] = 2``
+    (never reached: magnitudes above 1 are taken as 1 first)."""
+    low = magnitudes[:-1].astype(np.float64)
+    high = magnitudes[1:].astype(np.float64)
+    middle = (low + high) / 2  # exact: neighbours are float32 of close exponents
+    up = middle.astype(np.float32)
+    up = np.where(up.astype(np.float64) > middle, up, np.nextafter(up, np.float32(np.inf)))
+    return np.concatenate([[np.float32(0)], up, [np.float32(2)]]).astype(np.float32)
+
+
+def _estimate_coefficients(signed: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Per decade ``e``: ``slope, offset`` such that ``floor(a * slope + offset)`` is the
+    rank (among magnitudes, 0 = zero) of the value nearest to ``a`` in real
+    arithmetic, for ``a`` in [0.1, 1] * 10**-e, and continues into the neighbour decades.
+
+    Decade ``e`` has ``n`` values, ``fraction_j = 0.1 + (j + 1/2) * 0.9 / n``; the nearest
+    one is ``j = floor((a * 10**e - 0.1) * n / 0.9)`` and its rank is ``first + j`` with
+    ``first`` = the number of smaller magnitudes (zero and the lower decades) = ``n`` for
+    the signed map, ``n - 1`` for the unsigned one.
+    """
+    slope = np.empty(_DECADES, dtype=np.float32)
+    offset = np.empty(_DECADES, dtype=np.float32)
+    for e in range(_DECADES):
+        n = _decade_size(e, signed)
+        first = n if signed else n - 1
+        slope[e] = 10.0**e * n / 0.9
+        offset[e] = first - n / 9
+    return slope, offset
+
+
+MAP_SIGNED = dynamic_map(True)
+MAP_UNSIGNED = dynamic_map(False)
+#: Largest magnitude rank: 0 is zero, the top one is 1.0.
+_TOP_SIGNED = np.float32(128)
+_TOP_UNSIGNED = np.float32(255)
+_MAGNITUDES_SIGNED = MAP_SIGNED[127:]
+_UP_SIGNED = _up_thresholds(_MAGNITUDES_SIGNED)
+_UP_UNSIGNED = _up_thresholds(MAP_UNSIGNED)
+#: a < _DECADE_LIMITS[k] counts toward the decade e (10**-1 .. 10**-6 in float32).
+_DECADE_LIMITS = np.array([10.0**-k for k in range(1, _DECADES)], dtype=np.float32)
+_SLOPE_SIGNED, _OFFSET_SIGNED = _estimate_coefficients(True)
+_SLOPE_UNSIGNED, _OFFSET_UNSIGNED = _estimate_coefficients(False)
+_ZERO = np.float32(0)
+_ONE = np.float32(1)
+_ONE_RANK = np.uint32(1)
+_SEVEN = np.uint32(7)
+#: The tables are compile-time constants of the loops: their digest names the cached code.
+TABLES_DIGEST = hashlib.sha1(
+    b"".join(t.tobytes() for t in (MAP_SIGNED, MAP_UNSIGNED, _UP_SIGNED, _UP_UNSIGNED,
+                                   _DECADE_LIMITS, _SLOPE_SIGNED, _OFFSET_SIGNED,
+                                   _SLOPE_UNSIGNED, _OFFSET_UNSIGNED))
+).hexdigest()[:8]  # fmt: skip
+
+
+# ---------------------------------------------------------------------------------------
+# Element helpers: plain Python that Numba compiles (the module's arrays are compile-time
+# constants); the CUDA twins in QUANTIZE_SOURCE do the same float32 operations.
+
+
+@device
+def estimate_signed(a):
+    """A rank (0 = zero .. 128 = 1.0) within one of the rank of the signed map's
+    magnitude nearest to ``a`` in [0, 1] (the result of :func:`magnitude_correct` is
+    checked over every float32 in [0, 1] by tests/test_quantization.py with
+    MXOPT_EXHAUSTIVE=1): the decade from six comparisons, then the linear step within it.
+    Selects of constants only (no argument arrays, no look-up by a computed index), so
+    that a loop of it vectorises (measured: 3.5 times faster)."""
+    s = _SLOPE_SIGNED[0]
+    o = _OFFSET_SIGNED[0]
+    for k in range(_DECADES - 1):
+        if a < _DECADE_LIMITS[k]:
+            s = _SLOPE_SIGNED[k + 1]
+            o = _OFFSET_SIGNED[k + 1]
+    z = a * s + o
+    if not z >= 0:  # also NaN
+        z = _ZERO
+    if z > _TOP_SIGNED:
+        z = _TOP_SIGNED
+    return np.uint32(z)
+
+
+@device
+def estimate_unsigned(a):
+    """:func:`estimate_signed` for the unsigned map (ranks 0 = zero .. 255 = 1.0)."""
+    s = _SLOPE_UNSIGNED[0]
+    o = _OFFSET_UNSIGNED[0]
+    for k in range(_DECADES - 1):
+        if a < _DECADE_LIMITS[k]:
+            s = _SLOPE_UNSIGNED[k + 1]
+            o = _OFFSET_UNSIGNED[k + 1]
+    z = a * s + o
+    if not z >= 0:  # also NaN
+        z = _ZERO
+    if z > _TOP_UNSIGNED:
+        z = _TOP_UNSIGNED
+    return np.uint32(z)
+
+
+@device
+def magnitude_correct(a, q, up):
+    """The estimate ``q`` made exact: one comparison with each neighbour's threshold.
+    (Unsigned ranks: Numba adds no negative-index wrap-around, measured 1.5 times faster.)"""
+    return q + np.uint32(a >= up[q + _ONE_RANK]) - np.uint32(a < up[q])
+
+
+@device
+def nearest_code_signed(y):
+    """Index into :data:`MAP_SIGNED` of the value nearest to ``y`` in [-1, 1]."""
+    a = abs(y)
+    if a > _ONE:  # only when y is infinite
+        a = _ONE
+    q = magnitude_correct(a, estimate_signed(a), _UP_SIGNED)
+    if y < 0:
+        return 127 - min(q, 127)
+    return 127 + q
+
+
+@device
+def nearest_code_unsigned(y):
+    """Index into :data:`MAP_UNSIGNED` of the value nearest to ``y`` in [0, 1] (a
+    negative ``y`` gives the code of 0)."""
+    a = y if y > 0 else _ZERO
+    if a > _ONE:
+        a = _ONE
+    return magnitude_correct(a, estimate_unsigned(a), _UP_UNSIGNED)
+
+
+def nearest_code(y, signed: bool) -> int:
+    """The code (index into ``dynamic_map(signed)``) of the map value nearest to the
+    normalised ``y`` (ties toward zero). Host convenience; the loops call
+    :func:`nearest_code_signed` / :func:`nearest_code_unsigned`."""
+    y = np.float32(y)
+    return int(nearest_code_signed(y) if signed else nearest_code_unsigned(y))
+
+
+# ---------------------------------------------------------------------------------------
+# Block loops (Numba, compiled on first use)
+
+
+@device
+def _block_absmax(bits, start, stop):
+    """max |x| of ``x[start:stop]`` as int32 bit patterns (integer max vectorises; for
+    non-negative floats it is the float order, and NaN patterns are the largest)."""
+    largest = 0
+    for i in range(start, stop):
+        b = bits[i] & 0x7FFFFFFF
+        if b > largest:
+            largest = b
+    return largest
+
+
+def _quantize_blocks(values, codes, absmax, signed):
+    bits = values.view(np.int32)
+    absmax_bits = absmax.view(np.int32)
+    n = values.size
+    # Per block: a vectorised pass (division, estimate) into these, then the exact pass
+    # (two table look-ups per element, which LLVM does not vectorise).
+    magnitudes = np.empty(BLOCK, dtype=np.float32)
+    ranks = np.empty(BLOCK, dtype=np.uint32)
+    for block in range(absmax.size):
+        start = block * BLOCK
+        stop = min(n, start + BLOCK)
+        count = stop - start
+        x = values[start:stop]
+        c = codes[start:stop]
+        absmax_bits[block] = _block_absmax(bits, start, stop)
+        m = absmax[block]
+        if not m > 0:  # an all-zero block (or a NaN absmax)
+            for j in range(count):
+                c[j] = 127 if signed else 0
+        elif signed:
+            for j in range(count):
+                a = abs(x[j] / m)
+                if a > _ONE:
+                    a = _ONE
+                magnitudes[j] = a
+                ranks[j] = estimate_signed(a)
+            for j in range(count):
+                q = magnitude_correct(magnitudes[j], ranks[j], _UP_SIGNED)
+                # as nearest_code_signed (x < 0 and y = -0.0 both give q = 0: code 127),
+                # without a branch (random signs: mispredicted half the time, measured):
+                # 127 + q, or for x < 0: 127 - min(q, 127) = 127 + q - (2 q - q // 128)
+                negative = np.uint32(x[j] < 0)
+                c[j] = 127 + q - negative * (q + q - (q >> _SEVEN))
+        else:
+            for j in range(count):
+                y = x[j] / m
+                a = y if y > 0 else _ZERO
+                if a > _ONE:
+                    a = _ONE
+                magnitudes[j] = a
+                ranks[j] = estimate_unsigned(a)
+            for j in range(count):
+                c[j] = magnitude_correct(magnitudes[j], ranks[j], _UP_UNSIGNED)
+    return 0
+
+
+def _dequantize_blocks(codes, absmax, out, signed):
+    table = MAP_SIGNED if signed else MAP_UNSIGNED
+    n = codes.size
+    for block in range(absmax.size):
+        start = block * BLOCK
+        stop = min(n, start + BLOCK)
+        m = absmax[block]
+        for i in range(start, stop):
+            out[i] = table[codes[i]] * m
+    return 0
+
+
+#: The block loops, for the fused steps of :mod:`mxopt.kernels.cpu_precision` (which compile
+#: them into their stages).
+quantize_block_loop = _quantize_blocks
+dequantize_block_loop = _dequantize_blocks
+
+_lock = threading.Lock()
+_compiled: dict = {}
+
+
+def _loop(name: str):
+    function = _compiled.get(name)
+    if function is None:
+        from mxopt.kernels import cpu  # Numba, imported on first use
+
+        with _lock:
+            function = _compiled.get(name)
+            if function is None:
+                source = {"quantize": _quantize_blocks, "dequantize": _dequantize_blocks}
+                function = cpu.compile_loop(source[name], f"mxopt_quantize_{name}_{TABLES_DIGEST}")
+                _compiled[name] = function
+    return function
+
+
+def block_count(n: int) -> int:
+    """Blocks (absmax values) of a flat array of ``n`` elements."""
+    return -(-n // BLOCK)
+
+
+def _flat(array, dtype, what: str) -> np.ndarray:
+    if not (isinstance(array, np.ndarray) and array.dtype == dtype and array.ndim == 1
+            and array.flags.c_contiguous):  # fmt: skip
+        raise TypeError(f"{what} must be a flat contiguous {np.dtype(dtype)} NumPy array")
+    return array
+
+
+def quantize_blocks(values, codes, absmax, signed: bool) -> None:
+    """Quantize ``values`` (float32, flat) into ``codes`` (uint8, same size) and
+    ``absmax`` (float32, one per block of :data:`BLOCK`; the last block may be shorter)."""
+    _check_sizes(values, codes, absmax)
+    _loop("quantize")(values, codes, absmax, bool(signed))
+
+
+def dequantize_blocks(codes, absmax, out, signed: bool) -> None:
+    """``out[i] = map[codes[i]] * absmax[i // BLOCK]`` in float32."""
+    _check_sizes(out, codes, absmax)
+    _loop("dequantize")(codes, absmax, out, bool(signed))
+
+
+def _check_sizes(values, codes, absmax) -> None:
+    _flat(values, np.float32, "values")
+    _flat(codes, np.uint8, "codes")
+    _flat(absmax, np.float32, "absmax")
+    if codes.size != values.size or absmax.size != block_count(values.size):
+        raise ValueError(
+            f"{values.size} values need {values.size} codes and {block_count(values.size)} "
+            f"absmax values, got {codes.size} and {absmax.size}"
+        )
+
+
+def quantize(values, signed: bool) -> tuple[np.ndarray, np.ndarray]:
+    """``(codes, absmax)`` of a flat float32 NumPy array."""
+    values = _flat(values, np.float32, "values")
+    codes = np.empty(values.size, dtype=np.uint8)
+    absmax = np.empty(block_count(values.size), dtype=np.float32)
+    quantize_blocks(values, codes, absmax, signed)
+    return codes, absmax
+
+
+def dequantize(codes, absmax, signed: bool) -> np.ndarray:
+    """The float32 values of ``codes`` and ``absmax`` (from :func:`quantize`)."""
+    out = np.empty(_flat(codes, np.uint8, "codes").size, dtype=np.float32)
+    dequantize_blocks(codes, absmax, out, signed)
+    return out
+
+
+# ---------------------------------------------------------------------------------------
+# CUDA twin: one thread per block of BLOCK elements (grid-stride over blocks).
+
+
+def _c_array(name: str, values: np.ndarray) -> str:
+    items = []
+    for v in values.astype(np.float32):
+        items.append(f"{float(v)!r}f")
+    rows = [", ".join(items[k : k + 6]) for k in range(0, len(items), 6)]
+    body = ",\n    ".join(rows)
+    return f"__device__ const float {name}[{values.size}] = {{\n    {body}\n}};\n"
+
+
+def _cuda_source() -> str:
+    tables = "".join(
+        _c_array(name, values)
+        for name, values in [
+            ("mxq_map_signed", MAP_SIGNED),
+            ("mxq_map_unsigned", MAP_UNSIGNED),
+            ("mxq_up_signed", _UP_SIGNED),
+            ("mxq_up_unsigned", _UP_UNSIGNED),
+            ("mxq_decade_limits", _DECADE_LIMITS),
+            ("mxq_slope_signed", _SLOPE_SIGNED),
+            ("mxq_offset_signed", _OFFSET_SIGNED),
+            ("mxq_slope_unsigned", _SLOPE_UNSIGNED),
+            ("mxq_offset_unsigned", _OFFSET_UNSIGNED),
+        ]
+    )
+    return tables + _QUANTIZE_CODE.replace("BLOCK_SIZE", str(BLOCK))
+
+
+_QUANTIZE_CODE = r"""
+__device__ __forceinline__ unsigned int mxq_abs_bits(const float x) {
+#ifdef __CUDA_ARCH__
+    return __float_as_uint(x) & 0x7fffffffu;
+#else
+    unsigned int b;
+    __builtin_memcpy(&b, &x, sizeof b);
+    return b & 0x7fffffffu;
+#endif
+}
+
+__device__ __forceinline__ float mxq_float_of_bits(const unsigned int b) {
+#ifdef __CUDA_ARCH__
+    return __uint_as_float(b);
+#else
+    float x;
+    __builtin_memcpy(&x, &b, sizeof x);
+    return x;
+#endif
+}
+
+// Rank (0 = zero .. top = 1.0) of the magnitude nearest to a >= 0: decade, linear step,
+// then one comparison with each neighbour's threshold (estimate_signed / _unsigned and
+// magnitude_correct in quantize.py; the estimate may differ by one, the result cannot).
+__device__ __forceinline__ int mxq_magnitude_rank(float a, const float* slope,
+        const float* offset, const float* up, const int top) {
+    if (a > 1.0f) a = 1.0f;  // only when y is infinite (NaN stays NaN)
+    int e = 0;
+    for (int k = 0; k < 6; ++k) e += a < mxq_decade_limits[k];
+    float z = a * slope[e] + offset[e];
+    if (!(z >= 0.0f)) z = 0.0f;
+    if (z > (float)top) z = (float)top;
+    const int q = (int)z;
+    return q + (a >= up[q + 1]) - (a < up[q]);
+}
+
+__device__ __forceinline__ int mxq_nearest_code_signed(const float y) {
+    const int q = mxq_magnitude_rank(fabsf(y), mxq_slope_signed, mxq_offset_signed,
+                                     mxq_up_signed, 128);
+    return y < 0.0f ? 127 - (q < 127 ? q : 127) : 127 + q;
+}
+
+__device__ __forceinline__ int mxq_nearest_code_unsigned(const float y) {
+    const float a = y > 0.0f ? y : 0.0f;
+    return mxq_magnitude_rank(a, mxq_slope_unsigned, mxq_offset_unsigned, mxq_up_unsigned, 255);
+}
+
+__device__ __forceinline__ float mxq_dequantize(const unsigned char code, const float absmax,
+                                                const bool is_signed) {
+    return (is_signed ? mxq_map_signed[code] : mxq_map_unsigned[code]) * absmax;
+}
+
+__device__ void mxq_quantize_blocks(const float* values, unsigned char* codes, float* absmax,
+                                    const long long n, const bool is_signed) {
+    const long long blocks = (n + BLOCK_SIZE - 1) / BLOCK_SIZE;
+    const long long stride = (long long)blockDim.x * gridDim.x;
+    for (long long b = (long long)blockIdx.x * blockDim.x + threadIdx.x; b < blocks; b += stride) {
+        const long long start = b * BLOCK_SIZE;
+        const long long stop = start + BLOCK_SIZE < n ? start + BLOCK_SIZE : n;
+        unsigned int largest = 0;
+        for (long long i = start; i < stop; ++i) {
+            const unsigned int bits = mxq_abs_bits(values[i]);
+            if (bits > largest) largest = bits;
+        }
+        const float m = mxq_float_of_bits(largest);
+        absmax[b] = m;
+        if (!(m > 0.0f)) {
+            for (long long i = start; i < stop; ++i) codes[i] = is_signed ? 127 : 0;
+        } else if (is_signed) {
+            for (long long i = start; i < stop; ++i)
+                codes[i] = (unsigned char)mxq_nearest_code_signed(values[i] / m);
+        } else {
+            for (long long i = start; i < stop; ++i)
+                codes[i] = (unsigned char)mxq_nearest_code_unsigned(values[i] / m);
+        }
+    }
+}
+
+__device__ void mxq_dequantize_blocks(const unsigned char* codes, const float* absmax,
+                                      float* out, const long long n, const bool is_signed) {
+    const long long blocks = (n + BLOCK_SIZE - 1) / BLOCK_SIZE;
+    const long long stride = (long long)blockDim.x * gridDim.x;
+    for (long long b = (long long)blockIdx.x * blockDim.x + threadIdx.x; b < blocks; b += stride) {
+        const long long start = b * BLOCK_SIZE;
+        const long long stop = start + BLOCK_SIZE < n ? start + BLOCK_SIZE : n;
+        const float m = absmax[b];
+        for (long long i = start; i < stop; ++i) out[i] = mxq_dequantize(codes[i], m, is_signed);
+    }
+}
+
+extern "C" __global__ void mxopt_quantize_blocks_signed(const float* values,
+        unsigned char* codes, float* absmax, const long long n) {
+    mxq_quantize_blocks(values, codes, absmax, n, true);
+}
+extern "C" __global__ void mxopt_quantize_blocks_unsigned(const float* values,
+        unsigned char* codes, float* absmax, const long long n) {
+    mxq_quantize_blocks(values, codes, absmax, n, false);
+}
+extern "C" __global__ void mxopt_dequantize_blocks_signed(const unsigned char* codes,
+        const float* absmax, float* out, const long long n) {
+    mxq_dequantize_blocks(codes, absmax, out, n, true);
+}
+extern "C" __global__ void mxopt_dequantize_blocks_unsigned(const unsigned char* codes,
+        const float* absmax, float* out, const long long n) {
+    mxq_dequantize_blocks(codes, absmax, out, n, false);
+}
+"""
+
+#: The CUDA module: the map and threshold tables, ``mxq_nearest_code_signed`` /
+#: ``_unsigned`` and ``mxq_dequantize`` (device functions for fused kernels), and the
+#: kernels ``mxopt_(de)quantize_blocks_(un)signed(..., n)``, one thread per block.
+QUANTIZE_SOURCE = _cuda_source()
