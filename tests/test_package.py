@@ -29,11 +29,12 @@ def test_public_names_exist_and_are_documented():
 
 
 def test_signatures_show_the_options():
-    sgd = "lr momentum nesterov dampening lazy_update cautious grad_clip weight_decay grad_scale"
+    sgd = "lr momentum nesterov dampening lazy_update cautious state_dtype grad_clip weight_decay"
+    sgd += " grad_scale"
     sgd += " maximize lr_scheduler momentum_scheduler multi_precision stochastic_rounding"
     sgd += " rounding_seed state"
     assert list(inspect.signature(mxopt.SGD).parameters) == sgd.split()
-    adam = "lr beta1 beta2 epsilon amsgrad epsilon_hat cautious lazy_update grad_clip"
+    adam = "lr beta1 beta2 epsilon amsgrad epsilon_hat cautious lazy_update state_dtype grad_clip"
     adam += " weight_decay decoupled_weight_decay grad_scale maximize lr_scheduler"
     adam += " multi_precision stochastic_rounding rounding_seed state"
     params = inspect.signature(mxopt.ADAM).parameters

@@ -23,7 +23,7 @@ from mxopt.core.checks import (
 )
 from mxopt.core.schedule import AbstractSchedule
 
-__all__ = ["flag", "hyperparameter", "integer", "optional_instance", "optional_limit"]
+__all__ = ["choice", "flag", "hyperparameter", "integer", "optional_instance", "optional_limit"]
 
 
 def hyperparameter(
@@ -112,3 +112,17 @@ def optional_instance(cls, *, doc: str = ""):
             )
 
     return attrs.field(default=None, validator=validate, metadata={"doc": doc})
+
+
+def choice(default: str, choices: tuple, *, doc: str = ""):
+    """An attrs field holding one of the strings ``choices``."""
+
+    def validate(instance, attribute, value):
+        if not isinstance(value, str) or value not in choices:
+            raise ValueError(
+                f"{owner_name(instance)}: {attribute.name} must be one of "
+                f"{', '.join(map(repr, choices))}, got {shown(value)}"
+            )
+
+    metadata = {"doc": doc, "choices": choices}
+    return attrs.field(default=default, validator=validate, metadata=metadata)

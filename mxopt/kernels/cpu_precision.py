@@ -1,5 +1,6 @@
-"""Numba loops of float16 and bfloat16 arrays (:mod:`mxopt.kernels.precision`): widening,
-rounding, and the fused step of an elementwise kernel on a 16-bit weight.
+"""Numba loops of float16 and bfloat16 arrays (:mod:`mxopt.kernels.precision`) and of 8-bit
+state (:mod:`mxopt.kernels.quantize`): widening, rounding, and the fused step of an
+elementwise kernel on a 16-bit weight or on moments stored in bfloat16 or 8 bits.
 
 The CPU half of :func:`mxopt.kernels.precision_module` (the GPU half is in
 :mod:`mxopt.kernels.cuda`); built on the loop machinery of :mod:`mxopt.kernels.cpu`.
@@ -8,24 +9,27 @@ Imported on first use, like it.
 
 from __future__ import annotations
 
+import hashlib
 import threading
 
 import numba
 import numpy as np
 
-from mxopt.kernels import precision
+from mxopt.kernels import precision, quantize
 from mxopt.kernels.cpu import (
     _chunks,
     _code_digest,
     _compile_device,
+    _count_nonfinite_compiled,
     _parallel,
     _specialised,
     compile_loop,
+    count_nonfinite,
 )
 from mxopt.kernels.kernel import Kernel
 from mxopt.kernels.precision import count_nonfinite_bits
 
-__all__ = ["STAGE", "narrow", "run_staged", "widen"]
+__all__ = ["STAGE", "dequantize", "narrow", "quantize_into", "run_staged", "widen"]
 
 _lock = threading.RLock()
 
@@ -61,107 +65,190 @@ def narrow(source, bits, fmt: str, offsets, keys, stochastic: bool) -> None:
          np.asarray(offsets, np.int64), np.asarray(keys, np.uint64), bool(stochastic))  # fmt: skip
 
 
-# -- fused steps of float16/bfloat16 weights ----------------------------------------------------
+# -- fused steps: 16-bit weights, moments in bfloat16 or 8 bits -----------------------------------
 
-#: Elements per stage of a fused float16/bfloat16 step: widened, updated and rounded back
-#: while they are in the cache (two float32 stages: 16 KiB).
+#: Elements per stage of a fused step: widened (or dequantized), updated and rounded (or
+#: quantized) back while they are in the cache. A multiple of the quantization block.
 STAGE = 2048
 
-_WIDEN = None  # placeholders of the staged loop: precision.widen_loop, narrow_block,
-_NARROW = None  # count_nonfinite_bits (compiled), and the kernel's block adapter
-_COUNT_BITS = None
+#: How a fused step reads and writes an array: as float32 (in place), as 16-bit bits
+#: widened into a float32 stage, or as 8-bit codes and block absmax, signed or not.
+FLOAT32, BITS16, INT8_SIGNED, INT8_UNSIGNED = "float32", "bits16", "int8s", "int8u"
+
+
+_WEIGHT_BITS = False  # placeholders of _staged: whether w and g are 16-bit bits, and the
+_LOAD = None  # generated helpers of a kernel and its storages (see _helpers_source)
 _BLOCK = None
+_STORE = None
+_WIDEN = None
+_NARROW = None
+_COUNT = None
+_COUNT_BITS = None
 
 
-def _staged(wbits, gbits, master, state, s, check, code, key, stochastic, start, stop):
-    """A kernel's step over elements ``[start, stop)`` of a 16-bit weight ``wbits`` and
-    gradient ``gbits``, stage by stage: the gradient (and the weight, unless a float32
-    ``master`` of the same size is given) widened to float32, the element applied, the
-    float32 weight rounded into ``wbits`` (random stream ``key`` for element ``i``'s
-    rounding at ``i``). The same bits as widening everything, one kernel call and
-    rounding everything. With ``check``, returns the number of non-finite gradient
-    values, having written nothing."""
+def _staged(w, g, master, state, absmax, s, check, code, key, stochastic, skeys, start, stop):
+    """A kernel's step over elements ``[start, stop)``, stage by stage: the gradient and
+    weight (16-bit ones widened, or a float32 ``master`` used; else as they are) and the
+    state arrays (bfloat16 and 8-bit ones widened or dequantized: ``_LOAD``) as float32
+    stages, the element applied (``_BLOCK``), the state (``_STORE``) and a 16-bit weight
+    rounded back. ``absmax[k]``: the block absmax of an 8-bit state array ``k`` (else
+    empty); ``code``: the weight's 16-bit format; ``key`` and ``skeys[k]``: the rounding
+    streams of the weight and of state array ``k``. With ``check``, first counts the
+    non-finite gradient values and returns their number, having written nothing."""
     if check:
-        bad = _COUNT_BITS(gbits, start, stop, code)
+        bad = _COUNT_BITS(g, start, stop, code) if _WEIGHT_BITS else _COUNT(g, start, stop)
         if bad:
             return bad
-    scratch = np.empty(2 * STAGE, dtype=np.float32)
+    scratch = np.empty((2 + len(state)) * STAGE, dtype=np.float32)
     for a in range(start, stop, STAGE):
         n = min(stop - a, STAGE)
-        g32 = scratch[:n]
-        _WIDEN(gbits[a : a + n], g32.view(np.uint32), code)
-        if master.size:
-            w32 = master[a : a + n]
+        if _WEIGHT_BITS:
+            g32 = scratch[:n]
+            _WIDEN(g[a : a + n], g32.view(np.uint32), code)
+            if master.size:
+                w32 = master[a : a + n]
+            else:
+                w32 = scratch[STAGE : STAGE + n]
+                _WIDEN(w[a : a + n], w32.view(np.uint32), code)
         else:
-            w32 = scratch[STAGE : STAGE + n]
-            _WIDEN(wbits[a : a + n], w32.view(np.uint32), code)
-        _BLOCK(w32, g32, state, s, a, n)
-        _NARROW(w32.view(np.uint32), wbits[a : a + n], code, key, a, stochastic)
+            g32 = g[a : a + n]
+            w32 = w[a : a + n]
+        views = _LOAD(state, absmax, scratch, a, n)
+        _BLOCK(w32, g32, views, s, n)
+        _STORE(views, state, absmax, skeys, a, n, stochastic)
+        if _WEIGHT_BITS:
+            _NARROW(w32.view(np.uint32), w[a : a + n], code, key, a, stochastic)
     return 0
 
 
-def _block_adapter(kernel: Kernel):
-    """``block(w, g, state, s, a, n)``: the kernel's element over ``n`` elements of the
-    stage arrays ``w`` and ``g`` and of the state arrays from element ``a``."""
-    lines = ["def block(w, g, state, s, a, n):"]
-    lines += [f"    s{k} = state[{k}][a:a + n]" for k in range(len(kernel.state))]
-    arguments = ["j", "w", "g", *(f"s{k}" for k in range(len(kernel.state)))]
+def _helpers_source(kernel: Kernel, storages: tuple) -> str:
+    """``load``, ``block`` and ``store`` of :func:`_staged` for ``kernel`` and state arrays
+    stored as ``storages``: one line per array, so that Numba sees each array's own type
+    (a tuple of mixed arrays cannot be indexed by a loop variable)."""
+    load = [
+        "def load(state, absmax, scratch, a, n):",
+        "    b = a // QBLOCK",
+        "    nb = (n + QBLOCK - 1) // QBLOCK",
+    ]
+    store = [
+        "def store(views, state, absmax, skeys, a, n, stochastic):",
+        "    b = a // QBLOCK",
+        "    nb = (n + QBLOCK - 1) // QBLOCK",
+    ]
+    for k, storage in enumerate(storages):
+        part = f"state[{k}][a : a + n]"
+        if storage == FLOAT32:
+            load.append(f"    v{k} = {part}")
+            continue
+        load.append(f"    v{k} = scratch[{2 + k} * STAGE : {2 + k} * STAGE + n]")
+        if storage == BITS16:
+            load.append(f"    WIDEN({part}, v{k}.view(np.uint32), BF16)")
+            store.append(
+                f"    NARROW(views[{k}].view(np.uint32), {part}, BF16, skeys[{k}], a, stochastic)"
+            )
+        else:
+            signed = storage == INT8_SIGNED
+            load.append(f"    DEQUANTIZE({part}, absmax[{k}][b : b + nb], v{k}, {signed})")
+            store.append(f"    QUANTIZE(views[{k}], {part}, absmax[{k}][b : b + nb], {signed})")
+    views = ", ".join(f"v{k}" for k in range(len(storages)))
+    load.append(f"    return ({views}{',' if len(storages) == 1 else ''})")
+    store.append("    return 0")
+    arguments = ["j", "w", "g", *(f"views[{k}]" for k in range(len(storages)))]
     arguments += [f"s[{k}]" for k in range(len(kernel.scalars))]
-    lines += ["    for j in range(n):", f"        named({', '.join(arguments)})", ""]
-    namespace = {"named": _compile_device(kernel.cpu)}
-    exec(compile("\n".join(lines), f"<mxopt block adapter {kernel.name}>", "exec"), namespace)
-    return numba.njit(error_model="numpy")(namespace["block"])
+    block = [
+        "def block(w, g, views, s, n):",
+        "    for j in range(n):",
+        f"        ELEMENT({', '.join(arguments)})",
+    ]
+    return "\n".join([*load, "", *store, "", *block, ""])
 
 
 _staged_dispatchers: dict = {}
 
 
-def _staged_dispatcher(kernel: Kernel):
-    dispatcher = _staged_dispatchers.get(kernel)
+def _staged_dispatcher(kernel: Kernel, weight_bits: bool, storages: tuple):
+    key = (kernel, weight_bits, storages)
+    dispatcher = _staged_dispatchers.get(key)
     if dispatcher is None:
         with _lock:
-            dispatcher = _staged_dispatchers.get(kernel)
+            dispatcher = _staged_dispatchers.get(key)
             if dispatcher is None:
-                digest = _code_digest(kernel.cpu, _code_digest(_staged)).hexdigest()[:12]
+                source = _helpers_source(kernel, storages)
+                namespace = {
+                    "np": np,
+                    "STAGE": STAGE,
+                    "QBLOCK": quantize.BLOCK,
+                    "BF16": np.int64(precision.FORMAT_CODES[precision.BFLOAT16]),
+                    "WIDEN": _compile_device(precision.widen_loop),
+                    "NARROW": _compile_device(precision.narrow_block),
+                    "QUANTIZE": _compile_device(quantize.quantize_block_loop),
+                    "DEQUANTIZE": _compile_device(quantize.dequantize_block_loop),
+                    "ELEMENT": _compile_device(kernel.cpu),
+                }
+                exec(compile(source, f"<mxopt staged helpers {kernel.name}>", "exec"), namespace)
+                helpers = {name: numba.njit(error_model="numpy")(namespace[name])
+                           for name in ("load", "block", "store")}  # fmt: skip
+                # the cached code's name: the kernel, the helpers' source, the loops' code
+                digest = hashlib.sha1(source.encode() + bytes([weight_bits]))
+                for function in (_staged, kernel.cpu, precision.narrow_block,
+                                 quantize.quantize_block_loop):  # fmt: skip
+                    digest = _code_digest(function, digest)
                 dispatcher = _specialised(
                     _staged,
-                    f"mxopt_{kernel.name}_staged_{digest}",
+                    f"mxopt_{kernel.name}_staged_{digest.hexdigest()[:12]}",
+                    _WEIGHT_BITS=weight_bits,
+                    _LOAD=helpers["load"],
+                    _BLOCK=helpers["block"],
+                    _STORE=helpers["store"],
                     _WIDEN=_compile_device(precision.widen_loop),
                     _NARROW=_compile_device(precision.narrow_block),
-                    _COUNT_BITS=_compile_device(precision.count_nonfinite_bits),
-                    _BLOCK=_block_adapter(kernel),
+                    _COUNT=_count_nonfinite_compiled,
+                    _COUNT_BITS=_compile_device(count_nonfinite_bits),
                 )
-                _staged_dispatchers[kernel] = dispatcher
+                _staged_dispatchers[key] = dispatcher
     return dispatcher
 
 
-def run_staged(kernel: Kernel, wbits, gbits, master, state: tuple, scalars: tuple, check: bool,
-               fmt: str, key: int, stochastic: bool) -> int:  # fmt: skip
-    """An elementwise ``kernel``'s step on a float16/bfloat16 weight, fused: flat 16-bit
-    ``wbits`` and ``gbits``, float32 ``master`` (or ``None``) and state arrays, the scalars
-    (rounded to float32), the rounding's stream ``key``. The same bits as :func:`widen`,
-    :func:`run` and :func:`narrow`; returns the count of non-finite gradient values found
-    by ``check`` (then nothing was written), or 0."""
-    dispatcher = _staged_dispatcher(kernel)
-    code = np.int64(precision.FORMAT_CODES[fmt])
+def run_staged(kernel: Kernel, w, g, master, state: tuple, storages: tuple, absmax: tuple,
+               scalars: tuple, check: bool, fmt: str | None, key: int, state_keys: tuple,
+               stochastic: bool) -> int:  # fmt: skip
+    """An elementwise ``kernel``'s step, fused, where the weight is float16/bfloat16 (format
+    ``fmt``; ``w`` and ``g`` its flat 16-bit arrays, ``master`` its float32 master or None)
+    or float32 (``fmt`` None), and the state arrays ``state`` are stored as ``storages``
+    (:data:`FLOAT32`, :data:`BITS16` for bfloat16, :data:`INT8_SIGNED`/:data:`INT8_UNSIGNED`
+    with their block ``absmax``; None for the others). ``key`` and ``state_keys``: the
+    streams of the stochastic roundings. The same bits as widening everything, one call
+    of :func:`mxopt.kernels.cpu.run`, and rounding or quantizing everything back; returns
+    the count of non-finite gradient values found by ``check`` (then nothing was
+    written), or 0."""
+    weight = FLOAT32 if fmt is None else BITS16
+    dispatcher = _staged_dispatcher(kernel, weight == BITS16, tuple(storages))
+    code = np.int64(precision.FORMAT_CODES[fmt or precision.BFLOAT16])
     master = _NO_MASTER if master is None else master
     scalars = tuple(np.float32(value) for value in scalars)
-    key, stochastic, n = np.uint64(key), bool(stochastic), wbits.size
-    wbits, gbits = wbits.view(np.uint16), gbits.view(np.uint16)
+    absmax = tuple(_NO_MASTER if a is None else a for a in absmax)
+    state = tuple(a.view(np.uint16) if a.dtype.name == precision.BFLOAT16 else a for a in state)
+    if weight == BITS16:
+        w, g = w.view(np.uint16), g.view(np.uint16)
+    key, stochastic, n = np.uint64(key), bool(stochastic), w.size
+    skeys = np.asarray(state_keys, dtype=np.uint64)
+    arguments = (w, g, master, state, absmax, scalars)
+    rounding = (code, key, stochastic, skeys)
     pool = _parallel(n)
     if pool is None:
-        return dispatcher(wbits, gbits, master, state, scalars, check, code, key, stochastic,
-                          np.int64(0), np.int64(n))  # fmt: skip
+        return dispatcher(*arguments, check, *rounding, np.int64(0), np.int64(n))
     if check:
-        count = _precision_loop(_count_bits_all, "mxopt_count_nonfinite_bits")(gbits, code)
+        count = (
+            _precision_loop(_count_bits_all, "mxopt_count_nonfinite_bits")(g, code)
+            if weight == BITS16 else count_nonfinite(g)
+        )  # fmt: skip
         if count:
             return int(count)
-    pieces = _chunks(n, pool)
+    pieces = _chunks(n, pool)  # whole reduction blocks: whole quantization blocks too
 
     def piece(k):
         a, b = pieces[k]
-        dispatcher(wbits, gbits, master, state, scalars, False, code, key, stochastic,
-                   np.int64(a), np.int64(b))  # fmt: skip
+        dispatcher(*arguments, False, *rounding, np.int64(a), np.int64(b))
 
     pool.run(piece, len(pieces))
     return 0
@@ -172,3 +259,14 @@ _NO_MASTER = np.empty(0, dtype=np.float32)
 
 def _count_bits_all(bits, code):
     return count_nonfinite_bits(bits, 0, bits.size, code)
+
+
+def quantize_into(values, codes, absmax, signed: bool) -> None:
+    """Blockwise 8-bit quantization of the flat float32 ``values`` into ``codes`` (uint8) and
+    ``absmax`` (float32, one per block; see :mod:`mxopt.kernels.quantize`)."""
+    quantize.quantize_blocks(values, codes, absmax, signed)
+
+
+def dequantize(codes, absmax, signed: bool):
+    """The float32 values of 8-bit ``codes`` and their blocks' ``absmax`` (a new array)."""
+    return quantize.dequantize(codes, absmax, signed)

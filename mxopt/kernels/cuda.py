@@ -20,16 +20,18 @@ import threading
 
 import numpy as np
 
-from mxopt.kernels import precision
+from mxopt.kernels import precision, quantize
 from mxopt.kernels.kernel import CUDA_PREAMBLE, DTYPES, REDUCE_BLOCK, Kernel, reduction_blocks
 
 __all__ = [
     "NVRTC_OPTIONS",
     "count_nonfinite",
+    "dequantize",
     "device_of",
     "kernel_symbol",
     "module_source",
     "narrow",
+    "quantize_into",
     "run",
     "run_rows",
     "run_segments",
@@ -485,3 +487,37 @@ def narrow(source, bits, fmt: str, offsets, keys, stochastic: bool) -> None:
              cupy.asarray(np.asarray(offsets, np.int64)), cupy.asarray(np.asarray(keys, np.uint64)),
              np.int32(len(keys)), np.int32(bool(stochastic)), np.int64(start), np.int64(stop)),
         )  # fmt: skip
+
+
+def _quantize_function(kind: str, signed: bool):
+    source = lambda: quantize.QUANTIZE_SOURCE  # noqa: E731
+    name = f"mxopt_{kind}_blocks_{'signed' if signed else 'unsigned'}"
+    return compiled_module("quantize", source).get_function(name)
+
+
+def _block_grid(n: int) -> int:
+    return max(1, min(-(-quantize.block_count(n) // _CHUNK_THREADS), 4096))
+
+
+@_on_device_of
+def quantize_into(values, codes, absmax, signed: bool) -> None:
+    """:func:`mxopt.kernels.cpu_precision.quantize_into` on the GPU (one thread a block)."""
+    n = values.size
+    if n:
+        _quantize_function("quantize", signed)(
+            (_block_grid(n),), (_CHUNK_THREADS,), (values, codes, absmax, np.int64(n))
+        )
+
+
+@_on_device_of
+def dequantize(codes, absmax, signed: bool):
+    """:func:`mxopt.kernels.cpu_precision.dequantize` on the GPU: a new float32 CuPy array."""
+    import cupy
+
+    n = codes.size
+    out = cupy.empty(n, dtype=np.float32)
+    if n:
+        _quantize_function("dequantize", signed)(
+            (_block_grid(n),), (_CHUNK_THREADS,), (codes, absmax, out, np.int64(n))
+        )
+    return out

@@ -56,6 +56,13 @@ FORMAT_CODES = {FLOAT16: 0, BFLOAT16: 1}
 _formats: dict = {}
 
 
+def bfloat16_dtype() -> np.dtype:
+    """ml_dtypes' bfloat16 (imported on first use: it is not needed until then)."""
+    import ml_dtypes
+
+    return np.dtype(ml_dtypes.bfloat16)
+
+
 def low_precision_format(dtype) -> str | None:
     """``"float16"`` or ``"bfloat16"`` (ml_dtypes' type, as JAX and CuPy use it) for a
     16-bit float dtype, ``None`` for any other dtype."""

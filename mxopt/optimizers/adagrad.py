@@ -23,7 +23,7 @@ import numpy as np
 from mxopt.core.fields import flag, hyperparameter
 from mxopt.kernels.kernel import Kernel, normalize_gradient_element
 from mxopt.optimizers.base import About, AbstractOptimizer, register
-from mxopt.optimizers.options import AbstractOptimizerOptions, options
+from mxopt.optimizers.options import AbstractOptimizerOptions, options, state_dtype_option
 
 __all__ = ["AdaGrad", "AdaGradOptions"]
 
@@ -69,6 +69,7 @@ class AdaGradOptions(AbstractOptimizerOptions):
     lazy_update: bool = flag(
         False, doc="a RowSparse gradient updates only its rows and their state (MXNet)"
     )
+    state_dtype: str = state_dtype_option()
 
 
 @register
@@ -76,7 +77,8 @@ class AdaGrad(AbstractOptimizer):
     """AdaGrad (Duchi et al. 2011): steps scaled by the root of the sum of squared gradients.
 
     ``AdaGrad(*, lr=0.1, epsilon=1e-6, lr_decay=0.0, initial_accumulator_value=0.0,
-    epsilon_inside_sqrt=True, lazy_update=False, grad_clip=0.0, weight_decay=1e-5,
+    epsilon_inside_sqrt=True, lazy_update=False, state_dtype="float32",
+    grad_clip=0.0, weight_decay=1e-5,
     grad_scale=1.0, maximize=False, lr_scheduler=None,
     multi_precision=False, stochastic_rounding=False, rounding_seed=0, state=None)``
 
@@ -121,6 +123,7 @@ class AdaGrad(AbstractOptimizer):
     """
 
     Options = AdaGradOptions
+    moment_signs = {"history": False}
     about = About(
         family="adaptive",
         same_as="MXNet.jl's `AdaGrad`; `torch.optim.Adagrad` with "

@@ -37,6 +37,7 @@ from mxopt.optimizers.options import (
     AbstractOptimizerOptions,
     decoupled_weight_decay_option,
     options,
+    state_dtype_option,
 )
 
 __all__ = ["ADAM", "ADAMOptions"]
@@ -221,6 +222,7 @@ class ADAMOptions(AbstractOptimizerOptions):
     lazy_update: bool = flag(
         False, doc="a RowSparse gradient updates only its rows and their state (MXNet)"
     )
+    state_dtype: str = state_dtype_option()
 
 
 @register
@@ -228,7 +230,8 @@ class ADAM(CautiousUpdates, AbstractOptimizer):
     """Adam with MXNet.jl's epsilon placement and bias corrections folded into the step.
 
     ``ADAM(*, lr=1e-3, beta1=0.9, beta2=0.999, epsilon=1e-8, amsgrad=False,
-    epsilon_hat=True, cautious=False, lazy_update=False, grad_clip=0.0, weight_decay=1e-5,
+    epsilon_hat=True, cautious=False, lazy_update=False, state_dtype="float32",
+    grad_clip=0.0, weight_decay=1e-5,
     decoupled_weight_decay=False, grad_scale=1.0, maximize=False, lr_scheduler=None,
     multi_precision=False, stochastic_rounding=False, rounding_seed=0, state=None)``
 
@@ -296,6 +299,7 @@ class ADAM(CautiousUpdates, AbstractOptimizer):
     """
 
     Options = ADAMOptions
+    moment_signs = {"mean": True, "var": False, "max_var": False}
     about = About(
         family="adam-family",
         same_as="MXNet.jl's `ADAM`; `torch.optim.Adam` with `epsilon_hat=False`",

@@ -41,7 +41,8 @@ class AdamW(ADAM):
     """Adam with decoupled weight decay, as torch.optim.AdamW.
 
     ``AdamW(*, lr=1e-3, beta1=0.9, beta2=0.999, epsilon=1e-8, amsgrad=False,
-    cautious=False, lazy_update=False, epsilon_hat=False, grad_clip=0.0, weight_decay=1e-2,
+    cautious=False, lazy_update=False, state_dtype="float32", epsilon_hat=False, grad_clip=0.0,
+    weight_decay=1e-2,
     decoupled_weight_decay=True, grad_scale=1.0, maximize=False, lr_scheduler=None,
     multi_precision=False, stochastic_rounding=False, rounding_seed=0, state=None)``
 

@@ -38,6 +38,7 @@ from mxopt.optimizers.options import (
     AbstractOptimizerOptions,
     decoupled_weight_decay_option,
     options,
+    state_dtype_option,
 )
 
 __all__ = ["AdEMAMix", "AdEMAMixOptions", "alpha_warmup", "beta3_warmup"]
@@ -193,6 +194,7 @@ class AdEMAMixOptions(AbstractOptimizerOptions):
     weight_decay: float = hyperparameter(0.0, ge=0.0, doc="weight decay coefficient lambda")
     decoupled_weight_decay: bool = decoupled_weight_decay_option(True)
     cautious: bool = cautious_option()
+    state_dtype: str = state_dtype_option()
 
 
 @register
@@ -200,7 +202,8 @@ class AdEMAMix(CautiousUpdates, AbstractOptimizer):
     """AdEMAMix (Pagliardini et al. 2024): Adam with a second, very slow momentum.
 
     ``AdEMAMix(*, lr=1e-3, beta1=0.9, beta2=0.999, beta3=0.9999, alpha=5.0,
-    epsilon=1e-8, alpha_warmup_steps=0, beta3_warmup_steps=0, cautious=False, grad_clip=0.0,
+    epsilon=1e-8, alpha_warmup_steps=0, beta3_warmup_steps=0, cautious=False, state_dtype="float32",
+    grad_clip=0.0,
     weight_decay=0.0, decoupled_weight_decay=True, grad_scale=1.0, maximize=False,
     lr_scheduler=None,
     multi_precision=False, stochastic_rounding=False, rounding_seed=0, state=None)``
@@ -262,6 +265,7 @@ class AdEMAMix(CautiousUpdates, AbstractOptimizer):
     """
 
     Options = AdEMAMixOptions
+    moment_signs = {"mean": True, "slow_mean": True, "var": False}
     about = About(
         family="recent",
         same_as="`optax.contrib.ademamix` (with `batch_size=1`)",

@@ -334,6 +334,10 @@ class AbstractOptimizer(abc.ABC):
     #: mapping by name), between prepare and apply, and hands the sums to
     #: :meth:`with_step_sums`. None for the optimizers whose weights are independent.
     step_sums_kernel: ClassVar[Kernel | None] = None
+    #: The state arrays that ``state_dtype`` may store in bfloat16 or 8 bits, by name: True
+    #: for a signed moment (a mean), False for a non-negative one (a mean of squares).
+    #: Empty for optimizers without the ``state_dtype`` option.
+    moment_signs: ClassVar[dict] = {}
     _option_names: ClassVar[frozenset] = frozenset()
 
     def __init_subclass__(cls, **kwargs):
@@ -414,6 +418,11 @@ class AbstractOptimizer(abc.ABC):
     def gradient_rescale(self, state: OptimizationState) -> float:
         """``grad_scale / batch_size``: what the gradient is multiplied by before use."""
         return option_values(self.opts, state).grad_scale / state.batch_size
+
+    def compressed_state(self) -> tuple[str, dict]:
+        """``(state_dtype, moment_signs)``: how the moments are stored (see
+        :mod:`mxopt.training.precision`)."""
+        return getattr(self.opts, "state_dtype", "float32"), self.moment_signs
 
     def precision(self) -> tuple[bool, bool, int]:
         """``(multi_precision, stochastic_rounding, rounding_seed)``: how float16 and

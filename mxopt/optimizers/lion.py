@@ -25,7 +25,7 @@ from mxopt.core.fields import hyperparameter
 from mxopt.kernels.kernel import Kernel, cautious_keeps, clip_gradient_element, ema_element
 from mxopt.optimizers.base import About, AbstractOptimizer, register
 from mxopt.optimizers.cautious import CautiousUpdates, cautious_option, cautious_pair
-from mxopt.optimizers.options import AbstractOptimizerOptions, options
+from mxopt.optimizers.options import AbstractOptimizerOptions, options, state_dtype_option
 
 __all__ = ["Lion", "LionOptions"]
 
@@ -135,13 +135,14 @@ class LionOptions(AbstractOptimizerOptions):
         0.0, ge=0.0, doc="decoupled decay: W *= 1 - lr * weight_decay"
     )
     cautious: bool = cautious_option()
+    state_dtype: str = state_dtype_option()
 
 
 @register
 class Lion(CautiousUpdates, AbstractOptimizer):
     """Lion (Chen et al. 2023): the sign of an interpolated momentum, decoupled decay.
 
-    ``Lion(*, lr=1e-4, beta1=0.9, beta2=0.99, cautious=False, grad_clip=0.0,
+    ``Lion(*, lr=1e-4, beta1=0.9, beta2=0.99, cautious=False, state_dtype="float32", grad_clip=0.0,
     weight_decay=0.0, grad_scale=1.0, maximize=False, lr_scheduler=None,
     multi_precision=False, stochastic_rounding=False, rounding_seed=0, state=None)``
 
@@ -182,6 +183,7 @@ class Lion(CautiousUpdates, AbstractOptimizer):
     """
 
     Options = LionOptions
+    moment_signs = {"mean": True}
     about = About(
         family="adam-family",
         same_as="`optax.lion` (with `batch_size=1`)",

@@ -171,6 +171,9 @@ class Lookahead(AbstractOptimizer):
     def precision(self):
         return self.inner.precision()
 
+    def compressed_state(self):
+        return self.inner.compressed_state()
+
     def kernel(self) -> Kernel:
         return self.inner.kernel()
 

@@ -36,7 +36,7 @@ import attrs
 import numpy as np
 
 from mxopt.core.checks import check_integer, shown, to_float, to_int
-from mxopt.core.fields import flag, hyperparameter
+from mxopt.core.fields import choice, flag, hyperparameter
 from mxopt.kernels.kernel import Kernel, clip_gradient_element
 from mxopt.optimizers.base import About, AbstractOptimizer, register
 from mxopt.optimizers.matrix import MatrixOptimizer, fallback_indices_option, fallback_option
@@ -150,13 +150,6 @@ def _check_ns_steps(instance, attribute, value):
         )
 
 
-def _check_adjust_lr(instance, attribute, value):
-    if not isinstance(value, str) or value not in ADJUST_LR:
-        raise ValueError(
-            f"Muon: adjust_lr must be one of {', '.join(map(repr, ADJUST_LR))}, got {shown(value)}"
-        )
-
-
 @options
 class MuonOptions(AbstractOptimizerOptions):
     """Options of :class:`Muon` (defaults from torch.optim.Muon)."""
@@ -179,12 +172,10 @@ class MuonOptions(AbstractOptimizerOptions):
     epsilon: float = hyperparameter(
         1e-7, gt=0.0, doc="floor of the Frobenius norm the update is divided by"
     )
-    adjust_lr: str = attrs.field(
-        default="original",
-        validator=_check_adjust_lr,
-        metadata={
-            "doc": "'original' (sqrt(max(1, R/C))) or 'match_rms_adamw' (0.2 sqrt(max(R, C)))"
-        },
+    adjust_lr: str = choice(
+        "original",
+        tuple(ADJUST_LR),
+        doc="'original' (sqrt(max(1, R/C))) or 'match_rms_adamw' (0.2 sqrt(max(R, C)))",
     )
     fallback: AbstractOptimizer | None = fallback_option(MOMENTUM)
     fallback_indices: tuple = fallback_indices_option()

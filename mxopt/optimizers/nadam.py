@@ -38,6 +38,7 @@ from mxopt.optimizers.options import (
     AbstractOptimizerOptions,
     decoupled_weight_decay_option,
     options,
+    state_dtype_option,
 )
 from mxopt.schedules.momentum import Fixed, NadamScheduler, Null
 
@@ -126,13 +127,14 @@ class NadamOptions(AbstractOptimizerOptions):
         validator=_check_momentum_scheduler,
         metadata={"doc": "gives (mu_t, mu_t+1); None: Momentum.NadamScheduler(mu0=beta1)"},
     )
+    state_dtype: str = state_dtype_option()
 
 
 @register
 class Nadam(AbstractOptimizer):
     """Nadam (Dozat 2016) as MXNet.jl: Adam with a scheduled Nesterov momentum.
 
-    ``Nadam(*, lr=1e-3, beta1=0.99, beta2=0.999, epsilon=1e-8, grad_clip=0.0,
+    ``Nadam(*, lr=1e-3, beta1=0.99, beta2=0.999, epsilon=1e-8, state_dtype="float32", grad_clip=0.0,
     weight_decay=1e-5, decoupled_weight_decay=False, grad_scale=1.0, maximize=False,
     lr_scheduler=None, momentum_scheduler=None,
     multi_precision=False, stochastic_rounding=False, rounding_seed=0, state=None)``
@@ -180,6 +182,7 @@ class Nadam(AbstractOptimizer):
     """
 
     Options = NadamOptions
+    moment_signs = {"mean": True, "var": False}
     about = About(
         family="adam-family",
         same_as="MXNet.jl's `Nadam`; `torch.optim.NAdam` with a `NadamScheduler`",

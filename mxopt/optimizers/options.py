@@ -9,15 +9,20 @@ from __future__ import annotations
 
 import attrs
 
-from mxopt.core.fields import flag, hyperparameter, integer, optional_instance
+from mxopt.core.fields import choice, flag, hyperparameter, integer, optional_instance
 from mxopt.core.schedule import AbstractLearningRateScheduler
 
 __all__ = [
     "SHARED_OPTIONS",
     "AbstractOptimizerOptions",
+    "STATE_DTYPES",
     "decoupled_weight_decay_option",
     "options",
+    "state_dtype_option",
 ]
+
+#: How an optimizer's moments can be stored (``state_dtype``): computed in float32 always.
+STATE_DTYPES = ("float32", "bfloat16", "int8")
 
 #: Options every optimizer shares, placed last and in this order in signatures and reprs.
 SHARED_OPTIONS = (
@@ -100,3 +105,13 @@ def decoupled_weight_decay_option(default: bool = False):
     ``decouple_wd``).
     """
     return flag(default, doc="decay the weight directly (AdamW) instead of adding L2 to g")
+
+
+def state_dtype_option():
+    """The ``state_dtype`` option of optimizers whose state is moments (they declare which
+    in ``moment_signs``): ``"float32"``, ``"bfloat16"``, or ``"int8"`` (blockwise dynamic
+    quantization, Dettmers et al. 2022; see :mod:`mxopt.training.precision`)."""
+    return choice(
+        "float32", STATE_DTYPES,
+        doc="storage of the moments: 'float32', 'bfloat16' or 'int8' (blockwise, 8-bit)",
+    )  # fmt: skip

@@ -43,6 +43,7 @@ from mxopt.optimizers.options import (
     AbstractOptimizerOptions,
     decoupled_weight_decay_option,
     options,
+    state_dtype_option,
 )
 
 __all__ = ["RAdam", "RAdamOptions"]
@@ -98,13 +99,14 @@ class RAdamOptions(AbstractOptimizerOptions):
     epsilon: float = hyperparameter(1e-8, gt=0.0, doc="added to the root of the second moment")
     weight_decay: float = hyperparameter(0.0, ge=0.0, doc="weight decay coefficient lambda")
     decoupled_weight_decay: bool = decoupled_weight_decay_option(False)
+    state_dtype: str = state_dtype_option()
 
 
 @register
 class RAdam(AbstractOptimizer):
     """Rectified Adam (Liu et al. 2019), as torch.optim.RAdam.
 
-    ``RAdam(*, lr=1e-3, beta1=0.9, beta2=0.999, epsilon=1e-8, grad_clip=0.0,
+    ``RAdam(*, lr=1e-3, beta1=0.9, beta2=0.999, epsilon=1e-8, state_dtype="float32", grad_clip=0.0,
     weight_decay=0.0, decoupled_weight_decay=False, grad_scale=1.0, maximize=False,
     lr_scheduler=None,
     multi_precision=False, stochastic_rounding=False, rounding_seed=0, state=None)``
@@ -155,6 +157,7 @@ class RAdam(AbstractOptimizer):
     """
 
     Options = RAdamOptions
+    moment_signs = {"mean": True, "var": False}
     about = About(
         family="adam-family",
         same_as="`torch.optim.RAdam`",

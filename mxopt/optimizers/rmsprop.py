@@ -26,7 +26,7 @@ import numpy as np
 from mxopt.core.fields import flag, hyperparameter
 from mxopt.kernels.kernel import Kernel, normalize_gradient_element
 from mxopt.optimizers.base import About, AbstractOptimizer, register
-from mxopt.optimizers.options import AbstractOptimizerOptions, options
+from mxopt.optimizers.options import AbstractOptimizerOptions, options, state_dtype_option
 
 __all__ = ["RMSProp", "RMSPropOptions"]
 
@@ -154,6 +154,7 @@ class RMSPropOptions(AbstractOptimizerOptions):
         True, doc="sqrt(r + epsilon) (MXNet.jl), else sqrt(r) + epsilon (torch)"
     )
     weight_decay: float = hyperparameter(1e-5, ge=0.0, doc="coupled L2 coefficient lambda")
+    state_dtype: str = state_dtype_option()
 
 
 @register
@@ -161,7 +162,8 @@ class RMSProp(AbstractOptimizer):
     """RMSProp (Tieleman & Hinton 2012), optionally centered and with momentum (Graves 2013).
 
     ``RMSProp(*, lr=0.001, rho=0.9, epsilon=1e-6, centered=False, momentum=0.0,
-    epsilon_inside_sqrt=True, grad_clip=0.0, weight_decay=1e-5, grad_scale=1.0,
+    epsilon_inside_sqrt=True, state_dtype="float32",
+    grad_clip=0.0, weight_decay=1e-5, grad_scale=1.0,
     maximize=False, lr_scheduler=None,
     multi_precision=False, stochastic_rounding=False, rounding_seed=0, state=None)``
 
@@ -214,6 +216,7 @@ class RMSProp(AbstractOptimizer):
     """
 
     Options = RMSPropOptions
+    moment_signs = {"square_avg": False, "grad_avg": True, "velocity": True}
     about = About(
         family="adaptive",
         same_as="MXNet.jl's `RMSProp`; `torch.optim.RMSprop` with `rho=alpha` and "

@@ -33,7 +33,7 @@ from mxopt.kernels.kernel import (
 )
 from mxopt.optimizers.base import About, AbstractOptimizer, momentum_value, register
 from mxopt.optimizers.cautious import CautiousUpdates, cautious_option, cautious_pair
-from mxopt.optimizers.options import AbstractOptimizerOptions, options
+from mxopt.optimizers.options import AbstractOptimizerOptions, options, state_dtype_option
 from mxopt.schedules.momentum import Null, get_momentum_scheduler
 
 __all__ = ["SGD", "SGDOptions"]
@@ -217,6 +217,7 @@ class SGDOptions(AbstractOptimizerOptions):
     momentum_scheduler: AbstractMomentumScheduler | None = optional_instance(
         AbstractMomentumScheduler, doc="momentum scheduler; wins over momentum when given"
     )
+    state_dtype: str = state_dtype_option()
 
 
 @register
@@ -224,7 +225,8 @@ class SGD(CautiousUpdates, AbstractOptimizer):
     """Stochastic gradient descent, with momentum when asked.
 
     ``SGD(*, lr=0.01, momentum=0.0, nesterov=False, dampening=0.0, lazy_update=False,
-    cautious=False, grad_clip=0.0, weight_decay=1e-4, grad_scale=1.0, maximize=False,
+    cautious=False, state_dtype="float32",
+    grad_clip=0.0, weight_decay=1e-4, grad_scale=1.0, maximize=False,
     lr_scheduler=None, momentum_scheduler=None,
     multi_precision=False, stochastic_rounding=False, rounding_seed=0, state=None)``
 
@@ -287,6 +289,7 @@ class SGD(CautiousUpdates, AbstractOptimizer):
     """
 
     Options = SGDOptions
+    moment_signs = {"velocity": True}
     about = About(
         family="sgd",
         same_as="MXNet.jl's `SGD`; `torch.optim.SGD` with the same arguments; "

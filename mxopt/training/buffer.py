@@ -216,6 +216,8 @@ class BufferGroup:
             if state.portable:
                 state.place_like(index, weight)
             backends.flat_weight(index, weight, state)  # same shape, dtype, backend, device
+        if optimizer.compressed_state()[0] != "float32":
+            return None  # moments in bfloat16 or 8 bits, blockwise per weight: no packed path
         spec = dict(optimizer.state_spec((int(buffer.offsets[-1]),)))
         for index in buffer.indices:
             own = optimizer.state_spec_for(index, buffer.shapes[index])

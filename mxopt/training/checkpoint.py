@@ -26,7 +26,7 @@ from mxopt.core.state import OptimizationState
 from mxopt.core.version import __version__
 from mxopt.kernels import backends
 from mxopt.kernels.kernel import DTYPES
-from mxopt.kernels.precision import low_precision_format
+from mxopt.kernels.precision import BFLOAT16, bfloat16_dtype, low_precision_format
 from mxopt.persist.archive import (
     CheckpointError,
     decode_index,
@@ -248,10 +248,11 @@ def _build_states(saved_states, optimizer, averaging) -> dict:
             )
         flat, shapes = {}, {}
         for name, array in arrays.items():
-            expected = spec[name]
-            if not isinstance(array, np.ndarray) or array.dtype != array_dtype:
+            expected, stored_dtype = spec[name]
+            stored_dtype = array_dtype if stored_dtype is None else stored_dtype
+            if not isinstance(array, np.ndarray) or array.dtype != stored_dtype:
                 raise CheckpointError(
-                    f"{where}: state array {shown(name)} is not a {array_dtype} array"
+                    f"{where}: state array {shown(name)} is not a {stored_dtype} array"
                 )
             if array.shape != expected:
                 raise CheckpointError(
@@ -282,16 +283,18 @@ def _weight_dtype(name):
 
 
 def _expected_shapes(optimizer, averaging, index, shape: tuple, dtype) -> dict:
-    """``{name: shape}`` of the state arrays ``optimizer`` keeps for the weight at ``index``,
-    of ``shape`` and ``dtype``."""
+    """``{name: (shape, dtype)}`` of the state arrays ``optimizer`` keeps for the weight at
+    ``index``, of ``shape`` and ``dtype`` (``dtype`` None: the weight's compute dtype;
+    moments stored in bfloat16 or 8 bits have theirs)."""
     spec = dict(optimizer.state_spec_for(index, shape))
     if averaging is not None:
         spec["average"] = None
     if precision.wants_master(optimizer, low_precision_format(dtype)):
         spec[precision.MASTER] = None
-    return {
+    shapes = {
         name: tuple(start[0]) if isinstance(start, tuple) else shape for name, start in spec.items()
     }
+    return precision.stored_layout(optimizer, shapes)
 
 
 def _check_against_weights(states: dict, weights) -> None:
@@ -394,6 +397,8 @@ def write_checkpoint(path, state_dict: dict) -> None:
         places = {}
         for name, array in saved["arrays"].items():
             member = f"{name}.{_dtype_name(array.dtype)}"
+            if array.dtype.name == BFLOAT16:  # .npy files cannot name it: stored as its bits
+                array = array.view(np.uint16)
             pieces.setdefault(member, []).append(array.reshape(-1))
             offset = offsets.get(member, 0)
             places[name] = [member, offset, list(array.shape)]
@@ -419,6 +424,10 @@ def _unpack(path, position, place, arrays) -> np.ndarray:
         valid = False
     if not valid:
         raise CheckpointError(f"{path}: state {position} refers to missing arrays ({shown(place)})")
+    if member.endswith("." + BFLOAT16):
+        if packed.dtype != np.uint16:
+            raise CheckpointError(f"{path}: member {shown(member)} does not hold bfloat16 bits")
+        packed = packed.view(bfloat16_dtype())
     return packed[offset : offset + size].reshape(shape)
 
 

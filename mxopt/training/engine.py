@@ -103,12 +103,13 @@ class Item:
     ``rows`` their :class:`~mxopt.kernels.rows.CoalescedRows` (None for dense ones). For
     a float16 or bfloat16 weight, ``w`` and ``g`` are float32 working arrays and ``store``
     is ``(16-bit flat weight, 16-bit flat gradient, format)``: the weight is rounded into
-    at the end of the step
-    (:mod:`mxopt.training.precision`).
+    at the end of the step; ``work``, when the state holds moments in bfloat16 or 8 bits,
+    is the float32 state the step computes with (stored back at the end; see
+    :mod:`mxopt.training.precision`).
     """
 
     __slots__ = ("g", "index", "members", "memory", "mult", "new", "offsets", "prepared",
-                 "rate", "rows", "state", "step", "store", "w")  # fmt: skip
+                 "rate", "rows", "state", "step", "store", "w", "work")  # fmt: skip
 
     def __init__(self, index, w, g, state, *, new=False, mult=NO_MULTIPLIERS, offsets=None,
                  members=None, rows=None, store=None):  # fmt: skip
@@ -122,6 +123,7 @@ class Item:
         self.members = members
         self.rows = rows
         self.store = store
+        self.work = None  # float32 state arrays of moments stored in bfloat16 or 8 bits
 
     def indices(self) -> list:
         """The indices this item updates."""
@@ -139,6 +141,11 @@ def make_item(index, grad, weight, state, optimizer, *, new=False,
     if isinstance(grad, RowSparse):
         if fmt is not None:
             raise precision.refuse(index, "a RowSparse gradient", state.dtype)
+        if precision.is_compressed(state):
+            raise ValueError(
+                f"index {shown(index)}: a RowSparse gradient cannot update moments stored in "
+                f"bfloat16 or 8 bits (state_dtype); use state_dtype='float32'"
+            )
         w = backends.flat_weight(index, weight, state)
         g, rows = coalesce(index, grad, weight, backend_module(state.backend))
         return Item(index, w, g, state, new=new, mult=mult, rows=rows)
@@ -351,7 +358,7 @@ def _step_sums(optimizer, items, combine) -> None:
     per_weight = []
     for item in items:
         backend = backend_module(item.state.backend)
-        arrays = item.state.arrays_for(kernel)
+        arrays = (item.work or item.state).arrays_for(kernel)
         if item.offsets is None:
             _, a, b = backend.run(kernel, item.w, item.g, arrays, kernel.pack(item.prepared),
                                   False)  # fmt: skip
@@ -390,8 +397,7 @@ def run_step(policy, items, *, statistics: StepStatistics | None = None,
     fused_precision = precision.fusable(policy, optimizer, items, statistics)
     if not fused_precision:
         for item in items:
-            if item.store is not None and item.w is None:
-                precision.materialize(item)
+            precision.materialize(optimizer, item)
     if statistics is None and (needs_statistics or (check and len(items) != 1)):
         statistics = local_statistics(items)
     if statistics is not None:
@@ -409,10 +415,10 @@ def run_step(policy, items, *, statistics: StepStatistics | None = None,
         if fused_precision:  # a float16/bfloat16 weight in one pass
             bad = precision.apply_fused(optimizer, item, fused_check)
             if bad:
-                precision.materialize(item)
+                precision.materialize(optimizer, item)
         elif item.offsets is not None and optimizer.per_tensor:
-            bad = optimizer.apply_segments(backend, item.w, item.g, item.state, item.offsets,
-                                           item.prepared, fused_check)  # fmt: skip
+            bad = optimizer.apply_segments(backend, item.w, item.g, item.work or item.state,
+                                           item.offsets, item.prepared, fused_check)  # fmt: skip
         elif item.rows is not None:  # a lazy update: only the gradient's rows
             kernel, rows, arrays = optimizer.kernel(), item.rows, item.state
             bad = backend.run_rows(
@@ -426,7 +432,8 @@ def run_step(policy, items, *, statistics: StepStatistics | None = None,
                 fused_check,
             )
         else:
-            bad = optimizer.apply(backend, item.w, item.g, item.state, item.prepared, fused_check)
+            bad = optimizer.apply(backend, item.w, item.g, item.work or item.state, item.prepared,
+                                  fused_check)  # fmt: skip
         if bad:  # only from a fused check, before anything was written
             stats = local_statistics(items) if item.offsets is not None else None
             return _refuse(policy, items, stats or StepStatistics(0.0, bad, [item.index]))
@@ -435,6 +442,8 @@ def run_step(policy, items, *, statistics: StepStatistics | None = None,
             # it reads no gradient: a lazy item passes w (its g is smaller than w)
             g = item.g if item.rows is None else item.w
             backend.run(AVERAGE_KERNEL, item.w, g, average, (item.rate,), False)
+        if item.work is not None:
+            precision.store_state(optimizer, item)
         if item.store is not None and not fused_precision:
             precision.round_into_weight(optimizer, item)  # last: the rounded result
 

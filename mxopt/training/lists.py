@@ -26,6 +26,7 @@ import numpy as np
 from mxopt.kernels import backends
 from mxopt.kernels.backends import first_overlap
 from mxopt.training.engine import host_scalars, require_state_arrays
+from mxopt.training.precision import is_compressed
 from mxopt.training.weights import WeightState
 
 __all__ = ["ListPlan", "list_step"]
@@ -115,6 +116,7 @@ class ListPlan:
                 or state.portable
                 or state.dtype != dtype
                 or state._step != first._step
+                or is_compressed(state)
             ):
                 return None
             mult = updater._multipliers(index)

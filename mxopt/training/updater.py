@@ -265,6 +265,7 @@ class Updater(GroupMethods):
             or self.averaging is not None
             or state.packed is not None
             or low_precision_format(state.dtype) is not None
+            or precision.is_compressed(state)
         ):
             state.plan = None
             return

@@ -201,6 +201,7 @@ def create_state(
                 size *= extent
             flat[name] = backends.full(weight, backend, size, start, slot=len(flat))
         shapes[name] = shape
+    precision.compress_new_state(optimizer, flat, shapes, backend)
     return WeightState(
         index,
         flat,
