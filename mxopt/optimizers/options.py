@@ -74,7 +74,9 @@ class AbstractOptimizerOptions:
     The fields every optimizer shares are the inputs of
     :func:`~mxopt.normalized_gradient`: ``grad_clip``, ``grad_scale``, ``maximize`` and
     (declared by each optimizer, whose defaults differ) ``weight_decay``; plus
-    ``lr_scheduler``, which wins over ``lr`` when given.
+    ``lr_scheduler``, which wins over ``lr`` when given; and how float16/bfloat16 weights
+    are updated (``multi_precision``, ``stochastic_rounding``, ``rounding_seed``; see
+    :mod:`mxopt.training.precision`).
     """
 
     grad_clip: float = hyperparameter(
