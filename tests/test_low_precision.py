@@ -412,6 +412,43 @@ LARGE = {"big": (3 * 2048 + 5,), "huge": (2**17 + 3,)}
 ELEMENTWISE = [c for c in FIRST_CASES if c.optimizer in {"ADAM", "Lion", "AdaGrad", "SGD"}]
 
 
+def run_packed(case, dtype, mp, sr, steps=STEPS):
+    """Train the weights of :func:`make_data` packed in a ParameterBuffer of ``dtype``."""
+    weights, grads = make_data(dtype, steps)
+    state = mxopt.OptimizationState(batch_size=1)
+    state.begin_epoch()
+    updater = mxopt.get_updater(make_optimizer(case, precision_options(mp, sr), state))
+    buffer = mxopt.ParameterBuffer({i: w.shape for i, w in weights.items()}, dtype=dtype)
+    for i, w in weights.items():
+        buffer.weights[i][...] = w
+    out = []
+    for step_grads in grads:
+        state.begin_batch()
+        for i, g in step_grads.items():
+            buffer.grads[i][...] = g
+        updater.update_buffer(buffer)
+        out.append(snapshot(updater, buffer.weights))
+    return out
+
+
+@pytest.mark.parametrize("sr", [False, True], ids=["nearest", "stochastic"])
+@pytest.mark.parametrize("mp", [False, True], ids=["no-master", "master"])
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", FIRST_CASES, ids=CASE_IDS)
+def test_a_packed_buffer_gives_the_bits_of_update_many(case, dtype, mp, sr):
+    """A ParameterBuffer of 16-bit weights: the same bits, weights and state, as the same
+    weights through update_many (each weight rounded with its own stream, from its own
+    first element)."""
+    packed, listed = run_packed(case, dtype, mp, sr), run_low(case, dtype, mp, sr, many=True)
+    for step_packed, step_listed in zip(packed, listed, strict=True):
+        for index, (weight, arrays) in step_listed.items():
+            np.testing.assert_array_equal(u16(step_packed[index][0]), u16(weight))
+            for name, array in arrays.items():
+                np.testing.assert_array_equal(
+                    step_packed[index][1][name].view(np.uint8), array.view(np.uint8)
+                )
+
+
 @pytest.mark.parametrize("sr", [False, True], ids=["nearest", "stochastic"])
 @pytest.mark.parametrize("mp", [False, True], ids=["no-master", "master"])
 @pytest.mark.parametrize("dtype", DTYPES)

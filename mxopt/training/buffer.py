@@ -30,7 +30,9 @@ import numpy as np
 from mxopt.core.checks import shown
 from mxopt.kernels import backends
 from mxopt.kernels.kernel import DTYPES
+from mxopt.kernels.precision import low_precision_format
 from mxopt.optimizers.base import WEIGHT_COPY, Multipliers
+from mxopt.training import precision
 from mxopt.training.engine import Item
 from mxopt.training.weights import WeightState, create_state
 
@@ -66,9 +68,10 @@ class ParameterBuffer:
     def __init__(self, shapes: Mapping[Hashable, tuple], dtype=np.float32, xp=np, *,
                  weight=None, grad=None):  # fmt: skip
         dtype = np.dtype(dtype)
-        if dtype not in DTYPES:
+        if dtype not in DTYPES and not low_precision_format(dtype):
             raise TypeError(
-                f"ParameterBuffer: dtype {dtype} is not supported; use float32 or float64"
+                f"ParameterBuffer: dtype {dtype} is not supported; use float32, float64, "
+                f"float16 or bfloat16"
             )
         if not isinstance(shapes, Mapping):
             raise ValueError(
@@ -225,6 +228,8 @@ class BufferGroup:
                 return None  # state not shaped like the weights (Adafactor): no packed path
         if updater.averaging is not None:
             spec["average"] = WEIGHT_COPY
+        if precision.wants_master(optimizer, low_precision_format(buffer.weight.dtype)):
+            spec[precision.MASTER] = WEIGHT_COPY
         names = tuple(spec)
         flat = {}
         for name, start in spec.items():
@@ -290,13 +295,16 @@ class BufferGroup:
         """The step's items: one per run, its arrays checked once for the whole buffer."""
         buffer = self.buffer
         w, g = backends.flat_arrays("<ParameterBuffer>", buffer.weight, buffer.grad, self.state)
+        fmt = low_precision_format(buffer.weight.dtype)
         offsets, items = buffer.offsets, []
         for run in self.runs:
             lo, hi = int(offsets[run.first]), int(offsets[run.last])
+            # float16/bfloat16: float32 working arrays made by the engine (precision.py)
+            store = None if fmt is None else (w[lo:hi], g[lo:hi], fmt)
             items.append(Item(
-                "<ParameterBuffer>", w[lo:hi], g[lo:hi], run.state,
-                mult=Multipliers(run.lr_mult, run.wd_mult), offsets=run.offsets,
-                members=self.members[run.first : run.last],
+                "<ParameterBuffer>", None if store else w[lo:hi], None if store else g[lo:hi],
+                run.state, mult=Multipliers(run.lr_mult, run.wd_mult), offsets=run.offsets,
+                members=self.members[run.first : run.last], store=store,
             ))  # fmt: skip
         return items
 

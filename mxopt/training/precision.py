@@ -83,11 +83,17 @@ def _key(optimizer, item) -> int:
 
 
 def round_into_weight(optimizer, item) -> None:
-    """Round the step's float32 weight into the item's 16-bit weight (``item.store``)."""
+    """Round the step's float32 weight into the item's 16-bit weight (``item.store``); a
+    run of a packed buffer rounds each member with its own stream, from its first element,
+    as its own step would."""
     bits, _, fmt = item.store
-    precision_module(item.state.backend).narrow(item.w, bits, fmt, (0, bits.size),
-                                              (_key(optimizer, item),),
-                                              optimizer.precision()[1])  # fmt: skip
+    _, stochastic, seed = optimizer.precision()
+    if item.offsets is None:
+        offsets, keys = (0, bits.size), (_key(optimizer, item),)
+    else:
+        offsets = item.offsets
+        keys = [stream_key(seed, m.index, item.step) if stochastic else 0 for m in item.members]
+    precision_module(item.state.backend).narrow(item.w, bits, fmt, offsets, keys, stochastic)
 
 
 def fusable(policy, optimizer, items, statistics) -> bool:
