@@ -71,9 +71,7 @@ def narrow(source, bits, fmt: str, offsets, keys, stochastic: bool) -> None:
 #: quantized) back while they are in the cache. A multiple of the quantization block.
 STAGE = 2048
 
-#: How a fused step reads and writes an array: as float32 (in place), as 16-bit bits
-#: widened into a float32 stage, or as 8-bit codes and block absmax, signed or not.
-FLOAT32, BITS16, INT8_SIGNED, INT8_UNSIGNED = "float32", "bits16", "int8s", "int8u"
+FLOAT32, BITS16, INT8_SIGNED = precision.FLOAT32, precision.BITS16, precision.INT8_SIGNED
 
 
 _WEIGHT_BITS = False  # placeholders of _staged: whether w and g are 16-bit bits, and the

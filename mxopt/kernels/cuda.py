@@ -31,6 +31,7 @@ __all__ = [
     "kernel_symbol",
     "module_source",
     "narrow",
+    "run_staged",
     "quantize_into",
     "run",
     "run_rows",
@@ -521,3 +522,107 @@ def dequantize(codes, absmax, signed: bool):
             (_block_grid(n),), (_CHUNK_THREADS,), (codes, absmax, out, np.int64(n))
         )
     return out
+
+
+def fused_symbol(kernel: Kernel, weight_bits: bool, storages: tuple) -> str:
+    """The name of ``kernel``'s fused step for a 16-bit (or float32) weight and state
+    arrays stored as ``storages`` (float32 or bfloat16)."""
+    layout = "".join("b" if s == precision.BITS16 else "f" for s in storages)
+    return f"mxopt_{kernel.name}_fused_{'w16' if weight_bits else 'w32'}_{layout or 'none'}"
+
+
+def fused_source(kernel: Kernel, weight_bits: bool, storages: tuple) -> str:
+    """A fused step of an elementwise ``kernel`` on a float16/bfloat16 weight (or a float32
+    one) with state arrays stored in float32 or bfloat16: each thread widens its elements
+    into registers, calls the element on them (index 0 of pointers to them: the element's
+    own code, unchanged) and rounds them back, the same bits as widening everything, one
+    :func:`run` and rounding everything (see :mod:`mxopt.kernels.precision`)."""
+    params = (
+        ["unsigned short* wbits", "const unsigned short* gbits", "float* master",
+         "const int has_master"]
+        if weight_bits else ["float* w", "const float* g"]
+    )  # fmt: skip
+    for k, storage in enumerate(storages):
+        params.append(f"{'unsigned short' if storage == precision.BITS16 else 'float'}* s{k}")
+    params += [f"const float {name}" for name in kernel.scalars]
+    params += ["const int code", "const unsigned long long key", "const unsigned long long* skeys",
+               "const int stochastic", "const long long n"]  # fmt: skip
+    body = []
+    if weight_bits:
+        body += [
+            "        float gv = mx_as_float(mx_widen(gbits[i], code));",
+            "        float wv = has_master ? master[i] : mx_as_float(mx_widen(wbits[i], code));",
+            "        float* wp = has_master ? master + i : &wv;",
+            "        const float* gp = &gv;",
+        ]
+    else:
+        body += ["        float* wp = w + i;", "        const float* gp = g + i;"]
+    pointers = []
+    for k, storage in enumerate(storages):
+        if storage == precision.BITS16:
+            body.append(f"        float v{k} = mx_as_float(((unsigned int)s{k}[i]) << 16);")
+            pointers.append(f"&v{k}")
+        else:
+            pointers.append(f"s{k} + i")
+    arguments = ", ".join(["0", "wp", "gp", *pointers, *kernel.scalars])
+    body.append(f"        {kernel.name}_element<float>({arguments});")
+    random = "stochastic ? mx_random_bits({key}, i) : 0ULL"
+    for k, storage in enumerate(storages):
+        if storage == precision.BITS16:
+            body.append(f"        s{k}[i] = mx_single_to_bfloat(mx_as_uint(v{k}), stochastic != 0, "
+                        f"{random.format(key=f'skeys[{k}]')});")  # fmt: skip
+    if weight_bits:
+        body += [
+            f"        const unsigned long long r = {random.format(key='key')};",
+            "        const unsigned int f = mx_as_uint(*wp);",
+            "        wbits[i] = code == 1 ? mx_single_to_bfloat(f, stochastic != 0, r)",
+            "                             : mx_single_to_half(f, stochastic != 0, r);",
+        ]
+    symbol = fused_symbol(kernel, weight_bits, storages)
+    return (
+        f"{CUDA_PREAMBLE}\n{precision.CUDA_SOURCE}\n{element_source(kernel)}\n"
+        f'extern "C" __global__ void {symbol}({", ".join(params)}) {{\n'
+        "    const long long stride = (long long)blockDim.x * gridDim.x;\n"
+        "    for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n;"
+        " i += stride) {\n" + "\n".join(body) + "\n    }\n}\n"
+    )
+
+
+@_first_array_last
+def run_staged(kernel: Kernel, w, g, master, state: tuple, storages: tuple, absmax: tuple,
+               scalars: tuple, check: bool, fmt: str | None, key: int, state_keys: tuple,
+               stochastic: bool) -> int:  # fmt: skip
+    """:func:`mxopt.kernels.cpu_precision.run_staged` on the GPU, for state arrays in float32
+    or bfloat16 (8-bit state takes the general path on the GPU)."""
+    import cupy
+
+    storages = tuple(storages)
+    if any(s not in (precision.FLOAT32, precision.BITS16) for s in storages):
+        raise ValueError("the fused GPU step takes float32 and bfloat16 state arrays only")
+    weight_bits = fmt is not None
+    if check:
+        bad = count_nonfinite(widen(g, fmt) if weight_bits else g)
+        if bad:
+            return bad
+    n = w.size
+    if n == 0:
+        return 0
+    module = compiled_module(("fused", kernel, weight_bits, storages),
+                             lambda: fused_source(kernel, weight_bits, storages))  # fmt: skip
+    function = module.get_function(fused_symbol(kernel, weight_bits, storages))
+    if weight_bits:
+        has_master = master is not None
+        master = master if has_master else cupy.empty(0, dtype=np.float32)
+        head = (w.view(np.uint16), g.view(np.uint16), master, np.int32(has_master))
+    else:
+        head = (w, g)
+    arrays = tuple(a.view(np.uint16) if s == precision.BITS16 else a
+                   for a, s in zip(state, storages, strict=True))  # fmt: skip
+    code = np.int32(precision.FORMAT_CODES[fmt or precision.BFLOAT16])
+    keys = cupy.asarray(np.asarray(state_keys, dtype=np.uint64).reshape(-1))
+    function(
+        (grid_size(n),), (THREADS,),
+        (*head, *arrays, *(np.float32(s) for s in scalars), code, np.uint64(key), keys,
+         np.int32(bool(stochastic)), np.int64(n)),
+    )  # fmt: skip
+    return 0

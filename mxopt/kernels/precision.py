@@ -52,6 +52,10 @@ BFLOAT16 = "bfloat16"
 #: The kernels' integer code of each format.
 FORMAT_CODES = {FLOAT16: 0, BFLOAT16: 1}
 
+#: How a fused step reads and writes a state array: as float32 (in place), as bfloat16
+#: bits widened to float32, or as 8-bit codes and block absmax, signed or not.
+FLOAT32, BITS16, INT8_SIGNED, INT8_UNSIGNED = "float32", "bits16", "int8s", "int8u"
+
 
 _formats: dict = {}
 
@@ -281,6 +285,18 @@ __device__ __forceinline__ unsigned long long mx_random_bits(const unsigned long
     return z ^ (z >> 31);
 }
 
+__device__ __forceinline__ float mx_as_float(const unsigned int bits) {
+    union { unsigned int u; float f; } v;
+    v.u = bits;
+    return v.f;
+}
+
+__device__ __forceinline__ unsigned int mx_as_uint(const float value) {
+    union { unsigned int u; float f; } v;
+    v.f = value;
+    return v.u;
+}
+
 __device__ __forceinline__ unsigned int mx_half_to_single(const unsigned short bits) {
     const unsigned int h = bits;
     const unsigned int sign = (h & 0x8000u) << 16;
@@ -295,6 +311,10 @@ __device__ __forceinline__ unsigned int mx_half_to_single(const unsigned short b
         exponent -= 1u;
     }
     return sign | (exponent << 23) | ((mantissa & 0x3FFu) << 13);
+}
+
+__device__ __forceinline__ unsigned int mx_widen(const unsigned short bits, const int code) {
+    return code == 1 ? ((unsigned int)bits) << 16 : mx_half_to_single(bits);
 }
 
 __device__ __forceinline__ unsigned short mx_single_to_half(const unsigned int f,

@@ -24,6 +24,7 @@ import math
 import numpy as np
 
 from mxopt.core.checks import shown
+from mxopt.kernels import precision as kernel_precision
 from mxopt.kernels import precision_module, quantize
 from mxopt.kernels.precision import BFLOAT16, bfloat16_dtype, index_key, stream_key
 from mxopt.optimizers.base import StateArrays
@@ -99,16 +100,17 @@ def round_into_weight(optimizer, item) -> None:
 def fusable(policy, optimizer, items, statistics) -> bool:
     """Whether a step can update its float16/bfloat16 weight, or its moments stored in
     bfloat16 or 8 bits, in one fused pass without float32 copies of whole arrays: one
-    item, one elementwise kernel, on the CPU, and nothing else that reads the float32
-    arrays (statistics, averages, step sums)."""
+    item, one elementwise kernel (8-bit state: on the CPU only), and nothing else that
+    reads the float32 arrays (statistics, averages, step sums)."""
     if len(items) != 1 or statistics is not None:
         return False
     item = items[0]
     if item.w is not None and not is_compressed(item.state):
         return False
+    if item.state.backend != "numpy" and any(a.dtype == np.uint8 for a in item.state.flat.values()):
+        return False  # the GPU's fused step takes float32 and bfloat16 state only
     return (
-        item.state.backend == "numpy"
-        and item.offsets is None
+        item.offsets is None
         and item.rows is None
         and policy.averaging is None
         and policy.loss_scaler is None
@@ -131,10 +133,12 @@ def apply_fused(optimizer, item, check: bool) -> int:
     for name in kernel.state:
         array = flat[name]
         if array.dtype == np.uint8:
-            storages.append(module.INT8_SIGNED if signs[name] else module.INT8_UNSIGNED)
+            storages.append(kernel_precision.INT8_SIGNED if signs[name]
+                            else kernel_precision.INT8_UNSIGNED)  # fmt: skip
             absmax.append(flat[name + ABSMAX])
         else:
-            storages.append(module.BITS16 if array.dtype.name == BFLOAT16 else module.FLOAT32)
+            storages.append(kernel_precision.BITS16 if array.dtype.name == BFLOAT16
+                            else kernel_precision.FLOAT32)  # fmt: skip
             absmax.append(None)
         keys.append(state_key(seed, item.index, item.step, name) if stochastic else 0)
     if item.store is not None:
