@@ -232,7 +232,7 @@ def test_adafactor_falls_back_to_per_tensor_updates():
 
 
 def test_buffer_validation():
-    with pytest.raises(TypeError, match="float32 or float64"):
+    with pytest.raises(TypeError, match="float32, float64, float16 or bfloat16"):
         mxopt.ParameterBuffer({"a": (2,)}, dtype=np.int32)
     with pytest.raises(ValueError, match="shapes must be an"):
         mxopt.ParameterBuffer([("a", (2,))])

@@ -33,7 +33,7 @@ import attrs
 
 from mxopt.core.checks import check_integer, shown, to_int
 
-__all__ = ["OptimizationState", "StateNotAdvancedWarning", "warn_if_not_advanced"]
+__all__ = ["OptimizationState", "OptimizerSteps", "StateNotAdvancedWarning", "warn_if_not_advanced"]
 
 
 class StateNotAdvancedWarning(UserWarning):
@@ -152,3 +152,50 @@ class OptimizationState:
         """
         self.scores.append(_score(value, "a score"))
         object.__setattr__(self, "_revision", getattr(self, "_revision", 0) + 1)
+
+
+class OptimizerSteps(OptimizationState):
+    """A read-only view of an :class:`OptimizationState` that counts optimizer steps of
+    ``every`` micro-batches (gradient accumulation): ``curr_iter`` is
+    ``ceil(curr_iter / every)`` and ``curr_batch`` is ``ceil(curr_batch / every)``;
+    ``batch_size``, ``curr_epoch`` and ``scores`` are the source's (the same score list).
+
+    The updater of ``get_updater(..., accumulate=k)`` hands one to the optimizer in the
+    steps it applies, so a loop that calls ``begin_batch()`` once per micro-batch gives
+    the schedules the number of optimizer steps, as optax's ``MultiSteps`` gives its inner
+    optimizer. It is a snapshot, made again whenever the source changes (:meth:`of`); it
+    is an OptimizationState so that every schedule reads it as one.
+    """
+
+    @classmethod
+    def of(cls, source: OptimizationState, every: int) -> OptimizerSteps:
+        """The view of ``source`` counting steps of ``every`` micro-batches."""
+        view = object.__new__(cls)
+        fields = {
+            "batch_size": source.batch_size,
+            "curr_epoch": source.curr_epoch,
+            "curr_batch": -(-source.curr_batch // every),
+            "curr_iter": -(-source.curr_iter // every),
+            "scores": source.scores,  # shared, read-only here
+            "_revision": source._revision,  # a new view per change: keys stay distinct
+            "source": source,
+            "every": every,
+            "_sealed": True,
+        }
+        view.__dict__.update(fields)
+        return view
+
+    def __setattr__(self, name, value):
+        if self.__dict__.get("_sealed") and not name.startswith("_"):
+            raise AttributeError(
+                f"OptimizerSteps is a read-only view; change its source OptimizationState "
+                f"(setting {name!r})"
+            )
+        super().__setattr__(name, value)
+
+    def _read_only(self, *args) -> None:
+        raise AttributeError(
+            "OptimizerSteps is a read-only view; advance its source OptimizationState"
+        )
+
+    begin_epoch = begin_batch = record_score = _read_only

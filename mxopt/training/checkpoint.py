@@ -37,6 +37,7 @@ from mxopt.persist.archive import (
 from mxopt.persist.config import ConfigError, from_config, registry_name, to_config
 from mxopt.persist.registry import registered
 from mxopt.training import precision
+from mxopt.training.accumulation import ACCUMULATOR, check_accumulate
 from mxopt.training.engine import NONFINITE_POLICIES
 from mxopt.training.groups import ParamGroups
 from mxopt.training.loss_scaling import DynamicLossScaler
@@ -92,6 +93,7 @@ def updater_state_dict(updater, *, copy: bool = True) -> dict:
          "optimization_state": {"batch_size": ..., "curr_epoch": ..., ...} or None,
          "averaging": <config dict> or None,
          "nonfinite": "raise", "max_grad_norm": None, "loss_scaler": {...} or None,
+         "accumulate": 1, "accumulate_mode": "mean", "micro_steps": [[{"str": "fc1"}, 2]],
          "states": [{"index": {"str": "fc1"}, "step": 12, "skipped": 0, "memory": {},
                      "shape": [3, 4], "dtype": "float32", "arrays": {"mean": array, ...}}]}
     """
@@ -127,6 +129,11 @@ def updater_state_dict(updater, *, copy: bool = True) -> dict:
         "max_grad_norm": updater.max_grad_norm,
         "loss_scaler": None if scaler is None else scaler.state_dict(),
         "groups": updater.groups.to_dict(encode_index),
+        # gradient accumulation: the accumulators are state arrays ("grad_sum")
+        "accumulate": getattr(updater, "accumulate", 1),
+        "accumulate_mode": getattr(updater, "accumulate_mode", "mean"),
+        "micro_steps": [[encode_index(i), n] for i, n in getattr(updater, "micro_steps", {}).items()
+                        if n],  # fmt: skip
         "states": states,
     }
 
@@ -134,6 +141,8 @@ def updater_state_dict(updater, *, copy: bool = True) -> dict:
 _HEADER_KEYS = {"optimizer", "optimizer_type", "optimization_state", "averaging", "nonfinite",
                 "max_grad_norm", "loss_scaler", "groups", "states"}  # fmt: skip
 _STATE_KEYS = {"index", "step", "skipped", "memory", "shape", "dtype", "arrays"}
+#: Entries that files written before gradient accumulation existed do not have.
+_OPTIONAL_KEYS = {"accumulate", "accumulate_mode", "micro_steps"}
 
 
 def _check_header(d: dict) -> None:
@@ -150,7 +159,8 @@ def _check_header(d: dict) -> None:
     missing = sorted(_HEADER_KEYS - d.keys())
     if missing:
         raise CheckpointError(f"checkpoint is missing {missing}")
-    unknown = sorted(d.keys() - _HEADER_KEYS - {"format", "version", "mxopt", "optimizer_repr"})
+    unknown = sorted(d.keys() - _HEADER_KEYS - _OPTIONAL_KEYS
+                     - {"format", "version", "mxopt", "optimizer_repr"})  # fmt: skip
     if unknown:
         raise CheckpointError(f"checkpoint has unknown entries {unknown}")
 
@@ -199,7 +209,7 @@ def _build_optimization_state(saved):
         raise CheckpointError(f"bad OptimizationState in checkpoint: {error}") from None
 
 
-def _build_states(saved_states, optimizer, averaging) -> dict:
+def _build_states(saved_states, optimizer, averaging, accumulate: int = 1) -> dict:
 
     if not isinstance(saved_states, list):
         raise CheckpointError("bad 'states' record: not a list")
@@ -241,6 +251,8 @@ def _build_states(saved_states, optimizer, averaging) -> dict:
             spec = _expected_shapes(optimizer, averaging, index, shape, dtype)
         except ValueError as error:
             raise CheckpointError(f"{where}: {error}") from None
+        if accumulate > 1 and isinstance(arrays, dict) and ACCUMULATOR in arrays:
+            spec[ACCUMULATOR] = (shape, array_dtype)  # made at first use: may be absent
         if arrays.keys() != spec.keys():
             raise CheckpointError(
                 f"{where}: the saved state arrays {sorted(arrays)} do not match what "
@@ -359,7 +371,13 @@ def load_updater_state_dict(updater, d: dict, weights=None, optimizer=None) -> N
             groups = ParamGroups.from_dict(d["groups"], decode_index)
         except (KeyError, TypeError, ValueError) as error:
             raise CheckpointError(f"bad parameter groups in checkpoint: {error}") from None
-        states = _build_states(d["states"], new_optimizer, averaging)
+        accumulate, accumulate_mode = d.get("accumulate", 1), d.get("accumulate_mode", "mean")
+        try:
+            check_accumulate(accumulate, accumulate_mode, scaler)
+        except (TypeError, ValueError) as error:
+            raise CheckpointError(f"bad gradient accumulation in checkpoint: {error}") from None
+        states = _build_states(d["states"], new_optimizer, averaging, accumulate)
+        micro_steps = _micro_steps(d.get("micro_steps", []), states, accumulate)
         _check_against_weights(states, weights)
     except BaseException:
         if lent_state:  # a refused load leaves the caller's optimizer as it was
@@ -379,8 +397,35 @@ def load_updater_state_dict(updater, d: dict, weights=None, optimizer=None) -> N
     updater.max_grad_norm = max_grad_norm
     updater.loss_scaler = scaler
     updater.groups = groups
+    updater.accumulate, updater.accumulate_mode = accumulate, accumulate_mode
+    updater.micro_steps = micro_steps
     updater.states = states
     updater._groups = {}  # packed buffers re-pack the restored state on their next step
+
+
+def _micro_steps(saved, states: dict, accumulate: int) -> dict:
+    """``{index: n}`` from the saved ``[[index, n], ...]``, checked against the states."""
+    if not isinstance(saved, list):
+        raise CheckpointError(f"bad micro_steps record {shown(saved)}: not a list")
+    counts = {}
+    for entry in saved:
+        try:
+            encoded, count = entry
+            index = decode_index(encoded)
+        except (TypeError, ValueError, KeyError, CheckpointError):
+            raise CheckpointError(f"bad micro_steps entry {shown(entry)}") from None
+        if type(count) is not int or not 0 < count < accumulate:
+            raise CheckpointError(
+                f"index {shown(index)}: micro_steps must be an integer from 1 to "
+                f"accumulate - 1 = {accumulate - 1}, got {shown(count)}"
+            )
+        state = states.get(index)
+        if state is None or ACCUMULATOR not in state.flat:
+            raise CheckpointError(
+                f"index {shown(index)}: {count} micro-step(s) saved but no accumulator"
+            )
+        counts[index] = count
+    return counts
 
 
 def save_updater(updater, path) -> None:

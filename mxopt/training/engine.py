@@ -378,7 +378,7 @@ def _step_sums(optimizer, items, combine) -> None:
 
 
 def run_step(policy, items, *, statistics: StepStatistics | None = None,
-             multiplier: float = 1.0, combine_sums=None) -> bool:  # fmt: skip
+             multiplier: float = 1.0, combine_sums=None, opt_state=None) -> bool:  # fmt: skip
     """Apply one step to ``items``, all of them or none; returns whether it was applied.
 
     ``policy`` is what decides (an :class:`~mxopt.Updater`, or any object with its
@@ -388,9 +388,13 @@ def run_step(policy, items, *, statistics: StepStatistics | None = None,
     needs them. ``multiplier``: a factor on every gradient, given by the caller.
     ``combine_sums``: turns the step's sums that an optimizer reads across weights
     (``step_sums_kernel``, Prodigy's) into global ones, in a distributed step.
+    ``opt_state``: the OptimizationState the step reads instead of the optimizer's own
+    (gradient accumulation passes a view counting optimizer steps,
+    :class:`~mxopt.core.state.OptimizerSteps`).
     """
     optimizer = policy.optimizer
-    opt_state = optimizer.require_state()
+    if opt_state is None:
+        opt_state = optimizer.require_state()
     check = policy.nonfinite != "apply" or policy.loss_scaler is not None
     needs_statistics = policy.loss_scaler is not None or policy.max_grad_norm is not None
     fused_check = False

@@ -105,7 +105,10 @@ def fusable(policy, optimizer, items, statistics) -> bool:
     if len(items) != 1 or statistics is not None:
         return False
     item = items[0]
-    if item.w is not None and not is_compressed(item.state):
+    if item.store is not None:
+        if item.w is not None:
+            return False  # its float32 working arrays are made already (and may differ)
+    elif not is_compressed(item.state):
         return False
     if item.state.backend != "numpy" and any(a.dtype == np.uint8 for a in item.state.flat.values()):
         return False  # the GPU's fused step takes float32 and bfloat16 state only

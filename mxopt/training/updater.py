@@ -31,7 +31,7 @@ from mxopt.kernels.precision import low_precision_format
 from mxopt.kernels.rows import RowSparse
 from mxopt.optimizers.averaging import EMA, SWAP_KERNEL, Polyak
 from mxopt.optimizers.base import NO_MULTIPLIERS, AbstractOptimizer, Multipliers
-from mxopt.training import checkpoint, precision
+from mxopt.training import accumulation, checkpoint, precision
 from mxopt.training.buffer import BufferGroup, ParameterBuffer
 from mxopt.training.engine import (
     NONFINITE_POLICIES,
@@ -60,7 +60,8 @@ __all__ = [
 ]
 
 #: Updater attributes whose change invalidates the weights' plans.
-_POLICY = ("optimizer", "averaging", "nonfinite", "loss_scaler", "max_grad_norm", "groups")
+_POLICY = ("optimizer", "averaging", "nonfinite", "loss_scaler", "max_grad_norm", "groups",
+           "accumulate")  # fmt: skip
 
 
 class _Policy:
@@ -117,9 +118,19 @@ class Updater(GroupMethods):
             ``clip_grad_norm_``.
         loss_scaler: a :class:`~mxopt.DynamicLossScaler` for float16 training
             (gradients are divided by its scale; overflowing steps are skipped).
+        accumulate: gradient accumulation: ``k >= 1`` micro-batches per optimizer
+            step (1: off). Each call adds its gradient into the index's accumulator
+            (state array ``"grad_sum"``) and returns False; the k-th call of the index
+            runs the optimizer on the accumulated gradient and returns True. Schedules
+            then read ``ceil(curr_iter / k)`` and ``ceil(curr_batch / k)`` (see
+            :mod:`mxopt.training.accumulation`). Not with ``loss_scaler``.
+        accumulate_mode: ``"mean"`` (default: the optimizer sees the sum of the k
+            micro-gradients divided by k) or ``"sum"``.
 
     Attributes:
         states: ``{index: WeightState}`` for every index seen so far.
+        micro_steps: ``{index: n}``: gradients accumulated in the current window of
+            each index (with ``accumulate > 1``; empty windows are left out).
     """
 
     def __init__(
@@ -130,8 +141,11 @@ class Updater(GroupMethods):
         nonfinite: str = "raise",
         max_grad_norm: float | None = None,
         loss_scaler=None,
+        accumulate: int = 1,
+        accumulate_mode: str = "mean",
     ):
         check_optimizer(optimizer)
+        accumulation.check_accumulate(accumulate, accumulate_mode, loss_scaler)
         if averaging is not None and not isinstance(averaging, (EMA, Polyak)):
             raise TypeError(
                 f"averaging must be None, mxopt.EMA(...) or mxopt.Polyak(), got {shown(averaging)}"
@@ -149,6 +163,9 @@ class Updater(GroupMethods):
         self.nonfinite = nonfinite
         self.max_grad_norm = max_grad_norm
         self.loss_scaler = loss_scaler
+        self.accumulate = accumulate
+        self.accumulate_mode = accumulate_mode
+        self.micro_steps: dict = {}  # index -> gradients accumulated in its current window
         self.states: dict = {}
         self.groups = ParamGroups()
         self._creating = threading.Lock()
@@ -177,7 +194,8 @@ class Updater(GroupMethods):
 
     def __call__(self, index: Hashable, grad, weight) -> bool:
         """Update ``weight`` in place from ``grad``; returns whether the step was applied
-        (False when it was skipped, or the index is frozen)."""
+        (False when it was skipped, the index is frozen, or with ``accumulate > 1`` the
+        gradient was only accumulated)."""
         try:
             state = self.states.get(index)
         except TypeError:
@@ -219,6 +237,10 @@ class Updater(GroupMethods):
                 "this updater has a loss_scaler or max_grad_norm, which act on all the "
                 "gradients of a step together: call updater.update_many(indices, grads, weights)"
             )
+        if self.accumulate != 1:
+            accumulation.refuse_step_arguments("update_one", multiplier=multiplier != 1.0,
+                                               lr_scale=lr_scale != 1.0)  # fmt: skip
+            return self._accumulate([index], [grad], [weight])
         try:
             state = self.states.get(index)
         except TypeError:
@@ -307,6 +329,12 @@ class Updater(GroupMethods):
         buffer.grad_list, buffer.weight_list``) take the packed path of
         :meth:`update_buffer`.
         """
+        if self.accumulate != 1:
+            accumulation.refuse_step_arguments(
+                "update_many", statistics=statistics is not None,
+                multiplier=multiplier != 1.0, combine_sums=combine_sums is not None,
+            )  # fmt: skip
+            return self._accumulate(grads=grads, indices=indices, weights=weights)
         buffer = getattr(grads, "buffer", None)
         if buffer is not None and buffer.indices is indices and buffer.weight_list is weights:
             return self.update_buffer(buffer, statistics=statistics, multiplier=multiplier,
@@ -347,6 +375,10 @@ class Updater(GroupMethods):
         """
         if not isinstance(buffer, ParameterBuffer):
             raise TypeError(f"update_buffer: expected a mxopt.ParameterBuffer, got {shown(buffer)}")
+        if self.accumulate != 1:  # accumulated weight by weight: the update_many path
+            return self.update_many(list(buffer.indices), list(buffer.grad_list),
+                                    list(buffer.weight_list), statistics=statistics,
+                                    multiplier=multiplier, combine_sums=combine_sums)  # fmt: skip
         group = self._groups.get(id(buffer))
         if group is None or group.buffer is not buffer or not group.is_current(self):
             group = BufferGroup.build(self, buffer)
@@ -365,9 +397,28 @@ class Updater(GroupMethods):
         group.commit(self)
         return applied
 
+    def _accumulate(self, indices, grads, weights) -> bool:
+        """An accumulating call (``accumulate > 1``): see :mod:`mxopt.training.accumulation`."""
+        indices, grads, weights = tuple(indices), list(grads), list(weights)
+        if not (len(indices) == len(grads) == len(weights)):
+            raise ValueError(
+                f"update_many: got {len(indices)} indices, {len(grads)} grads and "
+                f"{len(weights)} weights; they must be parallel lists"
+            )
+        for index in indices:
+            try:
+                hash(index)
+            except TypeError:
+                raise TypeError(f"index must be hashable, got {shown(index)}") from None
+        distinct = len(set(indices))
+        if distinct != len(indices):
+            raise ValueError("update_many: an index appears more than once")
+        return accumulation.micro_step(self, _list_items(self, indices, grads, weights))
+
     @property
     def skipped(self) -> int:
-        """Updates skipped because of non-finite gradients, summed over indices."""
+        """Updates skipped because of non-finite gradients (with ``accumulate > 1``,
+        micro-steps dropped), summed over indices."""
         return sum(state.skipped for state in self.states.values())
 
     # -- averages ------------------------------------------------------------------------
@@ -476,12 +527,15 @@ def get_updater(
     nonfinite: str = "raise",
     max_grad_norm: float | None = None,
     loss_scaler=None,
+    accumulate: int = 1,
+    accumulate_mode: str = "mean",
 ) -> Updater:
     """An :class:`Updater` for ``optimizer``; call it as ``updater(index, grad, weight)``.
 
     See :class:`Updater` for the options: ``averaging`` (a moving average of
     every weight), ``nonfinite`` (what to do with NaN/inf gradients),
-    ``max_grad_norm`` (global norm clipping) and ``loss_scaler`` (float16).
+    ``max_grad_norm`` (global norm clipping), ``loss_scaler`` (float16) and
+    ``accumulate`` / ``accumulate_mode`` (one optimizer step per k micro-batches).
     """
     return Updater(
         optimizer,
@@ -489,6 +543,8 @@ def get_updater(
         nonfinite=nonfinite,
         max_grad_norm=max_grad_norm,
         loss_scaler=loss_scaler,
+        accumulate=accumulate,
+        accumulate_mode=accumulate_mode,
     )
 
 
