@@ -262,16 +262,26 @@ _count_nonfinite_compiled = numba.njit(error_model="numpy")(_count_nonfinite)
 _count_entry = numba.njit(**_JIT_OPTIONS)(_count_nonfinite)
 
 
+def adapter_name(role: str, kernel: Kernel) -> str:
+    """A generated function's name, unique to its role, kernel and element code. Numba
+    names compiled symbols after functions: cached loops compiled in several processes at
+    once, each with its own "element" adapters of the same name, could link one kernel's
+    adapter into another's loop (numba/numba#10486, #10128; seen here as a step with the
+    wrong bits from a cache filled by parallel test workers)."""
+    return f"mxopt_{role}_{kernel.name}_{_code_digest(kernel.cpu).hexdigest()[:12]}"
+
+
 def _element_adapter(kernel: Kernel):
     """``element(i, w, g, state, s)`` calling the kernel's element with every state array
     and scalar as its own argument (the loops pass tuples of any length)."""
     arguments = ["i", "w", "g"]
     arguments += [f"state[{k}]" for k in range(len(kernel.state))]
     arguments += [f"s[{k}]" for k in range(len(kernel.scalars))]
-    source = f"def element(i, w, g, state, s):\n    return named({', '.join(arguments)})\n"
+    name = adapter_name("element", kernel)
+    source = f"def {name}(i, w, g, state, s):\n    return named({', '.join(arguments)})\n"
     namespace = {"named": _compile_device(kernel.cpu)}
     exec(compile(source, f"<mxopt element adapter {kernel.name}>", "exec"), namespace)
-    return numba.njit(error_model="numpy")(namespace["element"])
+    return numba.njit(error_model="numpy")(namespace[name])
 
 
 def _row_adapter(kernel: Kernel):
@@ -279,14 +289,15 @@ def _row_adapter(kernel: Kernel):
     weight and state arrays seen from element ``a`` and the gradient from element ``b``
     (views, so the element's one index ``i`` serves both, and its math is the dense
     kernel's exactly)."""
-    lines = ["def row(w, g, state, s, a, b, n):", "    w_ = w[a:a + n]", "    g_ = g[b:b + n]"]
+    name = adapter_name("row", kernel)
+    lines = [f"def {name}(w, g, state, s, a, b, n):", "    w_ = w[a:a + n]", "    g_ = g[b:b + n]"]
     lines += [f"    s{k} = state[{k}][a:a + n]" for k in range(len(kernel.state))]
     arguments = ["j", "w_", "g_", *(f"s{k}" for k in range(len(kernel.state)))]
     arguments += [f"s[{k}]" for k in range(len(kernel.scalars))]
     lines += ["    for j in range(n):", f"        named({', '.join(arguments)})", ""]
     namespace = {"named": _compile_device(kernel.cpu)}
     exec(compile("\n".join(lines), f"<mxopt row adapter {kernel.name}>", "exec"), namespace)
-    return numba.njit(error_model="numpy")(namespace["row"])
+    return numba.njit(error_model="numpy")(namespace[name])
 
 
 def _dispatcher(kernel: Kernel, loop: str):
