@@ -325,6 +325,56 @@ def test_site_builds_in_strict_mode(tmp_path):
     assert (tmp_path / "api" / "training" / "index.html").exists()
     _check_rendering(tmp_path)
     check_offline_site(tmp_path)
+    if _browser_available():  # as a reader sees it (docs/_ext/screenshots.py)
+        findings = screenshots.look(tmp_path, tmp_path.parent / "screenshots")
+        assert findings and not screenshots.problems(findings), screenshots.problems(findings)
+
+
+def _load_screenshots():
+    path = ROOT / "docs" / "_ext" / "screenshots.py"
+    spec = importlib.util.spec_from_file_location("screenshots", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+screenshots = _load_screenshots()
+
+
+def _browser_available() -> bool:
+    """Whether Playwright and its headless Chromium are installed (not in any extra)."""
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        return False
+    try:
+        with sync_playwright() as playwright:
+            playwright.chromium.launch().close()
+    except Exception:
+        return False
+    return True
+
+
+def test_the_screenshot_checker_names_what_is_wrong():
+    good = {"page": "a.html", "typeset": 3, "raw": 0, "refused": [], "console_errors": []}
+    raw = dict(good, page="b.html", raw=2)
+    remote = dict(good, page="c.html", refused=["https://cdn.example.org/mathjax.js"])
+    broken = dict(good, page="d.html", console_errors=["MathJax is not defined"])
+    assert screenshots.problems([good]) == []
+    found = screenshots.problems([good, raw, remote, broken])
+    assert found == [
+        "b.html: 2 formula(s) left as raw TeX",
+        "c.html: loads from other hosts: https://cdn.example.org/mathjax.js",
+        "d.html: console errors: MathJax is not defined",
+    ]
+
+
+def test_the_screenshot_server_serves_the_site(tmp_path):
+    (tmp_path / "index.html").write_text("<p>hello</p>")
+    import urllib.request
+
+    with screenshots.serve(tmp_path) as base:
+        assert urllib.request.urlopen(base + "index.html").read() == b"<p>hello</p>"
 
 
 #: AbstractOptimizer's protocol, which the updater calls: shown on api/base.md only.
