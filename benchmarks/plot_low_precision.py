@@ -43,6 +43,7 @@ def least_squares_curve(weight_dtype, steps=250, lr=0.04, **options) -> list:
     for _ in range(steps):
         state.begin_batch()
         grad = a.T @ (a @ weight.astype(np.float64) - b)
+        assert lr * np.abs(grad).max() < 0.25  # every update below half of 0.5
         updater(0, grad.astype(weight_dtype), weight)
         curve.append(loss(weight))
     return curve

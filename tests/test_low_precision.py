@@ -14,6 +14,8 @@ CuPy of tests/test_gpu_emulated.py.
 
 from __future__ import annotations
 
+import importlib.util
+import pathlib
 import shutil
 
 import numpy as np
@@ -720,31 +722,22 @@ def test_global_norm_clipping_of_16_bit_gradients_matches_float32(dtype):
 # -- 7. convergence ---------------------------------------------------------------------------
 
 
-def least_squares(weight_dtype, stochastic, steps=250, lr=0.04):
-    """Full-batch gradient descent on 0.5 * |A w - b|^2 (noisy b: the optimum's loss is
-    about 9) from bfloat16 weights around 96, where bfloat16's spacing is 0.5: every update
-    (at most 0.17) is below half a spacing, so rounding to nearest never moves a weight.
+def _plot_module():
+    path = pathlib.Path(__file__).resolve().parent.parent / "benchmarks" / "plot_low_precision.py"
+    spec = importlib.util.spec_from_file_location("plot_low_precision", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def least_squares(weight_dtype, stochastic):
+    """The problem of the curves on docs/low-precision.md (benchmarks/plot_low_precision.py):
+    full-batch SGD on 0.5 * |A w - b|^2 (noisy b: the optimum's loss is about 9) from
+    bfloat16 weights around 96, where bfloat16's spacing is 0.5: every update (at most
+    0.17, checked) is below half a spacing, so rounding to nearest never moves a weight.
     Returns the loss at the start and at the end."""
-    rng = np.random.default_rng(7)
-    m, n = 256, 32
-    a = rng.normal(size=(m, n)) / np.sqrt(m)
-    b = a @ (96 + rng.uniform(-2, 2, n)) + rng.normal(size=m) * 0.3
-    state = mxopt.OptimizationState(batch_size=1)
-    state.begin_epoch()
-    optimizer = mxopt.OPTIMIZERS["SGD"](lr=lr, state=state, stochastic_rounding=stochastic)
-    updater = mxopt.get_updater(optimizer)
-    weight = (96 + rng.uniform(-2, 2, n)).astype(BF16).astype(weight_dtype)
-
-    def loss(w):
-        return 0.5 * float(np.sum((a @ w.astype(np.float64) - b) ** 2))
-
-    start = loss(weight)
-    for _ in range(steps):
-        state.begin_batch()
-        grad = a.T @ (a @ weight.astype(np.float64) - b)
-        assert lr * np.abs(grad).max() < 0.25
-        updater(0, grad.astype(weight_dtype), weight)
-    return start, loss(weight)
+    curve = _plot_module().least_squares_curve(weight_dtype, stochastic_rounding=stochastic)
+    return curve[0], curve[-1]
 
 
 def test_stochastic_rounding_makes_progress_where_nearest_bfloat16_stalls():

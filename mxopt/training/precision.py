@@ -197,14 +197,17 @@ def compress_new_state(optimizer, flat: dict, shapes: dict, backend: str) -> Non
     optimizer's ``state_dtype`` says: bfloat16 rounded to nearest, or 8-bit codes and one
     absmax per block."""
     module = precision_module(backend)
+    state_dtype, signs = optimizer.compressed_state()
     for name in list(flat):
         values = flat[name]
-        storage = _storage(optimizer, name, values.size)
-        if storage != "float32" and values.dtype != np.float32:
+        if state_dtype != "float32" and name in signs and values.dtype != np.float32:
+            # whatever its size (small int8 ones stay float32): a float64 model would
+            # otherwise fail only at its first large weight
             raise TypeError(
-                f"state_dtype={storage!r} stores moments computed in float32: the weight must "
-                f"be float32, float16 or bfloat16, not {values.dtype}"
+                f"state_dtype={state_dtype!r} stores moments computed in float32: the weight "
+                f"must be float32, float16 or bfloat16, not {values.dtype}"
             )
+        storage = _storage(optimizer, name, values.size)
         if storage == "bfloat16":
             bits = _empty_like(values, bfloat16_dtype())
             module.narrow(values, bits, "bfloat16", (0, values.size), (0,), False)
