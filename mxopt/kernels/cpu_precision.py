@@ -183,13 +183,20 @@ def _staged_dispatcher(kernel: Kernel, weight_bits: bool, storages: tuple):
                     "DEQUANTIZE": _compile_device(quantize.dequantize_block_loop),
                     "ELEMENT": _compile_device(kernel.cpu),
                 }
+                # names unique to the kernel and storages (see cpu.adapter_name: why)
+                tag = f"{kernel.name}_{hashlib.sha1(source.encode()).hexdigest()[:12]}"
+                for role in ("load", "block", "store"):
+                    source = source.replace(f"def {role}(", f"def mxopt_{role}_{tag}(")
                 exec(compile(source, f"<mxopt staged helpers {kernel.name}>", "exec"), namespace)
-                helpers = {name: numba.njit(error_model="numpy")(namespace[name])
-                           for name in ("load", "block", "store")}  # fmt: skip
+                helpers = {role: numba.njit(error_model="numpy")(namespace[f"mxopt_{role}_{tag}"])
+                           for role in ("load", "block", "store")}  # fmt: skip
                 # the cached code's name: the kernel, the helpers' source, the loops' code
-                digest = hashlib.sha1(source.encode() + bytes([weight_bits]))
+                # (and the 8-bit tables and constants, compiled into the loops)
+                digest = hashlib.sha1(source.encode() + bytes([weight_bits])
+                                      + quantize.TABLES_DIGEST.encode())  # fmt: skip
                 for function in (_staged, kernel.cpu, precision.narrow_block,
-                                 quantize.quantize_block_loop):  # fmt: skip
+                                 quantize.quantize_block_loop,
+                                 quantize.dequantize_block_loop):  # fmt: skip
                     digest = _code_digest(function, digest)
                 dispatcher = _specialised(
                     _staged,

@@ -4,8 +4,9 @@ The scheme of Dettmers, Lewis, Shleifer & Zettlemoyer, "8-bit Optimizers via Blo
 Quantization" (ICLR 2022, arXiv:2110.02861): a flat float32 array is cut into blocks of
 :data:`BLOCK` elements; each block keeps one float32 ``absmax`` (the largest magnitude in
 it) and one byte per element, the code of the value of the *dynamic* data type
-(:func:`dynamic_map`) nearest to ``x / absmax``. First moments use the signed map, second
-moments (never negative) the unsigned one, as bitsandbytes' blockwise optimizers do.
+(:func:`dynamic_map`) nearest to ``x / absmax`` (as ``x`` times its float32 reciprocal).
+First moments use the signed map, second moments (never negative) the unsigned one, as
+bitsandbytes' blockwise optimizers do.
 
 Codes are indices into the sorted map (``map[code]`` is the value), the layout
 bitsandbytes stores, so ``dequantize`` is one table look-up and one multiplication.
@@ -14,24 +15,38 @@ Spec of one block (the CPU loops, the CUDA kernels and the float64 oracle in
 tests/reference/quantization.py all follow it):
 
 * ``absmax`` = max |x| over the block, taken on the bit patterns (so a NaN in the block
-  gives a NaN absmax on both backends);
-* ``y = x / absmax`` rounded to float32 (an IEEE division, so |y| <= 1); an all-zero block
-  has absmax 0 and every code is the code of 0;
+  gives a NaN absmax on both backends); an all-zero (or NaN) block has every code the
+  code of 0;
+* ``y = x * r`` rounded to float32, ``r = 1 / absmax`` rounded to float32 (one IEEE
+  division per block; bitsandbytes also multiplies by the reciprocal). For absmax outside
+  [2**-64, 2**64), where ``r`` could be subnormal or infinite, ``y = x / absmax`` (an IEEE
+  division) instead. ``|y|`` may exceed 1 by an ulp: it is taken as 1;
 * code = the map value nearest to ``y`` (exactly nearest: no rounding in the decision);
   a tie (``y`` exactly halfway between two map values) goes to the value of smaller
-  magnitude, toward zero. The unsigned map treats a negative ``y`` as 0; the signed map
-  has no -1.0, so ``y = -1`` takes its most negative value;
+  magnitude, toward zero. The unsigned map treats a ``y`` not above 0 (negative, or NaN)
+  as 0; then ``|y|`` above 1 (or NaN) counts as 1. The signed map has no -1.0, so
+  ``y = -1`` takes its most negative value;
 * dequantized value = ``map[code] * absmax`` in float32.
 
-The nearest code is found by arithmetic on the map's structure (:func:`nearest_code_signed`),
-not by a search: the decade from six comparisons, the linear step within it from one
-multiply-add (:func:`estimate_signed`, within one rank of the nearest), then one comparison
-with each neighbour's threshold (:func:`magnitude_correct`) makes it exactly nearest.
-Non-finite inputs give some valid code (never an index outside the map).
+The nearest code is found by arithmetic on the map's structure, not by a search. On the
+CPU (:func:`nearest_code_signed`, and the block loops in two passes): the decade from six
+comparisons with exact decade thresholds, the step within it from one multiply-add
+(:func:`fast_rank_signed`); its floor is the nearest rank unless the multiply-add lands
+within :data:`FAST_MARGIN` of an integer (about 2.4e-4 of values), and those few are
+settled by one comparison with each neighbour's exact threshold (:func:`magnitude_correct`).
+The first pass vectorises (no table look-up); the second touches only flagged elements.
+The CUDA twin estimates with :func:`estimate_signed` and always corrects (a look-up is
+cheap there). Both give the exactly nearest code, so the same bits (checked on every
+float32 in [0, 1] by tests/test_quantization.py with MXOPT_EXHAUSTIVE=1, and against the
+emulated GPU).
 
-Speed (one thread of the 2-core AMD EPYC (Zen 1) this was written on, 16M elements):
-quantize about 5 ns per element, dequantize about 1.3 ns. The estimate vectorises; the
-correction (two table look-ups) does not: LLVM will not gather on this CPU.
+Speed (one thread of the 2-core AMD EPYC (Zen 1, 2 GHz) this was written on, blocks in
+the cache as in a fused step): quantize about 2.6 ns per element (the decade selects are
+most of it; 5.3 ns with a look-up correction of every element), dequantize about 0.7 ns
+(a scalar look-up: LLVM will not gather on this CPU). Adam on 16M float32 weights with
+8-bit moments: about 130 ms a step, float32 moments 25 ms.
+Every loop runs from index 0 over a slice: a loop from ``start`` makes Numba wrap
+negative indices, which stops LLVM vectorising (measured 5 times slower).
 """
 
 from __future__ import annotations
@@ -45,6 +60,7 @@ from mxopt.kernels.kernel import device
 
 __all__ = [
     "BLOCK",
+    "FAST_MARGIN",
     "MAP_SIGNED",
     "MAP_UNSIGNED",
     "MIN_QUANTIZED_SIZE",
@@ -56,6 +72,8 @@ __all__ = [
     "dynamic_map",
     "estimate_signed",
     "estimate_unsigned",
+    "fast_rank_signed",
+    "fast_rank_unsigned",
     "magnitude_correct",
     "nearest_code",
     "nearest_code_signed",
@@ -176,31 +194,80 @@ _UP_UNSIGNED = _up_thresholds(MAP_UNSIGNED)
 _DECADE_LIMITS = np.array([10.0**-k for k in range(1, _DECADES)], dtype=np.float32)
 _SLOPE_SIGNED, _OFFSET_SIGNED = _estimate_coefficients(True)
 _SLOPE_UNSIGNED, _OFFSET_UNSIGNED = _estimate_coefficients(False)
+
+
+def _first_ranks(signed: bool) -> list[int]:
+    """Rank of the smallest magnitude of each decade ``e`` = 0..6."""
+    return [_decade_size(e, signed) - (0 if signed else 1) for e in range(_DECADES)]
+
+
+def _region_tables(signed: bool):
+    """The fast rank of :func:`fast_rank_signed` / ``_unsigned``: ``(limits, slopes,
+    offsets)``, lowest decade first. ``limits[k]`` is the exact threshold (from
+    :func:`_up_thresholds`) of the smallest magnitude of decade ``5 - k``: comparisons with
+    them give the decade of the nearest value exactly, so the linear step only has to place
+    ``a`` within its decade."""
+    up = _UP_SIGNED if signed else _UP_UNSIGNED
+    slope, offset = _estimate_coefficients(signed)
+    first = _first_ranks(signed)
+    limits = np.array([up[first[e]] for e in range(_DECADES - 2, -1, -1)], dtype=np.float32)
+    return limits, slope[::-1].copy(), offset[::-1].copy()
+
+
+_LIMITS_SIGNED, _SLOPES_SIGNED, _OFFSETS_SIGNED = _region_tables(True)
+_LIMITS_UNSIGNED, _SLOPES_UNSIGNED, _OFFSETS_UNSIGNED = _region_tables(False)
+#: Below the threshold of rank 1 the nearest is zero; from that of the top rank, 1.0.
+_ZERO_LIMIT_SIGNED, _TOP_LIMIT_SIGNED = _UP_SIGNED[1], _UP_SIGNED[128]
+_ZERO_LIMIT_UNSIGNED, _TOP_LIMIT_UNSIGNED = _UP_UNSIGNED[1], _UP_UNSIGNED[255]
+#: ``z <= offset * _CAP_SCALE + _CAP_...``: a decade's last rank plus one half (its offset is
+#: ``8/9 n`` signed, ``8/9 n - 1`` unsigned; the last rank ``2 n - 1``, ``2 n - 2``).
+_CAP_SCALE = np.float32(2.25)
+_CAP_SIGNED = np.float32(-0.5)
+_CAP_UNSIGNED = np.float32(0.75)
+#: ``floor(z)`` is the nearest rank unless ``z`` is within this of an integer (then the
+#: exact thresholds decide). At and just below each threshold ``z`` is within 3.1e-5 rank
+#: of its integer and never beyond it on the wrong side (at worst on it: flagged); checked
+#: on every threshold by tests/test_quantization.py, which wants a margin of 4 at least.
+#: About 2.2e-4 of the values of Adam moments take the exact path (one block in twenty).
+FAST_MARGIN = np.float32(2.0**-13)
+_FAST_HIGH = np.float32(1) - FAST_MARGIN
+_HALF = np.float32(0.5)
 _ZERO = np.float32(0)
 _ONE = np.float32(1)
 _ONE_RANK = np.uint32(1)
-_SEVEN = np.uint32(7)
+_ABS_BITS = np.int32(0x7FFFFFFF)
+_127 = np.float32(127)
+#: |absmax| in [2**-64, 2**64): y = x * (1 / absmax); outside it (1 / absmax could be
+#: subnormal or overflow) y = x / absmax.
+_RECIPROCAL_LOW = np.float32(2.0**-64)
+_RECIPROCAL_HIGH = np.float32(2.0**64)
 #: The tables are compile-time constants of the loops: their digest names the cached code.
 TABLES_DIGEST = hashlib.sha1(
     b"".join(t.tobytes() for t in (MAP_SIGNED, MAP_UNSIGNED, _UP_SIGNED, _UP_UNSIGNED,
                                    _DECADE_LIMITS, _SLOPE_SIGNED, _OFFSET_SIGNED,
-                                   _SLOPE_UNSIGNED, _OFFSET_UNSIGNED))
+                                   _SLOPE_UNSIGNED, _OFFSET_UNSIGNED, _LIMITS_SIGNED,
+                                   _LIMITS_UNSIGNED, _SLOPES_SIGNED, _OFFSETS_SIGNED,
+                                   _SLOPES_UNSIGNED, _OFFSETS_UNSIGNED,
+                                   np.array([FAST_MARGIN, _CAP_SCALE, _CAP_SIGNED, _CAP_UNSIGNED,
+                                             _ZERO_LIMIT_SIGNED, _TOP_LIMIT_SIGNED,
+                                             _ZERO_LIMIT_UNSIGNED, _TOP_LIMIT_UNSIGNED,
+                                             _RECIPROCAL_LOW, _RECIPROCAL_HIGH], np.float32)))
 ).hexdigest()[:8]  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------------
 # Element helpers: plain Python that Numba compiles (the module's arrays are compile-time
-# constants); the CUDA twins in QUANTIZE_SOURCE do the same float32 operations.
+# constants); the CUDA twin in QUANTIZE_SOURCE does the float32 operations of
+# estimate_* and magnitude_correct, which give the same (exactly nearest) codes.
 
 
 @device
 def estimate_signed(a):
     """A rank (0 = zero .. 128 = 1.0) within one of the rank of the signed map's
-    magnitude nearest to ``a`` in [0, 1] (the result of :func:`magnitude_correct` is
-    checked over every float32 in [0, 1] by tests/test_quantization.py with
-    MXOPT_EXHAUSTIVE=1): the decade from six comparisons, then the linear step within it.
-    Selects of constants only (no argument arrays, no look-up by a computed index), so
-    that a loop of it vectorises (measured: 3.5 times faster)."""
+    magnitude nearest to ``a`` in [0, 1]: the decade from six comparisons, then the
+    linear step within it. The method of the CUDA twin (``mxq_magnitude_rank``), which
+    always applies :func:`magnitude_correct`; the result is checked over every float32 in
+    [0, 1] by tests/test_quantization.py with MXOPT_EXHAUSTIVE=1."""
     s = _SLOPE_SIGNED[0]
     o = _OFFSET_SIGNED[0]
     for k in range(_DECADES - 1):
@@ -240,31 +307,99 @@ def magnitude_correct(a, q, up):
 
 
 @device
-def nearest_code_signed(y):
-    """Index into :data:`MAP_SIGNED` of the value nearest to ``y`` in [-1, 1]."""
+def fast_rank_signed(a):
+    """``z`` such that ``floor(z)`` is the rank (0 = zero .. 128 = 1.0) of the signed map's
+    magnitude nearest to ``a`` in [0, 1], unless ``z`` is within :data:`FAST_MARGIN` of an
+    integer (then it is within one rank: :func:`magnitude_correct` decides). The decade by
+    comparisons with exact thresholds, the step within it by one multiply-add, capped at
+    the decade's last rank (values between a decade's last bin and the next decade's
+    threshold). Selects of constants only, so that a loop of it vectorises."""
+    s = _SLOPES_SIGNED[0]
+    o = _OFFSETS_SIGNED[0]
+    for k in range(_DECADES - 1):
+        if a >= _LIMITS_SIGNED[k]:
+            s = _SLOPES_SIGNED[k + 1]
+            o = _OFFSETS_SIGNED[k + 1]
+    z = min(a * s + o, o * _CAP_SCALE + _CAP_SIGNED)
+    if a < _ZERO_LIMIT_SIGNED:
+        z = _HALF
+    if a >= _TOP_LIMIT_SIGNED:
+        z = _TOP_SIGNED + _HALF
+    return z
+
+
+@device
+def fast_rank_unsigned(a):
+    """:func:`fast_rank_signed` for the unsigned map (ranks 0 = zero .. 255 = 1.0)."""
+    s = _SLOPES_UNSIGNED[0]
+    o = _OFFSETS_UNSIGNED[0]
+    for k in range(_DECADES - 1):
+        if a >= _LIMITS_UNSIGNED[k]:
+            s = _SLOPES_UNSIGNED[k + 1]
+            o = _OFFSETS_UNSIGNED[k + 1]
+    z = min(a * s + o, o * _CAP_SCALE + _CAP_UNSIGNED)
+    if a < _ZERO_LIMIT_UNSIGNED:
+        z = _HALF
+    if a >= _TOP_LIMIT_UNSIGNED:
+        z = _TOP_UNSIGNED + _HALF
+    return z
+
+
+@device
+def unsure(z, f):
+    """Whether ``z`` (``f = floor(z)``) is too near an integer for ``f`` to be trusted."""
+    d = z - f
+    return (d < FAST_MARGIN) | (d > _FAST_HIGH)
+
+
+@device
+def signed_magnitude(y):
+    """|y| for the signed map, NaN and values above 1 taken as 1."""
     a = abs(y)
-    if a > _ONE:  # only when y is infinite
-        a = _ONE
-    q = magnitude_correct(a, estimate_signed(a), _UP_SIGNED)
-    if y < 0:
-        return 127 - min(q, 127)
-    return 127 + q
+    return a if a < _ONE else _ONE
+
+
+@device
+def unsigned_magnitude(y):
+    """y for the unsigned map: not above 0 (also NaN) taken as 0, above 1 as 1."""
+    a = y if y > _ZERO else _ZERO
+    return a if a < _ONE else _ONE
+
+
+@device
+def signed_code(y, rank):
+    """Index into :data:`MAP_SIGNED` of magnitude rank ``rank`` (a float) with the sign of
+    ``y``: 127 + rank, or for y < 0: 127 - min(rank, 127) (no -1.0 in the map; -0.0 is
+    not negative). Float selects: no branch, no 64-bit promotion."""
+    return _127 - min(rank, _127) if y < _ZERO else _127 + rank
+
+
+@device
+def nearest_code_signed(y):
+    """Index into :data:`MAP_SIGNED` of the value nearest to ``y`` in [-1, 1] (NaN as 1)."""
+    a = signed_magnitude(y)
+    z = fast_rank_signed(a)
+    f = np.floor(z)
+    if unsure(z, f):
+        f = np.float32(magnitude_correct(a, np.uint32(f), _UP_SIGNED))
+    return np.uint32(signed_code(y, f))
 
 
 @device
 def nearest_code_unsigned(y):
     """Index into :data:`MAP_UNSIGNED` of the value nearest to ``y`` in [0, 1] (a
-    negative ``y`` gives the code of 0)."""
-    a = y if y > 0 else _ZERO
-    if a > _ONE:
-        a = _ONE
-    return magnitude_correct(a, estimate_unsigned(a), _UP_UNSIGNED)
+    negative ``y`` or NaN gives the code of 0)."""
+    a = unsigned_magnitude(y)
+    z = fast_rank_unsigned(a)
+    f = np.floor(z)
+    if unsure(z, f):
+        return magnitude_correct(a, np.uint32(f), _UP_UNSIGNED)
+    return np.uint32(f)
 
 
 def nearest_code(y, signed: bool) -> int:
     """The code (index into ``dynamic_map(signed)``) of the map value nearest to the
-    normalised ``y`` (ties toward zero). Host convenience; the loops call
-    :func:`nearest_code_signed` / :func:`nearest_code_unsigned`."""
+    normalised ``y`` (ties toward zero). Host convenience; the loops do the same."""
     y = np.float32(y)
     return int(nearest_code_signed(y) if signed else nearest_code_unsigned(y))
 
@@ -274,60 +409,77 @@ def nearest_code(y, signed: bool) -> int:
 
 
 @device
-def _block_absmax(bits, start, stop):
-    """max |x| of ``x[start:stop]`` as int32 bit patterns (integer max vectorises; for
-    non-negative floats it is the float order, and NaN patterns are the largest)."""
-    largest = 0
-    for i in range(start, stop):
-        b = bits[i] & 0x7FFFFFFF
-        if b > largest:
-            largest = b
+def _block_absmax(bits):
+    """max |x| of a block of float32 ``x`` given as int32 bit patterns ``bits`` (an int32
+    max vectorises, measured 5 times faster than through int64; for non-negative floats
+    it is the float order, and NaN patterns are the largest)."""
+    largest = np.int32(0)
+    for i in range(bits.size):  # from 0: no negative-index wrap-around in the loop
+        largest = max(largest, np.int32(bits[i] & _ABS_BITS))
     return largest
+
+
+@device
+def _fast_codes(x, c, unsure_flags, m, r, divide, signed):
+    """The vectorised pass over one block: every code from the fast rank, and a flag where
+    it may be one rank off; returns whether any is flagged. ``divide``: y = x / m, else
+    y = x * r."""
+    flagged = False
+    for j in range(x.size):
+        y = x[j] / m if divide else x[j] * r
+        if signed:
+            a = signed_magnitude(y)
+            z = fast_rank_signed(a)
+        else:
+            a = unsigned_magnitude(y)
+            z = fast_rank_unsigned(a)
+        f = np.floor(z)
+        flag = unsure(z, f)
+        unsure_flags[j] = flag
+        flagged |= flag
+        c[j] = np.uint8(signed_code(y, f) if signed else f)
+    return flagged
+
+
+@device
+def _exact_codes(x, c, unsure_flags, m, r, divide, signed):
+    """The flagged codes of a block made exact (about one block in twenty has any)."""
+    for j in range(x.size):
+        if unsure_flags[j]:
+            y = x[j] / m if divide else x[j] * r
+            if signed:
+                a = signed_magnitude(y)
+                f = np.floor(fast_rank_signed(a))
+                f = np.float32(magnitude_correct(a, np.uint32(f), _UP_SIGNED))
+                c[j] = np.uint8(signed_code(y, f))
+            else:
+                a = unsigned_magnitude(y)
+                f = np.floor(fast_rank_unsigned(a))
+                c[j] = np.uint8(magnitude_correct(a, np.uint32(f), _UP_UNSIGNED))
 
 
 def _quantize_blocks(values, codes, absmax, signed):
     bits = values.view(np.int32)
     absmax_bits = absmax.view(np.int32)
     n = values.size
-    # Per block: a vectorised pass (division, estimate) into these, then the exact pass
-    # (two table look-ups per element, which LLVM does not vectorise).
-    magnitudes = np.empty(BLOCK, dtype=np.float32)
-    ranks = np.empty(BLOCK, dtype=np.uint32)
+    flags = np.empty(BLOCK, dtype=np.bool_)  # the codes that may be one rank off
     for block in range(absmax.size):
         start = block * BLOCK
         stop = min(n, start + BLOCK)
-        count = stop - start
         x = values[start:stop]
         c = codes[start:stop]
-        absmax_bits[block] = _block_absmax(bits, start, stop)
+        absmax_bits[block] = _block_absmax(bits[start:stop])
         m = absmax[block]
         if not m > 0:  # an all-zero block (or a NaN absmax)
-            for j in range(count):
+            for j in range(stop - start):
                 c[j] = 127 if signed else 0
-        elif signed:
-            for j in range(count):
-                a = abs(x[j] / m)
-                if a > _ONE:
-                    a = _ONE
-                magnitudes[j] = a
-                ranks[j] = estimate_signed(a)
-            for j in range(count):
-                q = magnitude_correct(magnitudes[j], ranks[j], _UP_SIGNED)
-                # as nearest_code_signed (x < 0 and y = -0.0 both give q = 0: code 127),
-                # without a branch (random signs: mispredicted half the time, measured):
-                # 127 + q, or for x < 0: 127 - min(q, 127) = 127 + q - (2 q - q // 128)
-                negative = np.uint32(x[j] < 0)
-                c[j] = 127 + q - negative * (q + q - (q >> _SEVEN))
-        else:
-            for j in range(count):
-                y = x[j] / m
-                a = y if y > 0 else _ZERO
-                if a > _ONE:
-                    a = _ONE
-                magnitudes[j] = a
-                ranks[j] = estimate_unsigned(a)
-            for j in range(count):
-                c[j] = magnitude_correct(magnitudes[j], ranks[j], _UP_UNSIGNED)
+            continue
+        r = _ONE / m
+        if _RECIPROCAL_LOW <= m < _RECIPROCAL_HIGH:  # the same loops, specialised
+            if _fast_codes(x, c, flags, m, r, False, signed):
+                _exact_codes(x, c, flags, m, r, False, signed)
+        elif _fast_codes(x, c, flags, m, r, True, signed):
+            _exact_codes(x, c, flags, m, r, True, signed)
     return 0
 
 
@@ -337,9 +489,11 @@ def _dequantize_blocks(codes, absmax, out, signed):
     for block in range(absmax.size):
         start = block * BLOCK
         stop = min(n, start + BLOCK)
+        c = codes[start:stop]
+        o = out[start:stop]
         m = absmax[block]
-        for i in range(start, stop):
-            out[i] = table[codes[i]] * m
+        for i in range(c.size):  # from 0: no negative-index wrap-around in the loop
+            o[i] = table[c[i]] * m
     return 0
 
 
@@ -446,7 +600,10 @@ def _cuda_source() -> str:
             ("mxq_offset_unsigned", _OFFSET_UNSIGNED),
         ]
     )
-    return tables + _QUANTIZE_CODE.replace("BLOCK_SIZE", str(BLOCK))
+    code = _QUANTIZE_CODE.replace("BLOCK_SIZE", str(BLOCK))
+    for name, value in [("RECIPROCAL_LOW", _RECIPROCAL_LOW), ("RECIPROCAL_HIGH", _RECIPROCAL_HIGH)]:
+        code = code.replace(name, f"{float(value)!r}f")  # powers of two: exact decimals
+    return tables + code
 
 
 _QUANTIZE_CODE = r"""
@@ -475,7 +632,7 @@ __device__ __forceinline__ float mxq_float_of_bits(const unsigned int b) {
 // magnitude_correct in quantize.py; the estimate may differ by one, the result cannot).
 __device__ __forceinline__ int mxq_magnitude_rank(float a, const float* slope,
         const float* offset, const float* up, const int top) {
-    if (a > 1.0f) a = 1.0f;  // only when y is infinite (NaN stays NaN)
+    if (!(a < 1.0f)) a = 1.0f;  // y infinite or NaN (as the CPU loops: NaN counts as 1)
     int e = 0;
     for (int k = 0; k < 6; ++k) e += a < mxq_decade_limits[k];
     float z = a * slope[e] + offset[e];
@@ -515,14 +672,20 @@ __device__ void mxq_quantize_blocks(const float* values, unsigned char* codes, f
         }
         const float m = mxq_float_of_bits(largest);
         absmax[b] = m;
+        // y = x * (1 / m), an IEEE division once per block (no --use_fast_math), or x / m
+        // where 1 / m could be subnormal or overflow (as _quantize_blocks)
+        const float r = 1.0f / m;
+        const bool divide = !(m >= RECIPROCAL_LOW && m < RECIPROCAL_HIGH);
         if (!(m > 0.0f)) {
             for (long long i = start; i < stop; ++i) codes[i] = is_signed ? 127 : 0;
         } else if (is_signed) {
             for (long long i = start; i < stop; ++i)
-                codes[i] = (unsigned char)mxq_nearest_code_signed(values[i] / m);
+                codes[i] = (unsigned char)mxq_nearest_code_signed(
+                    divide ? values[i] / m : values[i] * r);
         } else {
             for (long long i = start; i < stop; ++i)
-                codes[i] = (unsigned char)mxq_nearest_code_unsigned(values[i] / m);
+                codes[i] = (unsigned char)mxq_nearest_code_unsigned(
+                    divide ? values[i] / m : values[i] * r);
         }
     }
 }

@@ -13,7 +13,9 @@ bitsandbytes' create_dynamic_map holds.
 
 Codes are indices into the sorted map. Nearest code: brute-force argmin of |map - y| in
 float64 (exact for float32 inputs), ties to the value of smaller magnitude; the unsigned
-map takes a negative y as 0. Blocks of 256: absmax = max |x|, y = float32(x / absmax),
+map takes a negative y (or NaN) as 0; beyond [-1, 1] (or NaN) y is clipped to it (NaN as
+1). Blocks of 256: absmax = max |x|, y = float32(x * float32(1 / absmax)) for absmax in
+[2**-64, 2**64) (bitsandbytes also multiplies by the reciprocal), else float32(x / absmax),
 dequantized value float32(map[code] * absmax).
 """
 
@@ -73,8 +75,11 @@ def nearest_codes(y, signed: bool) -> np.ndarray:
     """Indices into ``dynamic_map(signed)`` of the values nearest to each ``y``."""
     table = dynamic_map(signed)
     y = np.asarray(y, dtype=np.float64).reshape(-1)
+    # beyond the unit interval: the unsigned map takes y not above 0 (NaN too) as 0, then
+    # both take y above 1 (and NaN) as 1, y below -1 as -1
     if not signed:
-        y = np.maximum(y, 0.0)
+        y = np.where(y > 0, y, 0.0)
+    y = np.where(np.isnan(y), 1.0, np.clip(y, -1.0, 1.0))
     codes = np.empty(y.size, dtype=np.int64)
     for start in range(0, y.size, 4096):
         part = y[start : start + 4096, None]
@@ -84,6 +89,18 @@ def nearest_codes(y, signed: bool) -> np.ndarray:
         magnitude = np.where(best, np.abs(table)[None, :], np.inf)
         codes[start : start + 4096] = magnitude.argmin(axis=1)
     return codes
+
+
+def normalise(x, m) -> np.ndarray:
+    """y of a block of absmax ``m`` > 0: float32(x * float32(1 / m)) for m in
+    [2**-64, 2**64) (the float64 product of two float32 is exact: one rounding), else the
+    float32 quotient x / m (where 1 / m could be subnormal or overflow). Double rounding
+    of a quotient through float64 is innocuous for float32 operands."""
+    if 2.0**-64 <= m < 2.0**64:
+        reciprocal = np.float64(np.float32(1.0 / m))
+        return (x * reciprocal).astype(np.float32)
+    with np.errstate(invalid="ignore"):  # inf / inf: NaN, as float32 division
+        return (x / m).astype(np.float32)
 
 
 def quantize(values, signed: bool) -> tuple[np.ndarray, np.ndarray]:
@@ -97,11 +114,10 @@ def quantize(values, signed: bool) -> tuple[np.ndarray, np.ndarray]:
         part = x[b * BLOCK : (b + 1) * BLOCK]
         m = np.abs(part).max()
         absmax[b] = m
-        if m == 0:
+        if not m > 0:  # all zero (or a NaN in the block): every code the code of 0
             codes[b * BLOCK : (b + 1) * BLOCK] = zero
-        else:  # float32 division (rounding the float64 quotient is innocuous for float32)
-            y = (part / m).astype(np.float32)
-            codes[b * BLOCK : (b + 1) * BLOCK] = nearest_codes(y, signed)
+        else:
+            codes[b * BLOCK : (b + 1) * BLOCK] = nearest_codes(normalise(part, m), signed)
     return codes, absmax
 
 
