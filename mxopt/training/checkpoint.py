@@ -27,6 +27,7 @@ from mxopt.core.version import __version__
 from mxopt.kernels import backends
 from mxopt.kernels.kernel import DTYPES
 from mxopt.kernels.precision import BFLOAT16, bfloat16_dtype, low_precision_format
+from mxopt.optimizers.base import AbstractOptimizer
 from mxopt.persist.archive import (
     CheckpointError,
     decode_index,
@@ -209,16 +210,31 @@ def _build_optimization_state(saved):
         raise CheckpointError(f"bad OptimizationState in checkpoint: {error}") from None
 
 
+class _Index:
+    """``index <its repr>`` in a message: the repr is made only when a message is written
+    (checking 100,000 states, making each one cost a second)."""
+
+    __slots__ = ("index",)
+
+    def __init__(self, index):
+        self.index = index
+
+    def __format__(self, spec: str) -> str:
+        return f"index {shown(self.index)}"
+
+
 def _build_states(saved_states, optimizer, averaging, accumulate: int = 1) -> dict:
 
     if not isinstance(saved_states, list):
         raise CheckpointError("bad 'states' record: not a list")
     states = {}
+    layouts: dict = {}  # (shape, dtype) -> expected arrays, when they do not depend on index
+    by_shape = type(optimizer).state_spec_for is AbstractOptimizer.state_spec_for
     for position, saved in enumerate(saved_states):
         where = f"state {position}"
         try:
             index = decode_index(saved["index"])
-            where = f"index {shown(index)}"
+            where = _Index(index)  # written out only in a message
             step, skipped, memory = saved["step"], saved["skipped"], saved["memory"]
             shape, dtype_name, arrays = tuple(saved["shape"]), saved["dtype"], saved["arrays"]
         except (KeyError, TypeError) as error:
@@ -248,11 +264,16 @@ def _build_states(saved_states, optimizer, averaging, accumulate: int = 1) -> di
         if not isinstance(arrays, dict):
             raise CheckpointError(f"{where}: 'arrays' must map names to arrays")
         try:  # per index: an optimizer's state may depend on which weight it is (Muon)
-            spec = _expected_shapes(optimizer, averaging, index, shape, dtype)
+            spec = layouts.get((shape, dtype)) if by_shape else None
+            if spec is None:
+                spec = _expected_shapes(optimizer, averaging, index, shape, dtype)
+                if by_shape:
+                    layouts[(shape, dtype)] = spec
         except ValueError as error:
             raise CheckpointError(f"{where}: {error}") from None
         if accumulate > 1 and isinstance(arrays, dict) and ACCUMULATOR in arrays:
-            spec[ACCUMULATOR] = (shape, array_dtype)  # made at first use: may be absent
+            # made at first use: may be absent (a new dict: spec may be shared)
+            spec = {**spec, ACCUMULATOR: (shape, array_dtype)}
         if arrays.keys() != spec.keys():
             raise CheckpointError(
                 f"{where}: the saved state arrays {sorted(arrays)} do not match what "
