@@ -20,7 +20,7 @@ from mxopt.kernels.cuda import NONFINITE_SOURCE, fused_source, fused_symbol, mod
 from mxopt.kernels.kernel import KERNELS, REDUCE_BLOCK
 from mxopt.kernels.precision import BITS16, FLOAT32
 from mxopt.kernels.precision import CUDA_SOURCE as PRECISION_SOURCE
-from mxopt.kernels.quantize import QUANTIZE_SOURCE
+from mxopt.kernels.quantize_cuda import QUANTIZE_SOURCE
 from mxopt.optimizers.matrix import MatrixOptimizer
 from tests import cuda_tools
 from tests.cases import CASES, VARIANTS, make_optimizer

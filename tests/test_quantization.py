@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from mxopt.kernels import cpu
 from mxopt.kernels import quantize as q
 from mxopt.kernels.cuda import NVRTC_OPTIONS
+from mxopt.kernels.quantize_cuda import QUANTIZE_SOURCE
 from tests.reference import quantization as oracle
 
 SIGNS = pytest.mark.parametrize("signed", [True, False], ids=["signed", "unsigned"])
@@ -369,7 +370,7 @@ def test_emulated_gpu_gives_the_cpu_bits(signed, n, monkeypatch):
     from tests import fake_cupy
 
     cupy = fake_cupy.install(monkeypatch)
-    module = cupy.RawModule(code=q.QUANTIZE_SOURCE, options=NVRTC_OPTIONS)
+    module = cupy.RawModule(code=QUANTIZE_SOURCE, options=NVRTC_OPTIONS)
     kind = "signed" if signed else "unsigned"
     x = _values(n, signed, seed=5)
     blocks = q.block_count(n)
@@ -397,7 +398,7 @@ def test_emulated_gpu_nearest_code_on_midpoints_and_specials(signed, monkeypatch
     from tests import fake_cupy
 
     cupy = fake_cupy.install(monkeypatch)
-    module = cupy.RawModule(code=q.QUANTIZE_SOURCE, options=NVRTC_OPTIONS)
+    module = cupy.RawModule(code=QUANTIZE_SOURCE, options=NVRTC_OPTIONS)
     table = q.dynamic_map(signed)
     middle = ((table[:-1].astype(np.float64) + table[1:]) / 2).astype(np.float32)
     y = np.concatenate([table, middle, np.nextafter(middle, np.float32(2)),

@@ -12,7 +12,7 @@ size 0), four of them packed in a ``ParameterBuffer``:
   ``np.matrix`` weights and gradients (all accepted, docs/failure-behaviour.md);
 * non-finite gradients under the updater's ``nonfinite`` policy ("raise", "skip" or
   "apply", drawn per run);
-* every kind of bad call the library refuses: wrong shape or dtype, integer and float16
+* every kind of bad call the library refuses: wrong shape or dtype, integer and float8
   arrays, lists, a read-only or non-contiguous weight, a gradient that is (a view of) its
   weight, masked arrays, a NaN or unhashable index, and in ``update_many`` one array (or
   overlapping views) under two indices, a gradient that is another index's weight, an
@@ -66,6 +66,7 @@ import textwrap
 import warnings
 
 import attrs
+import ml_dtypes
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, settings
@@ -137,7 +138,7 @@ ARRAY_KINDS = {
     "grad shape": ValueError,
     "grad dtype": TypeError,
     "integer arrays": TypeError,
-    "float16 arrays": TypeError,
+    "float8 arrays": TypeError,
     "list grad": TypeError,
     "list weight": TypeError,
     "read-only weight": ValueError,
@@ -467,8 +468,9 @@ class UpdaterMachine(RuleBasedStateMachine):
             grad = grad.astype(other)
         elif kind == "integer arrays":
             grad, weight = grad.astype(np.int32), np.asarray(weight).astype(np.int32)
-        elif kind == "float16 arrays":
-            grad, weight = grad.astype(np.float16), np.asarray(weight).astype(np.float16)
+        elif kind == "float8 arrays":  # float16 and bfloat16 are updated (low precision)
+            grad = grad.astype(ml_dtypes.float8_e4m3fn)
+            weight = np.asarray(weight).astype(ml_dtypes.float8_e4m3fn)
         elif kind == "list grad":
             grad = grad.tolist()
         elif kind == "list weight":

@@ -20,7 +20,7 @@ import threading
 
 import numpy as np
 
-from mxopt.kernels import precision, quantize
+from mxopt.kernels import precision, quantize, quantize_cuda
 from mxopt.kernels.kernel import CUDA_PREAMBLE, DTYPES, REDUCE_BLOCK, Kernel, reduction_blocks
 
 __all__ = [
@@ -491,7 +491,7 @@ def narrow(source, bits, fmt: str, offsets, keys, stochastic: bool) -> None:
 
 
 def _quantize_function(kind: str, signed: bool):
-    source = lambda: quantize.QUANTIZE_SOURCE  # noqa: E731
+    source = lambda: quantize_cuda.QUANTIZE_SOURCE  # noqa: E731
     name = f"mxopt_{kind}_blocks_{'signed' if signed else 'unsigned'}"
     return compiled_module("quantize", source).get_function(name)
 

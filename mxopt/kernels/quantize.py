@@ -35,10 +35,10 @@ comparisons with exact decade thresholds, the step within it from one multiply-a
 within :data:`FAST_MARGIN` of an integer (about 2.4e-4 of values), and those few are
 settled by one comparison with each neighbour's exact threshold (:func:`magnitude_correct`).
 The first pass vectorises (no table look-up); the second touches only flagged elements.
-The CUDA twin estimates with :func:`estimate_signed` and always corrects (a look-up is
-cheap there). Both give the exactly nearest code, so the same bits (checked on every
-float32 in [0, 1] by tests/test_quantization.py with MXOPT_EXHAUSTIVE=1, and against the
-emulated GPU).
+The CUDA twin (:mod:`mxopt.kernels.quantize_cuda`) estimates with :func:`estimate_signed`
+and always corrects (a look-up is cheap there). Both give the exactly nearest code, so the
+same bits (checked on every float32 in [0, 1] by tests/test_quantization.py with
+MXOPT_EXHAUSTIVE=1, and against the emulated GPU).
 
 Speed (one thread of the 2-core AMD EPYC (Zen 1, 2 GHz) this was written on, blocks in
 the cache as in a fused step): quantize about 2.6 ns per element (the decade selects are
@@ -64,7 +64,6 @@ __all__ = [
     "MAP_SIGNED",
     "MAP_UNSIGNED",
     "MIN_QUANTIZED_SIZE",
-    "QUANTIZE_SOURCE",
     "TABLES_DIGEST",
     "block_count",
     "dequantize",
@@ -257,7 +256,7 @@ TABLES_DIGEST = hashlib.sha1(
 
 # ---------------------------------------------------------------------------------------
 # Element helpers: plain Python that Numba compiles (the module's arrays are compile-time
-# constants); the CUDA twin in QUANTIZE_SOURCE does the float32 operations of
+# constants); the CUDA twin (mxopt.kernels.quantize_cuda) does the float32 operations of
 # estimate_* and magnitude_correct, which give the same (exactly nearest) codes.
 
 
@@ -570,157 +569,3 @@ def dequantize(codes, absmax, signed: bool) -> np.ndarray:
     out = np.empty(_flat(codes, np.uint8, "codes").size, dtype=np.float32)
     dequantize_blocks(codes, absmax, out, signed)
     return out
-
-
-# ---------------------------------------------------------------------------------------
-# CUDA twin: one thread per block of BLOCK elements (grid-stride over blocks).
-
-
-def _c_array(name: str, values: np.ndarray) -> str:
-    items = []
-    for v in values.astype(np.float32):
-        items.append(f"{float(v)!r}f")
-    rows = [", ".join(items[k : k + 6]) for k in range(0, len(items), 6)]
-    body = ",\n    ".join(rows)
-    return f"__device__ const float {name}[{values.size}] = {{\n    {body}\n}};\n"
-
-
-def _cuda_source() -> str:
-    tables = "".join(
-        _c_array(name, values)
-        for name, values in [
-            ("mxq_map_signed", MAP_SIGNED),
-            ("mxq_map_unsigned", MAP_UNSIGNED),
-            ("mxq_up_signed", _UP_SIGNED),
-            ("mxq_up_unsigned", _UP_UNSIGNED),
-            ("mxq_decade_limits", _DECADE_LIMITS),
-            ("mxq_slope_signed", _SLOPE_SIGNED),
-            ("mxq_offset_signed", _OFFSET_SIGNED),
-            ("mxq_slope_unsigned", _SLOPE_UNSIGNED),
-            ("mxq_offset_unsigned", _OFFSET_UNSIGNED),
-        ]
-    )
-    code = _QUANTIZE_CODE.replace("BLOCK_SIZE", str(BLOCK))
-    for name, value in [("RECIPROCAL_LOW", _RECIPROCAL_LOW), ("RECIPROCAL_HIGH", _RECIPROCAL_HIGH)]:
-        code = code.replace(name, f"{float(value)!r}f")  # powers of two: exact decimals
-    return tables + code
-
-
-_QUANTIZE_CODE = r"""
-__device__ __forceinline__ unsigned int mxq_abs_bits(const float x) {
-#ifdef __CUDA_ARCH__
-    return __float_as_uint(x) & 0x7fffffffu;
-#else
-    unsigned int b;
-    __builtin_memcpy(&b, &x, sizeof b);
-    return b & 0x7fffffffu;
-#endif
-}
-
-__device__ __forceinline__ float mxq_float_of_bits(const unsigned int b) {
-#ifdef __CUDA_ARCH__
-    return __uint_as_float(b);
-#else
-    float x;
-    __builtin_memcpy(&x, &b, sizeof x);
-    return x;
-#endif
-}
-
-// Rank (0 = zero .. top = 1.0) of the magnitude nearest to a >= 0: decade, linear step,
-// then one comparison with each neighbour's threshold (estimate_signed / _unsigned and
-// magnitude_correct in quantize.py; the estimate may differ by one, the result cannot).
-__device__ __forceinline__ int mxq_magnitude_rank(float a, const float* slope,
-        const float* offset, const float* up, const int top) {
-    if (!(a < 1.0f)) a = 1.0f;  // y infinite or NaN (as the CPU loops: NaN counts as 1)
-    int e = 0;
-    for (int k = 0; k < 6; ++k) e += a < mxq_decade_limits[k];
-    float z = a * slope[e] + offset[e];
-    if (!(z >= 0.0f)) z = 0.0f;
-    if (z > (float)top) z = (float)top;
-    const int q = (int)z;
-    return q + (a >= up[q + 1]) - (a < up[q]);
-}
-
-__device__ __forceinline__ int mxq_nearest_code_signed(const float y) {
-    const int q = mxq_magnitude_rank(fabsf(y), mxq_slope_signed, mxq_offset_signed,
-                                     mxq_up_signed, 128);
-    return y < 0.0f ? 127 - (q < 127 ? q : 127) : 127 + q;
-}
-
-__device__ __forceinline__ int mxq_nearest_code_unsigned(const float y) {
-    const float a = y > 0.0f ? y : 0.0f;
-    return mxq_magnitude_rank(a, mxq_slope_unsigned, mxq_offset_unsigned, mxq_up_unsigned, 255);
-}
-
-__device__ __forceinline__ float mxq_dequantize(const unsigned char code, const float absmax,
-                                                const bool is_signed) {
-    return (is_signed ? mxq_map_signed[code] : mxq_map_unsigned[code]) * absmax;
-}
-
-__device__ void mxq_quantize_blocks(const float* values, unsigned char* codes, float* absmax,
-                                    const long long n, const bool is_signed) {
-    const long long blocks = (n + BLOCK_SIZE - 1) / BLOCK_SIZE;
-    const long long stride = (long long)blockDim.x * gridDim.x;
-    for (long long b = (long long)blockIdx.x * blockDim.x + threadIdx.x; b < blocks; b += stride) {
-        const long long start = b * BLOCK_SIZE;
-        const long long stop = start + BLOCK_SIZE < n ? start + BLOCK_SIZE : n;
-        unsigned int largest = 0;
-        for (long long i = start; i < stop; ++i) {
-            const unsigned int bits = mxq_abs_bits(values[i]);
-            if (bits > largest) largest = bits;
-        }
-        const float m = mxq_float_of_bits(largest);
-        absmax[b] = m;
-        // y = x * (1 / m), an IEEE division once per block (no --use_fast_math), or x / m
-        // where 1 / m could be subnormal or overflow (as _quantize_blocks)
-        const float r = 1.0f / m;
-        const bool divide = !(m >= RECIPROCAL_LOW && m < RECIPROCAL_HIGH);
-        if (!(m > 0.0f)) {
-            for (long long i = start; i < stop; ++i) codes[i] = is_signed ? 127 : 0;
-        } else if (is_signed) {
-            for (long long i = start; i < stop; ++i)
-                codes[i] = (unsigned char)mxq_nearest_code_signed(
-                    divide ? values[i] / m : values[i] * r);
-        } else {
-            for (long long i = start; i < stop; ++i)
-                codes[i] = (unsigned char)mxq_nearest_code_unsigned(
-                    divide ? values[i] / m : values[i] * r);
-        }
-    }
-}
-
-__device__ void mxq_dequantize_blocks(const unsigned char* codes, const float* absmax,
-                                      float* out, const long long n, const bool is_signed) {
-    const long long blocks = (n + BLOCK_SIZE - 1) / BLOCK_SIZE;
-    const long long stride = (long long)blockDim.x * gridDim.x;
-    for (long long b = (long long)blockIdx.x * blockDim.x + threadIdx.x; b < blocks; b += stride) {
-        const long long start = b * BLOCK_SIZE;
-        const long long stop = start + BLOCK_SIZE < n ? start + BLOCK_SIZE : n;
-        const float m = absmax[b];
-        for (long long i = start; i < stop; ++i) out[i] = mxq_dequantize(codes[i], m, is_signed);
-    }
-}
-
-extern "C" __global__ void mxopt_quantize_blocks_signed(const float* values,
-        unsigned char* codes, float* absmax, const long long n) {
-    mxq_quantize_blocks(values, codes, absmax, n, true);
-}
-extern "C" __global__ void mxopt_quantize_blocks_unsigned(const float* values,
-        unsigned char* codes, float* absmax, const long long n) {
-    mxq_quantize_blocks(values, codes, absmax, n, false);
-}
-extern "C" __global__ void mxopt_dequantize_blocks_signed(const unsigned char* codes,
-        const float* absmax, float* out, const long long n) {
-    mxq_dequantize_blocks(codes, absmax, out, n, true);
-}
-extern "C" __global__ void mxopt_dequantize_blocks_unsigned(const unsigned char* codes,
-        const float* absmax, float* out, const long long n) {
-    mxq_dequantize_blocks(codes, absmax, out, n, false);
-}
-"""
-
-#: The CUDA module: the map and threshold tables, ``mxq_nearest_code_signed`` /
-#: ``_unsigned`` and ``mxq_dequantize`` (device functions for fused kernels), and the
-#: kernels ``mxopt_(de)quantize_blocks_(un)signed(..., n)``, one thread per block.
-QUANTIZE_SOURCE = _cuda_source()

@@ -38,5 +38,7 @@ def cautious(u, g, x):
     ``x.cautious``: zero where ``u * g <= 0``, the rest times ``n / (kept + 1)``; else ``u``."""
     if not getattr(x, "cautious", False):
         return u
-    mask = u * g > 0
+    # the signs, not the product: a product of two tiny values underflows to 0 (the paper's
+    # u * g > 0 is about signs)
+    mask = np.sign(u) * np.sign(g) > 0
     return np.where(mask, u, 0.0) * (u.size / (np.count_nonzero(mask) + 1))
