@@ -13,9 +13,10 @@ without one, and with stochastic rounding; float16 weights with a master copy;
 bfloat16 weights with a master copy and 8-bit moments. ``state B/param`` is the optimizer
 state (master copy included) per parameter.
 
-The machine's load is read before and after; when it is above the number of threads
-the run uses minus one, or the spread of a case is above 15% of its median, the table
-says the figures are not trustworthy (this 2-core VM is shared).
+The machine's load is read before and after: when other processes take cores this run
+needs (the load before it above the cores it leaves free, or after it above the number of
+cores), the table says the figures are not trustworthy, and a case whose spread is above
+15% of its median is marked noisy (this 2-core VM is shared).
 
     NUMBA_NUM_THREADS=1 MXOPT_NUM_THREADS=1 python benchmarks/bench_low_precision.py
     python benchmarks/bench_low_precision.py --sizes 16M 64M --repeats 9
@@ -163,9 +164,11 @@ def run(sizes, repeats: int) -> dict:
             })  # fmt: skip
             del step, updater, limit
     load_after = _load()
-    used = threads.pool().threads
-    busy = any(
-        x is not None and x > max(1, os.cpu_count() - used) for x in (load_before, load_after)
+    # other processes on the cores this run needs: before it, the load is theirs; after it,
+    # the last minute's load includes this run's own threads
+    used, cores = threads.pool().threads, os.cpu_count()
+    busy = (load_before is not None and load_before > cores - used) or (
+        load_after is not None and load_after > cores
     )
     return {
         "machine": machine_info(),
