@@ -194,10 +194,17 @@ def _bad_calls():
         "grad transposed": (np.ones((2, 3), f32), np.ones((3, 2), f32), ValueError, "shape"),
         "grad dtype": (np.ones(4, f32), np.ones(4, np.float64), TypeError, "grad dtype float64"),
         "integer weight": (np.ones(4, np.int32), np.ones(4, np.int32), TypeError, "int32"),
-        "float8 weight": (np.ones(4, "float8_e4m3fn"), np.ones(4, "float8_e4m3fn"), TypeError,
-                          "float8_e4m3fn.*float16 or bfloat16"),  # fmt: skip
+        "float8 weight": (
+            np.ones(4, "float8_e4m3fn"),
+            np.ones(4, "float8_e4m3fn"),
+            TypeError,
+            "float8_e4m3fn.*float16 or bfloat16",
+        ),  # fmt: skip
         "float16 grad of a bfloat16 weight": (
-            np.ones(4, "bfloat16"), np.ones(4, np.float16), TypeError, "grad dtype float16"
+            np.ones(4, "bfloat16"),
+            np.ones(4, np.float16),
+            TypeError,
+            "grad dtype float16",
         ),
         "list grad": (np.ones(4, f32), [1.0] * 4, TypeError, "grad must be a numpy"),
         "list weight": ([1.0] * 4, np.ones(4, f32), TypeError, "weight must be a numpy"),

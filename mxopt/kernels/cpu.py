@@ -582,4 +582,3 @@ def sum_rows(values, order, bounds, row_size: int):
     out = np.empty((bounds.size - 1) * row_size, dtype=values.dtype)
     _sum_rows_compiled(values, order, bounds, np.int64(row_size), out)
     return out
-

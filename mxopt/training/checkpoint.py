@@ -133,8 +133,9 @@ def updater_state_dict(updater, *, copy: bool = True) -> dict:
         # gradient accumulation: the accumulators are state arrays ("grad_sum")
         "accumulate": getattr(updater, "accumulate", 1),
         "accumulate_mode": getattr(updater, "accumulate_mode", "mean"),
-        "micro_steps": [[encode_index(i), n] for i, n in getattr(updater, "micro_steps", {}).items()
-                        if n],  # fmt: skip
+        "micro_steps": [
+            [encode_index(i), n] for i, n in getattr(updater, "micro_steps", {}).items() if n
+        ],  # fmt: skip
         "states": states,
     }
 
