@@ -232,7 +232,8 @@ def run_staged(kernel: Kernel, w, g, master, state: tuple, storages: tuple, absm
     master = _NO_MASTER if master is None else master
     scalars = tuple(np.float32(value) for value in scalars)
     absmax = tuple(_NO_MASTER if a is None else a for a in absmax)
-    state = tuple(a.view(np.uint16) if a.dtype.name == precision.BFLOAT16 else a for a in state)
+    pairs = zip(state, storages, strict=True)
+    state = tuple(a.view(np.uint16) if s == BITS16 else a for a, s in pairs)
     if weight == BITS16:
         w, g = w.view(np.uint16), g.view(np.uint16)
     key, stochastic, n = np.uint64(key), bool(stochastic), w.size

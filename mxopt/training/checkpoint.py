@@ -74,7 +74,10 @@ _DTYPE_NAMES = {np.dtype(d): np.dtype(d).name for d in DTYPES}
 
 def _dtype_name(dtype) -> str:
     # A dict lookup: np.dtype.name costs several microseconds, a lot per 100,000 indices.
-    return _DTYPE_NAMES.get(dtype) or np.dtype(dtype).name
+    name = _DTYPE_NAMES.get(dtype)
+    if name is None:  # bfloat16 state, 8-bit codes, float16 weights: looked up once
+        name = _DTYPE_NAMES[dtype] = np.dtype(dtype).name
+    return name
 
 
 def _optimization_state_dict(state):
@@ -309,10 +312,8 @@ _DTYPES_BY_NAME["float16"] = np.dtype(np.float16)
 
 def _weight_dtype(name):
     """The weight dtype saved as ``name``, or None (bfloat16 is ml_dtypes')."""
-    if name == "bfloat16":
-        import ml_dtypes
-
-        return np.dtype(ml_dtypes.bfloat16)
+    if name == BFLOAT16:
+        return bfloat16_dtype()
     return _DTYPES_BY_NAME.get(name) if isinstance(name, str) else None
 
 
@@ -463,8 +464,9 @@ def write_checkpoint(path, state_dict: dict) -> None:
     for saved in state_dict["states"]:
         places = {}
         for name, array in saved["arrays"].items():
-            member = f"{name}.{_dtype_name(array.dtype)}"
-            if array.dtype.name == BFLOAT16:  # .npy files cannot name it: stored as its bits
+            dtype_name = _dtype_name(array.dtype)
+            member = f"{name}.{dtype_name}"
+            if dtype_name == BFLOAT16:  # .npy files cannot name it: stored as its bits
                 array = array.view(np.uint16)
             pieces.setdefault(member, []).append(array.reshape(-1))
             offset = offsets.get(member, 0)

@@ -26,7 +26,13 @@ import numpy as np
 from mxopt.core.checks import shown
 from mxopt.kernels import precision as kernel_precision
 from mxopt.kernels import precision_module, quantize
-from mxopt.kernels.precision import BFLOAT16, bfloat16_dtype, index_key, stream_key
+from mxopt.kernels.precision import (
+    BFLOAT16,
+    bfloat16_dtype,
+    index_key,
+    low_precision_format,
+    stream_key,
+)
 from mxopt.optimizers.base import StateArrays
 
 __all__ = [
@@ -140,7 +146,7 @@ def apply_fused(optimizer, item, check: bool) -> int:
                             else kernel_precision.INT8_UNSIGNED)  # fmt: skip
             absmax.append(flat[name + ABSMAX])
         else:
-            storages.append(kernel_precision.BITS16 if array.dtype.name == BFLOAT16
+            storages.append(kernel_precision.BITS16 if _is_bfloat16(array)
                             else kernel_precision.FLOAT32)  # fmt: skip
             absmax.append(None)
         keys.append(state_key(seed, item.index, item.step, name) if stochastic else 0)
@@ -233,7 +239,13 @@ def _empty_like(array, dtype, size=None):
 
 def is_compressed(state) -> bool:
     """Whether ``state`` holds moments in bfloat16 or 8 bits."""
-    return any(a.dtype.name == BFLOAT16 or a.dtype == np.uint8 for a in state.flat.values())
+    # state arrays are float arrays unless compressed (bfloat16 is kind "V", codes "u");
+    # dtype.kind, not dtype.name: this runs on every step, and .name costs microseconds
+    return any(a.dtype.kind != "f" for a in state.flat.values())
+
+
+def _is_bfloat16(array) -> bool:
+    return low_precision_format(array.dtype) == BFLOAT16  # a cached look-up
 
 
 def _is_absmax(flat: dict, name: str) -> bool:
@@ -250,7 +262,7 @@ def working_state(optimizer, state) -> StateArrays:
     for name, array in state.flat.items():
         if _is_absmax(state.flat, name):
             continue
-        if array.dtype.name == BFLOAT16:
+        if _is_bfloat16(array):
             flat[name] = module.widen(array, "bfloat16")
         elif array.dtype == np.uint8:
             signed = optimizer.compressed_state()[1][name]
@@ -268,7 +280,7 @@ def store_state(optimizer, item) -> None:
     module = precision_module(state.backend)
     _, stochastic, seed = optimizer.precision()
     for name, stored in state.flat.items():
-        if stored.dtype.name == BFLOAT16:
+        if _is_bfloat16(stored):
             key = state_key(seed, item.index, item.step, name) if stochastic else 0
             values = work.flat[name]
             module.narrow(values, stored, "bfloat16", (0, values.size), (key,), stochastic)
