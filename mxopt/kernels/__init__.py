@@ -41,3 +41,9 @@ def precision_module(backend: str):
         name = _PRECISION_MODULES[backend]
         module = _loaded_precision[backend] = importlib.import_module(name)
     return module
+
+
+def direct_module():
+    """:mod:`mxopt.kernels.direct` (one compiled call per ``updater(index, grad, weight)``
+    on small NumPy weights), imported on first use (it imports Numba)."""
+    return importlib.import_module("mxopt.kernels.direct")

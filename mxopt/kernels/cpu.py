@@ -236,14 +236,14 @@ _dispatchers: dict = {}
 _entries: dict = {}
 
 
-def _specialised(template, name: str, **constants):
+def _specialised(template, name: str, *, nogil: bool = True, **constants):
     """A Numba dispatcher for a copy of ``template`` named ``name`` (a unique name keeps
     one disk-cache entry per copy), with ``constants`` replacing its placeholder globals."""
     namespace = dict(template.__globals__)
     namespace.update(constants)
     copy = types.FunctionType(template.__code__, namespace, name)
     copy.__qualname__ = name
-    return numba.njit(**_JIT_OPTIONS)(copy)
+    return numba.njit(**{**_JIT_OPTIONS, "nogil": nogil})(copy)
 
 
 def compile_loop(function, prefix: str):

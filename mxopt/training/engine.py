@@ -468,12 +468,20 @@ class Plan:
     Made for single-kernel optimizers without per-weight scalars, on updaters with no
     averaging, loss scaler or ``max_grad_norm``: then a step of one weight is exactly
     checking its arrays, the cached host scalars, one kernel call and the commit.
+
+    ``direct`` (small NumPy weights): one compiled call that checks the arrays' headers
+    itself against ``table`` (:mod:`mxopt.kernels.direct`) and runs the kernel; it
+    returns -1 for arrays it does not take, which then go through ``runner``.
     """
 
-    __slots__ = ("arrays", "mult", "runner", "stamp")
+    __slots__ = ("arrays", "check", "direct", "mult", "runner", "stamp", "table", "table_address")
 
-    def __init__(self, stamp, arrays, runner, mult):
+    def __init__(self, stamp, arrays, runner, mult, check, direct=None, table=None):
         self.stamp = stamp
         self.arrays = arrays
         self.runner = runner
         self.mult = mult
+        self.check = check  # count non-finite gradient values first (the updater's policy)
+        self.direct = direct
+        self.table = table  # kept alive: the direct call reads it by address
+        self.table_address = 0 if table is None else table.ctypes.data

@@ -25,7 +25,7 @@ import threading
 from collections.abc import Hashable
 
 from mxopt.core.checks import Interval, check_number, shown
-from mxopt.kernels import backend_module, backends
+from mxopt.kernels import backend_module, backends, direct_module
 from mxopt.kernels.precision import low_precision_format
 from mxopt.kernels.rows import RowSparse
 from mxopt.optimizers.averaging import EMA, Polyak
@@ -211,14 +211,36 @@ class Updater(GroupMethods, AverageMethods):
                 and stamp[2] == self._generation
                 and stamp[3] == self.groups.version
                 and state.packed is None
-                and not isinstance(grad, RowSparse)
             ):
                 # The weight's plan: the same step as below, its fixed parts kept ready.
-                w, g = backends.flat_arrays(index, weight, grad, state)
                 step = state._step + 1
                 opt_state = optimizer._state or optimizer.require_state()
-                prepared = host_scalars(optimizer, opt_state, step, None, plan.mult)
-                bad = plan.runner(w, g, plan.arrays, prepared, self.nonfinite != "apply")
+                # host_scalars' cache read in line (most calls of a step hit it); the stamp
+                # already holds for opts and its revision, which is the optimizer's
+                cached = optimizer.__dict__.get("_scalars_cache")
+                if (
+                    cached is not None
+                    and cached[0] is opt_state
+                    and cached[1] == opt_state._revision
+                    and cached[2] is opts
+                    and cached[3] == stamp[1]
+                    and cached[4] == step
+                    and cached[5] == plan.mult
+                ):
+                    prepared = cached[6]
+                else:
+                    prepared = host_scalars(optimizer, opt_state, step, None, plan.mult)
+                if plan.direct is not None:
+                    # the arrays' checks and the step in one compiled call
+                    bad = plan.direct(id(weight), id(grad), plan.table_address, prepared,
+                                      plan.check)  # fmt: skip
+                    if bad == 0:
+                        state._step = step
+                        return True
+                if isinstance(grad, RowSparse):
+                    return self.update_one(index, grad, weight)
+                w, g = backends.flat_arrays(index, weight, grad, state)
+                bad = plan.runner(w, g, plan.arrays, prepared, plan.check)
                 if bad:
                     item = Item(index, w, g, state, mult=plan.mult)
                     return run_step(self, [item], statistics=StepStatistics(0.0, bad, [index]))
@@ -283,6 +305,7 @@ class Updater(GroupMethods, AverageMethods):
         optimizer = self.optimizer
         if (
             not optimizer.single_kernel
+            or type(optimizer).revision is not AbstractOptimizer.revision  # stamps read opts
             or optimizer.has_memory
             or self.averaging is not None
             or state.packed is not None
@@ -297,7 +320,13 @@ class Updater(GroupMethods, AverageMethods):
             size *= extent
         runner = backend_module(state.backend).runner(kernel, state.dtype, size)
         stamp = (optimizer.opts, optimizer.opts._revision, self._generation, self.groups.version)
-        state.plan = Plan(stamp, state.arrays_for(kernel), runner, mult)
+        arrays = state.arrays_for(kernel)
+        direct = table = None
+        if state.backend == backends.NUMPY and not kernel.reduces and runner is not None:
+            calls = direct_module()
+            table = calls.table(state.shape, state.dtype, arrays)
+            direct = None if table is None else calls.entry(kernel, state.dtype)
+        state.plan = Plan(stamp, arrays, runner, mult, self.nonfinite != "apply", direct, table)
 
     # -- many weights at once ------------------------------------------------------------
 

@@ -1,0 +1,181 @@
+"""One compiled call for ``updater(index, grad, weight)``, checks included.
+
+On a 16-element weight the step's arithmetic takes nanoseconds; what costs is the
+Python around it: checking the two arrays (type, shape, dtype, flags, overlap: about
+a dozen attribute reads, one of them allocating a flags object) and handing four or
+five arrays to compiled code, which unboxes each. Here the compiled call takes the
+*addresses* of the weight and gradient objects and of a small table the weight's plan
+keeps (what the arrays must be, and where its state arrays are), reads both headers
+itself under the rules of :mod:`mxopt.kernels.lists` (layouts checked at import, the
+type pointer compared before anything else is read, builtin dtypes by identity), and
+runs the kernel's element with exactly the loop of the single-array path: the same
+bits.
+
+The table (int64): ``[ndarray type, dtype object, ndim, size, dim 0..3, state data
+pointers...]``. The plan holds the state arrays alive; the caller holds the weight and
+gradient during the call. A header that differs from the table returns ``-1`` before
+anything is written, and the caller takes the general path (which then gives the precise
+error, or accepts the array, e.g. a strided gradient it copies).
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+
+import numba
+import numpy as np
+
+from mxopt.kernels import lists
+from mxopt.kernels.cpu import _JIT_OPTIONS, _code_digest, _element_adapter, _specialised
+from mxopt.kernels.kernel import Kernel
+from mxopt.kernels.lists import (
+    _ALIGNED,
+    _C_CONTIGUOUS,
+    _DATA,
+    _DESCR,
+    _DIMS,
+    _FLAGS,
+    _NDIM,
+    _POINTERS,
+    _TYPE,
+    _WRITEABLE,
+    _load_int32,
+    _load_int64,
+    _pointer_to,
+)
+
+__all__ = ["AVAILABLE", "MAX_NDIM", "MAX_SIZE", "entry", "table"]
+
+#: Whether direct calls can be used with this NumPy (the list path's layout check).
+AVAILABLE = lists.AVAILABLE
+#: Weights of this many elements or more take the ordinary plan: a direct call keeps the
+#: GIL (releasing and taking it back costs about 0.1 microsecond, a tenth of a small
+#: step), which other Python threads should not wait on for long (2**16 Adam elements:
+#: about 50 microseconds).
+MAX_SIZE = 1 << 16
+#: Weights of more dimensions take the ordinary plan.
+MAX_NDIM = 4
+_STATE_AT = 4 + MAX_NDIM  # where the state pointers start in the table
+_READ = _C_CONTIGUOUS | _ALIGNED
+_WRITE = _READ | _WRITEABLE
+_int64_pointer = _pointer_to(numba.types.int64)
+
+_POINTER = None  # placeholder: the dtype's pointer intrinsic
+_ELEMENT = None  # placeholder: the kernel's element adapter
+_STATE_VIEWS = None  # placeholder: (table, size) -> tuple of the state arrays
+_COUNT = 0  # placeholder: the table's length
+
+
+def _data_if_matches(address, table, flags):
+    """The data pointer of the object at ``address`` if it is an array as ``table``
+    says (exact ndarray, dtype, shape) with every bit of ``flags``, else 0."""
+    if _load_int64(address + _TYPE) != table[0]:
+        return 0  # not an exact ndarray: nothing else of it may be read
+    if _load_int64(address + _DESCR) != table[1]:
+        return 0
+    if _load_int32(address + _FLAGS) & flags != flags:
+        return 0
+    ndim = table[2]
+    if _load_int32(address + _NDIM) != ndim:
+        return 0
+    dims = _load_int64(address + _DIMS)
+    for axis in range(ndim):
+        if _load_int64(dims + 8 * axis) != table[4 + axis]:
+            return 0
+    return _load_int64(address + _DATA)
+
+
+def _apply_one(w_address, g_address, table_address, s, check):
+    """The single-array loop (:func:`mxopt.kernels.cpu._elementwise`) on the arrays at
+    ``w_address`` and ``g_address``; ``-1`` when either is not what the table says or
+    their memory overlaps (nothing written), else the count of non-finite gradient
+    values (nothing written when not 0) or 0 after the update."""
+    table = numba.carray(_int64_pointer(table_address), _COUNT)
+    size = table[3]
+    w_data = _data_if_matches(w_address, table, _WRITE)
+    g_data = _data_if_matches(g_address, table, _READ)
+    if w_data == 0 or g_data == 0:
+        return -1
+    w = numba.carray(_POINTER(w_data), size)
+    g = numba.carray(_POINTER(g_data), size)
+    nbytes = size * w.itemsize
+    if g_data < w_data + nbytes and w_data < g_data + nbytes:
+        return -1
+    if check:
+        bad = 0
+        for i in range(size):
+            if not np.isfinite(g[i]):
+                bad += 1
+        if bad:
+            return bad
+    state = _STATE_VIEWS(table, size)
+    for i in range(size):
+        _ELEMENT(i, w, g, state, s)
+    return 0
+
+
+def _state_views(n_state: int, pointer):
+    """``views(table, size)``: the tuple of the weight's state arrays."""
+    items = "".join(f"numba.carray(pointer(table[{_STATE_AT + j}]), size), "
+                    for j in range(n_state))  # fmt: skip
+    source = f"def views(table, size):\n    return ({items})\n"
+    namespace = {"numba": numba, "pointer": pointer}
+    exec(compile(source, f"<mxopt direct state views {n_state}>", "exec"), namespace)
+    return numba.njit(namespace["views"])
+
+
+_data_if_matches_compiled = numba.njit(**_JIT_OPTIONS)(_data_if_matches)
+_lock = threading.Lock()
+_entries: dict = {}
+
+
+def entry(kernel: Kernel, dtype: np.dtype):
+    """``f(id(weight), id(grad), table address, scalars, check) -> int`` for an
+    elementwise ``kernel`` and float32/float64 arrays (compiled on first use)."""
+    key = (kernel, np.dtype(dtype))
+    found = _entries.get(key)
+    if found is None:
+        with _lock:
+            found = _entries.get(key)
+            if found is None:
+                found = _entries[key] = _compile(kernel, key[1])
+    return found
+
+
+def _compile(kernel: Kernel, dtype: np.dtype):
+    pointer = _POINTERS[dtype]
+    digest = _code_digest(kernel.cpu).hexdigest()[:12]
+    dispatcher = _specialised(
+        _apply_one,
+        f"mxopt_{kernel.name}_direct_{dtype.name}_{digest}",
+        _POINTER=pointer,
+        _ELEMENT=_element_adapter(kernel),
+        _STATE_VIEWS=_state_views(len(kernel.state), pointer),
+        _COUNT=_STATE_AT + len(kernel.state),
+        _data_if_matches=_data_if_matches_compiled,
+        nogil=False,
+    )
+    scalar = numba.from_dtype(dtype)
+    n_scalars = len(kernel.scalars)
+    scalars = numba.types.UniTuple(scalar, n_scalars) if n_scalars else numba.types.Tuple(())
+    int64 = numba.types.int64
+    signature = (int64, int64, int64, scalars, numba.types.boolean)
+    dispatcher.compile(signature)
+    return dispatcher.overloads[signature].entry_point
+
+
+def table(shape: tuple, dtype: np.dtype, arrays: tuple) -> np.ndarray | None:
+    """The table a direct call reads for a weight of ``shape`` and ``dtype`` with state
+    ``arrays`` (kept alive by the caller), or ``None`` when direct calls cannot serve it."""
+    canonical = [known for known in _POINTERS if known == dtype]
+    if not AVAILABLE or not canonical or len(shape) > MAX_NDIM or math.prod(shape) >= MAX_SIZE:
+        return None
+    dtype = canonical[0]  # the builtin dtype object arrays of it point to
+    if any(type(a) is not np.ndarray or a.dtype != dtype or not a.flags.c_contiguous
+           for a in arrays):  # fmt: skip
+        return None
+    size = math.prod(shape)
+    dims = list(shape) + [0] * (MAX_NDIM - len(shape))
+    pointers = [a.ctypes.data for a in arrays]
+    return np.array([id(np.ndarray), id(dtype), len(shape), size, *dims, *pointers], np.int64)
