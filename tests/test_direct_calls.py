@@ -43,7 +43,8 @@ class _Twins:
         self.w_slow = self.w_fast.copy()
 
     def step(self, grad=None, fast_grad=None):
-        grad = self.rng.normal(size=self.w_fast.shape).astype(self.w_fast.dtype) if grad is None else grad
+        if grad is None:
+            grad = self.rng.normal(size=self.w_fast.shape).astype(self.w_fast.dtype)
         with self.monkeypatch.context() as patch:
             patch.setattr(direct, "AVAILABLE", False)
             expected = self.slow("w", grad, self.w_slow)
@@ -155,9 +156,19 @@ def _read_only(weight, grad):
         lambda w, g: (w.astype(np.float64), g.astype(np.float64)),
         lambda w, g: (np.ma.masked_array(w), g),
     ],
-    ids=["reshaped", "retyped", "read-only", "grad-is-weight", "grad-views-weight",
-         "grad-float64", "grad-shape", "grad-list", "weight-list", "float64",
-         "masked"],  # fmt: skip
+    ids=[
+        "reshaped",
+        "retyped",
+        "read-only",
+        "grad-is-weight",
+        "grad-views-weight",
+        "grad-float64",
+        "grad-shape",
+        "grad-list",
+        "weight-list",
+        "float64",
+        "masked",
+    ],  # fmt: skip
 )
 def test_changed_or_wrong_arrays_are_refused_as_by_the_checked_path(change, monkeypatch):
     message = _refused_alike(_stepped(monkeypatch), change)
