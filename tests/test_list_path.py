@@ -243,3 +243,49 @@ def test_a_changed_list_of_states_is_planned_again():
     twins.many_weights = list(buffer.weight_list)
     twins.step()
     twins.assert_same_bits()
+
+
+def test_update_counts_written_anywhere_else_are_read_again():
+    # A list plan skips reading its states' update counts while no count was written
+    # since its own last step; every other writer must make it read them again.
+    twins = _Twins(8, "ADAM")
+    many, single, names = twins.many, twins.single, twins.names
+    for _ in range(2):
+        twins.step()
+    rng = np.random.default_rng(8)
+
+    def both(index):  # one more step of a single weight, through a single call in each
+        k = names.index(index)
+        grad = rng.normal(size=twins.many_weights[k].shape).astype(np.float32)
+        many(index, grad, twins.many_weights[k])
+        single(index, grad, twins.single_weights[k])
+
+    both("layer1")  # one weight ahead: the list's counts differ (the general path runs)
+    twins.step()
+    twins.assert_same_bits()
+    for updater in (many, single):  # a count set by hand
+        updater.states["layer2"].step = 10
+    twins.step()
+    twins.assert_same_bits()
+    for name in names:
+        assert many.states[name].step == single.states[name].step
+
+
+def test_two_lists_of_the_same_weights_take_turns():
+    # Each list's step moves the update counts the other list's plan holds. (The
+    # reference steps after: its calls would make the plans read the counts anyway.)
+    twins = _Twins(9, "ADAM")
+    names, backwards = twins.names, twins.names[::-1]
+    grads = [_grads(twins.rng, twins.many_weights) for _ in range(6)]
+    for k, g in enumerate(grads):
+        order = names if k % 2 == 0 else backwards
+        weights = dict(zip(names, twins.many_weights, strict=True))
+        _step(twins.many, order, [dict(zip(names, g, strict=True))[n] for n in order],
+              [weights[n] for n in order])  # fmt: skip
+    for g in grads:
+        _single_steps(twins.single, names, g, twins.single_weights)
+    assert _plan(twins.many, backwards).kernel is not None
+    assert _plan(twins.many, names).kernel is not None
+    twins.assert_same_bits()
+    for name in names:
+        assert twins.many.states[name].step == twins.single.states[name].step == 6

@@ -69,9 +69,9 @@ def _stamp(updater) -> tuple:
 class ListPlan:
     """A list of weights' step kept ready (see the module's docstring)."""
 
-    __slots__ = ("dtype", "kernel", "like", "module", "mults", "prepared", "rows", "seen",
-                 "shape_starts", "shapes", "sizes", "stamp", "state_data", "states",
-                 "table")  # fmt: skip
+    __slots__ = ("apart", "dtype", "kernel", "like", "module", "mults", "prepared", "rows",
+                 "seen", "shape_starts", "shapes", "sizes", "stamp", "state_data", "states",
+                 "step", "table")  # fmt: skip
 
     @classmethod
     def build(cls, updater, indices: tuple) -> ListPlan:
@@ -148,6 +148,8 @@ class ListPlan:
         plan.rows = np.array([distinct.index(m) for m in mults], np.int64)
         plan.prepared = None
         plan.table = None
+        plan.step = None  # (update count, step_writes) after this plan's last step
+        plan.apart = None  # (weights' data, gradients' data) last found not to overlap
         return plan
 
     def current(self, updater, indices: tuple) -> bool:
@@ -158,10 +160,17 @@ class ListPlan:
     def _overlapping(self, w_data, g_data) -> bool:
         """Whether a weight's memory overlaps another weight's or any gradient's (the
         general path then names them)."""
+        apart = self.apart
+        if apart is not None and np.array_equal(apart[0], w_data) and \
+                np.array_equal(apart[1], g_data):  # fmt: skip
+            return False  # the same memory as the last step's (sizes are the plan's)
         nbytes = self.sizes * self.dtype.itemsize
         starts = np.concatenate([w_data, g_data])
         writable = np.arange(starts.size) < w_data.size
-        return first_overlap(starts, starts + np.concatenate([nbytes, nbytes]), writable) >= 0
+        if first_overlap(starts, starts + np.concatenate([nbytes, nbytes]), writable) >= 0:
+            return True
+        self.apart = (w_data, g_data)
+        return False
 
     def run(self, updater, grads: list, weights: list) -> bool | None:
         """Apply the step; ``None`` when a check asks for the general path (nothing
@@ -169,10 +178,14 @@ class ListPlan:
         if self.kernel is None:
             return None
         states = self.states
-        steps = list(map(_step_of, states))
-        step = steps[0] + 1
-        if steps.count(steps[0]) != len(steps):
-            return None
+        writes = WeightState.step_writes
+        if self.step is not None and self.step[1] == writes[0]:
+            step = self.step[0] + 1  # no update count was written since this plan's last step
+        else:
+            steps = list(map(_step_of, states))
+            step = steps[0] + 1
+            if steps.count(steps[0]) != len(steps):
+                return None
         module, dtype = self.module, self.dtype
         layout = (dtype, self.shapes, self.shape_starts, self.sizes)
         w_data, bad = module.check_headers(weights, *layout, writeable=True)
@@ -193,4 +206,6 @@ class ListPlan:
                    self.rows)  # fmt: skip
         for state in states:
             state._step = step
+        writes[0] += 1
+        self.step = (step, writes[0])
         return True

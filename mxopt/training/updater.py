@@ -49,6 +49,8 @@ from mxopt.training.lists import list_step
 from mxopt.training.loss_scaling import DynamicLossScaler
 from mxopt.training.weights import WeightState, check_optimizer, create_state
 
+_step_writes = WeightState.step_writes  # bumped with every update count a plan writes
+
 __all__ = [
     "NONFINITE_POLICIES",
     "Updater",
@@ -236,6 +238,7 @@ class Updater(GroupMethods, AverageMethods):
                                       plan.check)  # fmt: skip
                     if bad == 0:
                         state._step = step
+                        _step_writes[0] += 1
                         return True
                 if isinstance(grad, RowSparse):
                     return self.update_one(index, grad, weight)
@@ -245,6 +248,7 @@ class Updater(GroupMethods, AverageMethods):
                     item = Item(index, w, g, state, mult=plan.mult)
                     return run_step(self, [item], statistics=StepStatistics(0.0, bad, [index]))
                 state._step = step
+                _step_writes[0] += 1
                 return True
         return self.update_one(index, grad, weight)
 

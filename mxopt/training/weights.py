@@ -52,6 +52,10 @@ class WeightState(StateArrays):
 
     #: Bumped whenever any state's arrays are replaced (list plans hold their addresses).
     replacements = 0
+    #: ``[n]``, bumped by every write of an existing state's update count: while it stays,
+    #: a list plan knows its states' counts without reading them (a list, not a class
+    #: attribute: assigning one would reset the interpreter's attribute caches of states).
+    step_writes = [0]
 
     def __init__(self, index, flat: dict, shapes: dict, shape, dtype, backend, device, step=0):
         super().__init__(flat, shape)
@@ -100,6 +104,7 @@ class WeightState(StateArrays):
     def step(self, value: int) -> None:
         self._unpack()
         self._step = value
+        WeightState.step_writes[0] += 1
 
     @property
     def memory(self) -> dict:
@@ -115,6 +120,7 @@ class WeightState(StateArrays):
         run = self.packed
         if run is not None:
             self._step, self._memory = run.state._step, run.state._memory
+            WeightState.step_writes[0] += 1
             self.packed = None
             run.group.dirty = True
 
