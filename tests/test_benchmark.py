@@ -61,7 +61,11 @@ def test_suite_runs_end_to_end(tmp_path, capsys):
     data = json.loads((out / "bench.json").read_text())
     implementations = {r["implementation"] for r in data["rows"]}
     assert "mxopt, 1000 weights per step" in implementations
+    assert bench_report.DIRECT_KERNEL in implementations
     assert all(r["us"] > 0 for r in data["rows"])
+    direct = next(line for line in (out / "bench.md").read_text().splitlines()
+                  if bench_report.DIRECT_KERNEL in line)  # fmt: skip
+    assert direct.endswith("| 1.00 |")  # the floor, against itself
     assert (out / "bench.md").read_text() == bench_report.report(data)
     # the chart leaves out the per-call regime, so a run of it alone writes no PNG, and says so
     assert not (out / "bench.png").exists()

@@ -56,7 +56,7 @@ from mxopt.cli import bench_distributed as distributed
 from mxopt.cli import bench_peers as peers
 from mxopt.cli.bench_peers import HYPER, PEERED
 from mxopt.cli.bench_peers import mxopt_optimizer as _mxopt_optimizer
-from mxopt.cli.bench_report import chart, report
+from mxopt.cli.bench_report import DIRECT_KERNEL, chart, report
 
 __all__ = ["REGIMES", "bert_base_shapes", "main", "run_suite"]
 
@@ -133,7 +133,8 @@ def _mxopt_one_call(name, shapes, rng, weights_per_step):
     """One ``updater(index, grad, weight)`` call per ``step()``: the next of
     ``weights_per_step`` 16-element weights, a new mini-batch after each round, so the host
     scalar math is shared by the calls of a step as in a training loop (with
-    ``weights_per_step=1`` every call starts a new step and redoes it)."""
+    ``weights_per_step=1`` every call is a new update of the weight and redoes it; the
+    loop's ``begin_batch`` is then left out of the figure, which is the updater's own)."""
     state = _state()
     updater = mxopt.get_updater(_mxopt_optimizer(name, state))
     weights = [rng.standard_normal(shapes[0], dtype=np.float32) for _ in range(weights_per_step)]
@@ -142,12 +143,32 @@ def _mxopt_one_call(name, shapes, rng, weights_per_step):
 
     def step():
         k = position[0]
-        if k == 0:
+        if k == 0 and weights_per_step > 1:
             state.begin_batch()
         updater(k, grad, weights[k])
         position[0] = (k + 1) % weights_per_step
 
     return step
+
+
+def _compiled_kernel(name, shapes, rng):
+    """The floor of a call: the optimizer's compiled kernel called directly (its entry
+    point, no dispatch) on one weight's arrays with the step's scalars ready."""
+    from mxopt.kernels import cpu
+    from mxopt.optimizers.base import NO_MULTIPLIERS
+    from mxopt.training.engine import host_scalars
+
+    state = _state()
+    updater = mxopt.get_updater(_mxopt_optimizer(name, state))
+    weight = rng.standard_normal(shapes[0], dtype=np.float32)
+    grad = rng.standard_normal(shapes[0], dtype=np.float32)
+    updater(0, grad, weight)
+    optimizer, weight_state = updater.optimizer, updater.states[0]
+    kernel = optimizer.kernel()
+    entry = cpu.entry_point(kernel, weight.dtype)
+    arrays = weight_state.arrays_for(kernel)
+    scalars = host_scalars(optimizer, state, weight_state.step + 1, None, NO_MULTIPLIERS)
+    return lambda: entry(weight, grad, arrays, scalars, True)
 
 
 def _mxopt_packed(name, shapes, rng, nonfinite="raise"):
@@ -218,6 +239,7 @@ def implementations(name: str, per_call: bool) -> dict:
         table = {
             "mxopt, 1000 weights per step": lambda s, r: _mxopt_one_call(name, s, r, 1000),
             "mxopt, 1 weight per step": lambda s, r: _mxopt_one_call(name, s, r, 1),
+            DIRECT_KERNEL: lambda s, r: _compiled_kernel(name, s, r),
         }
     else:
         table = {"mxopt per-tensor": lambda s, r: _mxopt_per_tensor(name, s, r)}
