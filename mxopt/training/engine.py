@@ -32,18 +32,19 @@ import math
 
 from mxopt.core.checks import shown
 from mxopt.core.state import warn_if_not_advanced
-from mxopt.kernels import backend_module, backends
+from mxopt.kernels import backend_module, backends, direct_module
 from mxopt.kernels.precision import low_precision_format
 from mxopt.kernels.rows import RowSparse, coalesce, densify
 from mxopt.kernels.statistics import GRAD_SQUARES_KERNEL, segment_statistics
 from mxopt.optimizers.averaging import AVERAGE_KERNEL
-from mxopt.optimizers.base import NO_MULTIPLIERS, Multipliers
+from mxopt.optimizers.base import NO_MULTIPLIERS, AbstractOptimizer, Multipliers
 from mxopt.training import precision
 
 __all__ = [
     "NONFINITE_POLICIES",
     "Item",
     "Plan",
+    "make_plan",
     "StepStatistics",
     "check_disjoint",
     "check_policy",
@@ -460,6 +461,34 @@ def run_step(policy, items, *, statistics: StepStatistics | None = None,
     if policy.loss_scaler is not None:
         policy.loss_scaler.record(overflow=False)
     return True
+
+
+def make_plan(updater, state, mult: Multipliers):
+    """The :class:`Plan` of ``state``'s weight on ``updater``, or ``None`` when its step is
+    not one kernel call with scalars shared by the weights of a step."""
+    optimizer = updater.optimizer
+    if (
+        not optimizer.single_kernel
+        or type(optimizer).revision is not AbstractOptimizer.revision  # stamps read opts
+        or optimizer.has_memory
+        or updater.averaging is not None
+        or state.packed is not None
+        or low_precision_format(state.dtype) is not None
+        or precision.is_compressed(state)
+    ):
+        return None
+    kernel = optimizer.kernel()
+    size = math.prod(state.shape)
+    runner = backend_module(state.backend).runner(kernel, state.dtype, size)
+    stamp = (optimizer.opts, optimizer.opts._revision, updater._generation,
+             updater.groups.version)  # fmt: skip
+    arrays = state.arrays_for(kernel)
+    direct = table = None
+    if state.backend == backends.NUMPY and not kernel.reduces:
+        calls = direct_module()
+        table = calls.table(state.shape, state.dtype, arrays)
+        direct = None if table is None else calls.entry(kernel, state.dtype)
+    return Plan(stamp, arrays, runner, mult, updater.nonfinite != "apply", direct, table)
 
 
 class Plan:

@@ -25,23 +25,22 @@ import threading
 from collections.abc import Hashable
 
 from mxopt.core.checks import Interval, check_number, shown
-from mxopt.kernels import backend_module, backends, direct_module
-from mxopt.kernels.precision import low_precision_format
+from mxopt.kernels import backends
 from mxopt.kernels.rows import RowSparse
 from mxopt.optimizers.averaging import EMA, Polyak
 from mxopt.optimizers.base import NO_MULTIPLIERS, AbstractOptimizer, Multipliers
-from mxopt.training import accumulation, checkpoint, precision
+from mxopt.training import accumulation, checkpoint
 from mxopt.training.averages import AverageMethods
 from mxopt.training.buffer import BufferGroup, ParameterBuffer
 from mxopt.training.engine import (
     NONFINITE_POLICIES,
     Item,
-    Plan,
     StepStatistics,
     check_disjoint,
     check_policy,
     host_scalars,
     make_item,
+    make_plan,
     run_step,
 )
 from mxopt.training.groups import GroupMethods, ParamGroups
@@ -306,31 +305,7 @@ class Updater(GroupMethods, AverageMethods):
 
     def _make_plan(self, state: WeightState, mult: Multipliers) -> None:
         """Keep the weight's step ready when it is one kernel call with shared scalars."""
-        optimizer = self.optimizer
-        if (
-            not optimizer.single_kernel
-            or type(optimizer).revision is not AbstractOptimizer.revision  # stamps read opts
-            or optimizer.has_memory
-            or self.averaging is not None
-            or state.packed is not None
-            or low_precision_format(state.dtype) is not None
-            or precision.is_compressed(state)
-        ):
-            state.plan = None
-            return
-        kernel = optimizer.kernel()
-        size = 1
-        for extent in state.shape:
-            size *= extent
-        runner = backend_module(state.backend).runner(kernel, state.dtype, size)
-        stamp = (optimizer.opts, optimizer.opts._revision, self._generation, self.groups.version)
-        arrays = state.arrays_for(kernel)
-        direct = table = None
-        if state.backend == backends.NUMPY and not kernel.reduces and runner is not None:
-            calls = direct_module()
-            table = calls.table(state.shape, state.dtype, arrays)
-            direct = None if table is None else calls.entry(kernel, state.dtype)
-        state.plan = Plan(stamp, arrays, runner, mult, self.nonfinite != "apply", direct, table)
+        state.plan = make_plan(self, state, mult)
 
     # -- many weights at once ------------------------------------------------------------
 
