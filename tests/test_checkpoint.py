@@ -159,6 +159,35 @@ def checkpoint(tmp_path):
     return path, weights
 
 
+def write_version_2(path, d: dict) -> None:
+    """Write the state dict ``d`` as mxopt 0.2 wrote format 2: one JSON record per index,
+    naming ``[member, offset, shape]`` in members of one state array name and dtype."""
+    from mxopt.persist.archive import write_archive
+
+    pieces, offsets, records = {}, {}, []
+    for saved in d["states"]:
+        places = {}
+        for name, array in saved["arrays"].items():
+            member = f"{name}.{array.dtype.name}"
+            if array.dtype.name == "bfloat16":
+                array = array.view(np.uint16)
+            pieces.setdefault(member, []).append(array.reshape(-1))
+            offset = offsets.get(member, 0)
+            places[name] = [member, offset, list(array.shape)]
+            offsets[member] = offset + array.size
+        records.append({**saved, "arrays": places})
+    arrays = {member: np.concatenate(parts) for member, parts in pieces.items()}
+    write_archive(path, {**d, "version": 2, "states": records}, arrays)
+
+
+@pytest.fixture
+def checkpoint_v2(checkpoint):
+    """The checkpoint of :func:`checkpoint` as format 2 wrote it (per-index records)."""
+    path, weights = checkpoint
+    write_version_2(path, read_checkpoint(path))
+    return path, weights
+
+
 def _rewrite(path, edit_header=None, drop=None, extra=None):
     """Rewrite a checkpoint with an edited header (and a valid checksum)."""
     from mxopt.persist.archive import _checksum
@@ -251,8 +280,8 @@ def test_missing_arrays(checkpoint):
     [["MEMBER", 10**9, [4, 3]], ["nowhere", 0, [4, 3]], ["MEMBER", -1, [1]],
      ["MEMBER", 0, [-4, -3]], ["MEMBER", 0.5, [1]], ["MEMBER", 0, [10**9]], "MEMBER", None],
 )  # fmt: skip
-def test_a_state_array_outside_its_packed_member_is_refused(checkpoint, place):
-    path, _ = checkpoint
+def test_a_state_array_outside_its_packed_member_is_refused(checkpoint_v2, place):
+    path, _ = checkpoint_v2
 
     def point_elsewhere(header):
         first = header["states"][0]["arrays"]
@@ -266,7 +295,8 @@ def test_a_state_array_outside_its_packed_member_is_refused(checkpoint, place):
 
 
 def test_many_small_indices_are_saved_in_a_few_members(tmp_path):
-    # Format 2: one member per state array name and dtype, whatever the number of indices.
+    # One member per state array name and dtype, whatever the number of indices, and the
+    # columns of format 3 (every index an int: an int64 column).
     state = mxopt.OptimizationState(batch_size=1)
     updater = mxopt.get_updater(mxopt.ADAM(state=state))
     rng = np.random.default_rng(0)
@@ -278,8 +308,10 @@ def test_many_small_indices_are_saved_in_a_few_members(tmp_path):
     updater.save(tmp_path / "many.ckpt")
     with np.load(tmp_path / "many.ckpt") as archive:
         assert sorted(archive.files) == sorted(
-            ["header", "checksum", "mean.float32", "var.float32", "mean.float64", "var.float64"]
-        )
+            ["header", "checksum", "mean.float32", "var.float32", "mean.float64", "var.float64",
+             "states.index", "states.step", "states.skipped", "states.dtype", "states.ndim",
+             "states.dims", "states.0.rows", "states.1.rows", "states.2.rows", "states.3.rows"]
+        )  # fmt: skip
     loaded = mxopt.load_updater(tmp_path / "many.ckpt")
     for k, saved in updater.states.items():
         for name, array in saved.arrays.items():
@@ -353,27 +385,31 @@ def test_a_refused_load_leaves_the_given_optimizer_as_it_was(checkpoint):
     with pytest.raises(CheckpointError, match="does not match the weights"):
         mxopt.load_updater(path, optimizer=optimizer, weights=wrong)
     assert optimizer.state is None and repr(optimizer) == before
-    _rewrite(path, lambda h: h["states"][0].update(step=-1))
+    _rewrite(path, extra={"states.step": np.array([1, -1, 1], np.int64)})
     with pytest.raises(CheckpointError, match="step must be an integer from 0 to 2"):
         mxopt.load_updater(path, optimizer=optimizer)
     assert optimizer.state is None and repr(optimizer) == before
 
 
 @pytest.mark.parametrize(
-    "edit, message",
+    "edit, message, records",
     [
-        (lambda h: h["states"][0].update(step=10**400), "step must be an integer from 0 to 2"),
-        (lambda h: h["states"][0].update(skipped=2**63), "skipped must be an integer from 0"),
-        (lambda h: h["states"][0].update(extra=1), "the state record has keys"),
-        (lambda h: h["optimization_state"].pop("curr_iter"), r"missing \['curr_iter'\]"),
-        (lambda h: h["optimization_state"].update(when="now"), r"unknown \['when'\]"),
-        (lambda h: h.update(surprise=True), r"unknown entries \['surprise'\]"),
+        (lambda h: h["states"][0].update(step=10**400), "step must be an integer from 0 to 2",
+         True),
+        (lambda h: h["states"][0].update(skipped=2**63), "skipped must be an integer from 0",
+         True),
+        (lambda h: h["states"][0].update(extra=1), "the state record has keys", True),
+        (lambda h: h["optimization_state"].pop("curr_iter"), r"missing \['curr_iter'\]", False),
+        (lambda h: h["optimization_state"].update(when="now"), r"unknown \['when'\]", False),
+        (lambda h: h.update(surprise=True), r"unknown entries \['surprise'\]", False),
     ],
     ids=["huge-step", "huge-skipped", "state-extra-key", "missing-counter", "state-extra",
          "header-extra"],
 )  # fmt: skip
-def test_out_of_schema_checkpoints_are_refused(checkpoint, edit, message):
+def test_out_of_schema_checkpoints_are_refused(checkpoint, edit, message, records):
     path, _ = checkpoint
+    if records:  # format 2's per-index records (format 3: tests/test_checkpoint_columns.py)
+        write_version_2(path, read_checkpoint(path))
     _rewrite(path, edit)
     with pytest.raises(CheckpointError, match=message):
         mxopt.load_updater(path)
@@ -381,7 +417,7 @@ def test_out_of_schema_checkpoints_are_refused(checkpoint, edit, message):
 
 def test_a_non_finite_float_index_is_refused(checkpoint):
     path, _ = checkpoint
-    _rewrite(path, lambda h: h["states"][0].update(index={"float": float("inf")}))
+    _rewrite(path, lambda h: h["states"]["indices"].__setitem__(0, {"float": float("inf")}))
     text = path.read_bytes()
     assert b"Infinity" in text  # JSON's extension, which Python's json reads by default
     with pytest.raises(CheckpointError, match="bad index record"):

@@ -25,7 +25,6 @@ from mxopt.core.checks import shown
 from mxopt.core.state import OptimizationState
 from mxopt.core.version import __version__
 from mxopt.kernels import backends
-from mxopt.kernels.kernel import DTYPES
 from mxopt.kernels.precision import BFLOAT16, bfloat16_dtype, low_precision_format
 from mxopt.optimizers.base import AbstractOptimizer
 from mxopt.persist.archive import (
@@ -34,6 +33,14 @@ from mxopt.persist.archive import (
     encode_index,
     read_archive,
     write_archive,
+)
+from mxopt.persist.columns import (
+    StateColumns,
+    StateRecords,
+    dtype_name,
+    paused_gc,
+    read_columns,
+    weight_dtype,
 )
 from mxopt.persist.config import ConfigError, from_config, registry_name, to_config
 from mxopt.persist.registry import registered
@@ -58,26 +65,16 @@ __all__ = [
 FORMAT = "mxopt.updater"
 
 #: 1: one archive member per state array (0.1.0). 2: the state arrays of one name and dtype
-#: concatenated in one member, each state record naming ``[member, offset, shape]`` (save
-#: and load cost follows the bytes, not the number of indices). Both are read.
-FORMAT_VERSION = 2
+#: concatenated in one member, each state record naming ``[member, offset, shape]``. 3: the
+#: states as columns (:mod:`mxopt.persist.columns`): no JSON record and no Python dict per
+#: index, so save and load cost follows the bytes. All three are read.
+FORMAT_VERSION = 3
 
 
 def _host_copy(array, copy: bool = True) -> np.ndarray:
     if backends.backend_of(array) == backends.CUPY:
         return array.get()
     return np.array(array, copy=True) if copy else array
-
-
-_DTYPE_NAMES = {np.dtype(d): np.dtype(d).name for d in DTYPES}
-
-
-def _dtype_name(dtype) -> str:
-    # A dict lookup: np.dtype.name costs several microseconds, a lot per 100,000 indices.
-    name = _DTYPE_NAMES.get(dtype)
-    if name is None:  # bfloat16 state, 8-bit codes, float16 weights: looked up once
-        name = _DTYPE_NAMES[dtype] = np.dtype(dtype).name
-    return name
 
 
 def _optimization_state_dict(state):
@@ -91,7 +88,7 @@ def updater_state_dict(updater, *, copy: bool = True) -> dict:
 
     Layout::
 
-        {"format": "mxopt.updater", "version": 2, "mxopt": "<version>",
+        {"format": "mxopt.updater", "version": 3, "mxopt": "<version>",
          "optimizer": <config dict, or None if it cannot be written>,
          "optimizer_type": "mxopt.ADAM.v1", "optimizer_repr": "...",
          "optimization_state": {"batch_size": ..., "curr_epoch": ..., ...} or None,
@@ -100,12 +97,9 @@ def updater_state_dict(updater, *, copy: bool = True) -> dict:
          "accumulate": 1, "accumulate_mode": "mean", "micro_steps": [[{"str": "fc1"}, 2]],
          "states": [{"index": {"str": "fc1"}, "step": 12, "skipped": 0, "memory": {},
                      "shape": [3, 4], "dtype": "float32", "arrays": {"mean": array, ...}}]}
+
+    (:func:`read_checkpoint` returns the same layout; a file stores the states as columns.)
     """
-    optimizer = updater.optimizer
-    try:
-        optimizer_config = to_config(optimizer, "optimizer")
-    except ConfigError:
-        optimizer_config = None  # e.g. a schedule wrapping a Python callable
     states = []
     for index, state in updater.states.items():
         states.append(
@@ -115,10 +109,19 @@ def updater_state_dict(updater, *, copy: bool = True) -> dict:
                 "skipped": state.skipped,
                 "memory": dict(state.memory),
                 "shape": list(state.shape),
-                "dtype": _dtype_name(state.dtype),
+                "dtype": dtype_name(state.dtype),
                 "arrays": {name: _host_copy(array, copy) for name, array in state.arrays.items()},
             }
         )
+    return _header(updater, states)
+
+
+def _header(updater, states) -> dict:
+    optimizer = updater.optimizer
+    try:
+        optimizer_config = to_config(optimizer, "optimizer")
+    except ConfigError:
+        optimizer_config = None  # e.g. a schedule wrapping a Python callable
     scaler = updater.loss_scaler
     return {
         "format": FORMAT,
@@ -228,7 +231,12 @@ class _Index:
 
 
 def _build_states(saved_states, optimizer, averaging, accumulate: int = 1) -> dict:
-
+    if isinstance(saved_states, StateRecords):
+        columns = saved_states.columns  # None once a record was made (and maybe changed)
+        if columns is not None:
+            with paused_gc():
+                return _states_of_columns(columns, optimizer, averaging, accumulate)
+        saved_states = list(saved_states)
     if not isinstance(saved_states, list):
         raise CheckpointError("bad 'states' record: not a list")
     states = {}
@@ -240,7 +248,7 @@ def _build_states(saved_states, optimizer, averaging, accumulate: int = 1) -> di
             index = decode_index(saved["index"])
             where = _Index(index)  # written out only in a message
             step, skipped, memory = saved["step"], saved["skipped"], saved["memory"]
-            shape, dtype_name, arrays = tuple(saved["shape"]), saved["dtype"], saved["arrays"]
+            shape, saved_dtype, arrays = tuple(saved["shape"]), saved["dtype"], saved["arrays"]
         except (KeyError, TypeError) as error:
             raise CheckpointError(f"{where}: incomplete state record ({error})") from None
         if saved.keys() != _STATE_KEYS:
@@ -259,10 +267,10 @@ def _build_states(saved_states, optimizer, averaging, accumulate: int = 1) -> di
             raise CheckpointError(f"{where}: memory must map names to floats, got {shown(memory)}")
         if not all(type(n) is int and n >= 0 for n in shape):
             raise CheckpointError(f"{where}: bad shape {shown(saved['shape'])}")
-        dtype = _weight_dtype(dtype_name)
+        dtype = weight_dtype(saved_dtype)
         if dtype is None:
             raise CheckpointError(
-                f"{where}: dtype {shown(dtype_name)} is not float32, float64, float16 or bfloat16"
+                f"{where}: dtype {shown(saved_dtype)} is not float32, float64, float16 or bfloat16"
             )
         array_dtype = backends.compute_dtype(dtype)
         if not isinstance(arrays, dict):
@@ -306,15 +314,92 @@ def _build_states(saved_states, optimizer, averaging, accumulate: int = 1) -> di
     return states
 
 
-_DTYPES_BY_NAME = {name: dtype for dtype, name in _DTYPE_NAMES.items()}
-_DTYPES_BY_NAME["float16"] = np.dtype(np.float16)
+def _states_of_columns(columns: StateColumns, optimizer, averaging, accumulate: int) -> dict:
+    """The states of a format-3 file, whose columns :func:`read_columns` has checked against
+    each other: the optimizer's layout is checked once per distinct weight shape, dtype and
+    set of arrays (per index where it depends on the index), one WeightState per index."""
+    n, shapes, members = columns.count, columns.shapes, columns.members
+    flats: list = [{} for _ in range(n)]
+    shaped: list = [{} for _ in range(n)]
+    rows_of = [range(n) if m.rows is None else m.rows for m in members]
+    signatures = None  # which members each row has: all of them unless some have rows
+    if any(m.rows is not None for m in members):
+        signatures = [[] for _ in range(n)]
+        for k, rows in enumerate(rows_of):
+            for row in rows:
+                signatures[row].append(k)
+    for member, rows in zip(members, rows_of, strict=True):
+        name, own = member.name, member.shapes
+        # a copy: states loaded twice from one dict, or its records, must not share memory
+        views = member.views(copy=True)
+        for k, (row, view) in enumerate(zip(rows, views, strict=True)):
+            flats[row][name] = view
+            shape = shapes[row] if own is None else own[k]
+            # a 1-D shape is the flat view's own: no reshape (100,000 of them cost)
+            shaped[row][name] = view if len(shape) == 1 else view.reshape(shape)
+    by_shape = type(optimizer).state_spec_for is AbstractOptimizer.state_spec_for
+    everyone = tuple(range(len(members)))
+    checked: dict = {}  # (shape, dtype code, members) -> the names whose shapes to check
+    codes, dtypes = columns.codes.tolist(), columns.dtypes
+    steps, skipped, memory = columns.steps.tolist(), columns.skipped.tolist(), columns.memory
+    states = {}
+    for row, index in enumerate(columns.indices):
+        shape, code = shapes[row], codes[row]
+        signature = everyone if signatures is None else tuple(signatures[row])
+        key = (shape, code, signature)
+        check = checked.get(key) if by_shape else None
+        if check is None:
+            check = _check_layout(optimizer, averaging, accumulate, index, shape, dtypes[code],
+                                  [members[k] for k in signature])  # fmt: skip
+            if by_shape:
+                checked[key] = check
+        arrays = shaped[row]
+        for name, expected in check:  # arrays not shaped like the weight
+            if arrays[name].shape != expected:
+                raise CheckpointError(
+                    f"{_Index(index)}: state array {shown(name)} has shape "
+                    f"{arrays[name].shape}, expected {expected}"
+                )
+        states[index] = WeightState.loaded(
+            index, flats[row], arrays, shape, dtypes[code], steps[row], skipped[row],
+            dict(memory[row]) if row in memory else {},  # its own: a step may change it
+        )  # fmt: skip
+    return states
 
 
-def _weight_dtype(name):
-    """The weight dtype saved as ``name``, or None (bfloat16 is ml_dtypes')."""
-    if name == BFLOAT16:
-        return bfloat16_dtype()
-    return _DTYPES_BY_NAME.get(name) if isinstance(name, str) else None
+def _check_layout(optimizer, averaging, accumulate, index, shape, dtype, members) -> list:
+    """Whether ``members`` (their names, dtypes, and shapes where they are the weight's) are
+    the state arrays ``optimizer`` keeps for a weight of ``shape`` and ``dtype`` at
+    ``index``; ``[(name, expected shape)]`` of those whose shapes are saved apart."""
+    where = _Index(index)
+    try:
+        spec = _expected_shapes(optimizer, averaging, index, shape, dtype)
+    except ValueError as error:
+        raise CheckpointError(f"{where}: {error}") from None
+    array_dtype = backends.compute_dtype(dtype)
+    names = [m.name for m in members]
+    if accumulate > 1 and ACCUMULATOR in names:  # made at first use: may be absent
+        spec = {**spec, ACCUMULATOR: (shape, array_dtype)}
+    if set(names) != spec.keys():
+        raise CheckpointError(
+            f"{where}: the saved state arrays {sorted(names)} do not match what "
+            f"{type(optimizer).__name__} with these options keeps: {sorted(spec)}"
+        )
+    apart = []
+    for member in members:
+        expected, stored_dtype = spec[member.name]
+        stored_dtype = array_dtype if stored_dtype is None else stored_dtype
+        if member.dtype != stored_dtype:
+            raise CheckpointError(
+                f"{where}: state array {shown(member.name)} is not a {stored_dtype} array"
+            )
+        if member.shapes is not None:
+            apart.append((member.name, expected))
+        elif expected != shape:
+            raise CheckpointError(
+                f"{where}: state array {shown(member.name)} has shape {shape}, expected {expected}"
+            )
+    return apart
 
 
 def _expected_shapes(optimizer, averaging, index, shape: tuple, dtype) -> dict:
@@ -453,28 +538,27 @@ def _micro_steps(saved, states: dict, accumulate: int) -> dict:
 
 def save_updater(updater, path) -> None:
     """Write ``updater``'s checkpoint to ``path`` (atomic: temporary file, fsync, rename)."""
-    write_checkpoint(path, updater_state_dict(updater, copy=False))
+    # straight from updater.states to columns: no record per index (see persist.columns)
+    with paused_gc():
+        columns = StateColumns.of_states(updater.states)
+    _write(path, _header(updater, None), columns)
 
 
 def write_checkpoint(path, state_dict: dict) -> None:
-    """Write a state dict (as :func:`updater_state_dict` makes it, e.g. several merged) to
-    ``path`` as a checkpoint file (atomic). The dict's arrays are replaced by places."""
-    pieces: dict = {}  # member -> the arrays concatenated into it, in order
-    offsets: dict = {}
-    for saved in state_dict["states"]:
-        places = {}
-        for name, array in saved["arrays"].items():
-            dtype_name = _dtype_name(array.dtype)
-            member = f"{name}.{dtype_name}"
-            if dtype_name == BFLOAT16:  # .npy files cannot name it: stored as its bits
-                array = array.view(np.uint16)
-            pieces.setdefault(member, []).append(array.reshape(-1))
-            offset = offsets.get(member, 0)
-            places[name] = [member, offset, list(array.shape)]
-            offsets[member] = offset + array.size
-        saved["arrays"] = places
-    arrays = {member: np.concatenate(parts) for member, parts in pieces.items()}
-    write_archive(path, state_dict, arrays)
+    """Write a state dict (as :func:`updater_state_dict` or :func:`read_checkpoint` makes
+    it, e.g. several merged, or a subset) to ``path`` as a checkpoint file (atomic), in the
+    current format. The dict is not changed."""
+    states = state_dict["states"]
+    columns = states.columns if isinstance(states, StateRecords) else None
+    if columns is None:
+        columns = StateColumns.of_records(states)
+    _write(path, state_dict, columns)
+
+
+def _write(path, d: dict, columns: StateColumns) -> None:
+    table, members = columns.table()
+    header = {**d, "version": FORMAT_VERSION, "mxopt": __version__, "states": table}
+    write_archive(path, header, members)
 
 
 def _unpack(path, position, place, arrays) -> np.ndarray:
@@ -501,9 +585,16 @@ def _unpack(path, position, place, arrays) -> np.ndarray:
 
 
 def read_checkpoint(path) -> dict:
-    """The state dict stored at ``path``, verified (format, checksum), with NumPy arrays."""
+    """The state dict stored at ``path``, verified (format, checksum), with NumPy arrays.
+
+    ``d["states"]`` of a format-3 file is a :class:`~mxopt.persist.columns.StateRecords`:
+    a sequence of the per-index records of :func:`updater_state_dict`, made on first use
+    (loading or writing it untouched goes column by column)."""
     d, arrays = read_archive(path)
     _check_header(d)
+    if d["version"] >= 3:  # the records are made on first use (StateRecords)
+        d["states"] = StateRecords(read_columns(path, d["states"], arrays))
+        return d
     packed = d["version"] >= 2
     for position, saved in enumerate(d["states"] if isinstance(d["states"], list) else []):
         places = saved.get("arrays") if isinstance(saved, dict) else None

@@ -72,6 +72,19 @@ class WeightState(StateArrays):
         self.skipped = 0
         self.portable = False
 
+    @classmethod
+    def loaded(cls, index, flat, arrays, shape, dtype, step, skipped, memory) -> WeightState:
+        """A portable NumPy state from a checkpoint, whose arrays were checked there:
+        ``arrays`` are ``flat``'s arrays shaped. Skips ``__init__``'s work (a checkpoint
+        makes 100,000 of them); sets every attribute ``__init__`` sets."""
+        self = cls.__new__(cls)
+        self.flat, self.shape, self._by_kernel = flat, shape, {}
+        self.index, self.arrays, self.dtype = index, arrays, dtype
+        self.backend, self.device = backends.NUMPY, None
+        self.packed = self.plan = self.checked = None
+        self._step, self._memory, self.skipped, self.portable = step, memory, skipped, True
+        return self
+
     def __getstate__(self) -> dict:
         # What a copy keeps: the flat arrays and their shapes (the shaped views are made
         # again from the copied flat arrays: a copied view would be memory of its own), the
