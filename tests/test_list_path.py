@@ -289,3 +289,19 @@ def test_two_lists_of_the_same_weights_take_turns():
     twins.assert_same_bits()
     for name in names:
         assert twins.many.states[name].step == twins.single.states[name].step == 6
+
+
+@pytest.mark.parametrize("count", [1, 2, 3, 8, 9])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+def test_the_compiled_count_of_non_finite_values_over_a_list(count, dtype):
+    # Arrays are read two at a time (k with k + half) over their common length, then the
+    # longer one's tail and the odd one out: every value must be counted exactly once.
+    rng = np.random.default_rng(count)
+    arrays = [rng.normal(size=int(rng.integers(0, 40))).astype(dtype) for _ in range(count)]
+    for array in arrays:
+        spots = rng.random(array.size) < 0.2
+        array[spots] = rng.choice([np.nan, np.inf, -np.inf], size=int(spots.sum()))
+    expected = sum(int((~np.isfinite(a)).sum()) for a in arrays)
+    data = np.array([a.ctypes.data for a in arrays], np.int64)
+    sizes = np.array([a.size for a in arrays], np.int64)
+    assert list_kernels.count_nonfinite(np.dtype(dtype), data, sizes) == expected
