@@ -30,8 +30,10 @@ def to_numpy(array):
 def record_cpu_kernel_calls(monkeypatch, keep=lambda kernel, scalars: True):
     """Record ``(kernel, w, g, state, scalars)`` (copies, before the call) of every CPU
     kernel run of a single array: through ``_cpu.run`` and through the runners that
-    updaters keep for their fast path."""
+    updaters keep for their fast path (their direct compiled calls, which read the arrays
+    themselves, are turned off)."""
     from mxopt.kernels import cpu as _cpu
+    from mxopt.kernels import direct as _direct
 
     calls = []
     real_run = _cpu.run
@@ -47,6 +49,7 @@ def record_cpu_kernel_calls(monkeypatch, keep=lambda kernel, scalars: True):
 
     monkeypatch.setattr(_cpu, "run", recording_run)
     monkeypatch.setattr(_cpu, "runner", recording_runner)
+    monkeypatch.setattr(_direct, "AVAILABLE", False)
     return calls
 
 
