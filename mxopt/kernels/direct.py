@@ -6,7 +6,7 @@ a dozen attribute reads, one of them allocating a flags object) and handing four
 five arrays to compiled code, which unboxes each. Here the compiled call takes the
 *addresses* of the weight and gradient objects and of a small table the weight's plan
 keeps (what the arrays must be, and where its state arrays are), reads both headers
-itself under the rules of :mod:`mxopt.kernels.lists` (layouts checked at import, the
+itself with :func:`mxopt.kernels.lists.array_data` (layouts checked at import, the
 type pointer compared before anything else is read, builtin dtypes by identity), and
 runs the kernel's element with exactly the loop of the single-array path: the same
 bits.
@@ -27,23 +27,9 @@ import numba
 import numpy as np
 
 from mxopt.kernels import lists
-from mxopt.kernels.cpu import _JIT_OPTIONS, _code_digest, _element_adapter, _specialised
+from mxopt.kernels.cpu import _code_digest, _element_adapter, _specialised
 from mxopt.kernels.kernel import Kernel
-from mxopt.kernels.lists import (
-    _ALIGNED,
-    _C_CONTIGUOUS,
-    _DATA,
-    _DESCR,
-    _DIMS,
-    _FLAGS,
-    _NDIM,
-    _POINTERS,
-    _TYPE,
-    _WRITEABLE,
-    _load_int32,
-    _load_int64,
-    _pointer_to,
-)
+from mxopt.kernels.lists import _POINTERS, READ_FLAGS, WRITE_FLAGS, _pointer_to, array_data
 
 __all__ = ["AVAILABLE", "MAX_NDIM", "MAX_SIZE", "entry", "table"]
 
@@ -56,34 +42,14 @@ AVAILABLE = lists.AVAILABLE
 MAX_SIZE = 1 << 16
 #: Weights of more dimensions take the ordinary plan.
 MAX_NDIM = 4
-_STATE_AT = 4 + MAX_NDIM  # where the state pointers start in the table
-_READ = _C_CONTIGUOUS | _ALIGNED
-_WRITE = _READ | _WRITEABLE
+_DIMS_AT = 4  # where the weight's extents start in the table
+_STATE_AT = _DIMS_AT + MAX_NDIM  # where the state pointers start
 _int64_pointer = _pointer_to(numba.types.int64)
 
 _POINTER = None  # placeholder: the dtype's pointer intrinsic
 _ELEMENT = None  # placeholder: the kernel's element adapter
 _STATE_VIEWS = None  # placeholder: (table, size) -> tuple of the state arrays
 _COUNT = 0  # placeholder: the table's length
-
-
-def _data_if_matches(address, table, flags):
-    """The data pointer of the object at ``address`` if it is an array as ``table``
-    says (exact ndarray, dtype, shape) with every bit of ``flags``, else 0."""
-    if _load_int64(address + _TYPE) != table[0]:
-        return 0  # not an exact ndarray: nothing else of it may be read
-    if _load_int64(address + _DESCR) != table[1]:
-        return 0
-    if _load_int32(address + _FLAGS) & flags != flags:
-        return 0
-    ndim = table[2]
-    if _load_int32(address + _NDIM) != ndim:
-        return 0
-    dims = _load_int64(address + _DIMS)
-    for axis in range(ndim):
-        if _load_int64(dims + 8 * axis) != table[4 + axis]:
-            return 0
-    return _load_int64(address + _DATA)
 
 
 def _apply_one(w_address, g_address, table_address, s, check):
@@ -93,8 +59,9 @@ def _apply_one(w_address, g_address, table_address, s, check):
     values (nothing written when not 0) or 0 after the update."""
     table = numba.carray(_int64_pointer(table_address), _COUNT)
     size = table[3]
-    w_data = _data_if_matches(w_address, table, _WRITE)
-    g_data = _data_if_matches(g_address, table, _READ)
+    dims_address = table_address + 8 * _DIMS_AT
+    w_data = array_data(w_address, table[0], table[1], WRITE_FLAGS, table[2], dims_address)
+    g_data = array_data(g_address, table[0], table[1], READ_FLAGS, table[2], dims_address)
     if w_data == 0 or g_data == 0:
         return -1
     w = numba.carray(_POINTER(w_data), size)
@@ -125,7 +92,6 @@ def _state_views(n_state: int, pointer):
     return numba.njit(namespace["views"])
 
 
-_data_if_matches_compiled = numba.njit(**_JIT_OPTIONS)(_data_if_matches)
 _lock = threading.Lock()
 _entries: dict = {}
 
@@ -153,7 +119,6 @@ def _compile(kernel: Kernel, dtype: np.dtype):
         _ELEMENT=_element_adapter(kernel),
         _STATE_VIEWS=_state_views(len(kernel.state), pointer),
         _COUNT=_STATE_AT + len(kernel.state),
-        _data_if_matches=_data_if_matches_compiled,
         nogil=False,
     )
     scalar = numba.from_dtype(dtype)

@@ -49,7 +49,7 @@ from mxopt.kernels.cpu import (
 )
 from mxopt.kernels.kernel import Kernel
 
-__all__ = ["AVAILABLE", "check_headers", "count_nonfinite", "run"]
+__all__ = ["AVAILABLE", "array_data", "check_headers", "count_nonfinite", "run"]
 
 # Byte offsets in a NumPy array object (PyArrayObject_fields) and in a Python list
 # (PyListObject: its size, then its array of item pointers), checked by _layout_holds().
@@ -98,6 +98,27 @@ _POINTERS = {np.dtype(np.float32): _float32_pointer, np.dtype(np.float64): _floa
 
 
 @numba.njit(**_JIT_OPTIONS)
+def array_data(address, type_address, descr_address, flags, ndim, dims_address):
+    """The data pointer of the object at ``address`` when it is an exact ndarray (type
+    object at ``type_address``) of the dtype object at ``descr_address``, with every bit
+    of ``flags``, ``ndim`` dimensions and the ``ndim`` int64 extents at ``dims_address``;
+    else 0. Nothing of the object is read before its type is known to be ndarray."""
+    if _load_int64(address + _TYPE) != type_address:
+        return 0
+    if _load_int64(address + _DESCR) != descr_address:
+        return 0
+    if _load_int32(address + _FLAGS) & flags != flags:
+        return 0
+    if _load_int32(address + _NDIM) != ndim:
+        return 0
+    dims = _load_int64(address + _DIMS)
+    for axis in range(ndim):
+        if _load_int64(dims + 8 * axis) != _load_int64(dims_address + 8 * axis):
+            return 0
+    return _load_int64(address + _DATA)
+
+
+@numba.njit(**_JIT_OPTIONS)
 def _headers(list_address, type_address, descr_address, flags, shapes, shape_starts, sizes,
              itemsize, data, weights_data):  # fmt: skip
     """Check the arrays of the list at ``list_address`` and write their data pointers to
@@ -112,23 +133,13 @@ def _headers(list_address, type_address, descr_address, flags, shapes, shape_sta
     if _load_int64(list_address + _LIST_SIZE) != count:
         return 0
     items = _load_int64(list_address + _LIST_ITEMS)
+    dims_at = shapes.ctypes.data
     for k in range(count):
-        address = _load_int64(items + 8 * k)
-        if _load_int64(address + _TYPE) != type_address:
-            return k
-        if _load_int64(address + _DESCR) != descr_address:
-            return k
-        if _load_int32(address + _FLAGS) & flags != flags:
-            return k
-        ndim = _load_int32(address + _NDIM)
         first = shape_starts[k]
-        if ndim != shape_starts[k + 1] - first:
+        pointer = array_data(_load_int64(items + 8 * k), type_address, descr_address, flags,
+                             shape_starts[k + 1] - first, dims_at + 8 * first)  # fmt: skip
+        if pointer == 0:
             return k
-        dims = _load_int64(address + _DIMS)
-        for axis in range(ndim):
-            if _load_int64(dims + 8 * axis) != shapes[first + axis]:
-                return k
-        pointer = _load_int64(address + _DATA)
         if weights_data.shape[0]:
             nbytes = sizes[k] * itemsize
             other = weights_data[k]
