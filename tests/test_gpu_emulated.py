@@ -61,7 +61,9 @@ def cupy(monkeypatch, _built):
 
 
 def host(array) -> np.ndarray:
-    return array.get() if isinstance(array, fake_cupy.ndarray) else np.asarray(array)
+    """A NumPy copy of a GPU array (fake or real: the GPU tests of other modules run on
+    both), or the NumPy array itself."""
+    return array.get() if hasattr(array, "get") else np.asarray(array)
 
 
 def bits(array) -> np.ndarray:
@@ -300,6 +302,35 @@ def test_global_norm_of_gpu_and_mixed_gradients(cupy):
     bad = cupy.asarray(grads[2])
     bad[8191] = cupy.inf
     assert mxopt.global_norm([bad]) == np.inf
+
+
+def blocked_dot(a, b) -> float:
+    """The oracle of :func:`mxopt.kernels.statistics.dot`: float64 products added in order
+    within blocks of 4096 (``np.cumsum`` adds sequentially), then the blocks in order."""
+    products = a.astype(np.float64) * b.astype(np.float64)
+    blocks = [np.cumsum(products[k : k + 4096])[-1] for k in range(0, products.size, 4096)]
+    return float(np.cumsum(blocks)[-1]) if blocks else 0.0
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.float16], ids=str)
+@pytest.mark.parametrize("n", [0, 1, 4095, 4096, 4097, 20011])
+def test_dot_is_the_same_blocked_sum_on_both_backends(n, dtype, cupy):
+    """L-BFGS's dot products: the oracle's bits on the CPU and on the GPU (where a BLAS dot
+    adds in cuBLAS's order: an H100 gave L-BFGS float64 weights 1 ulp off the CPU's)."""
+    from mxopt.kernels.statistics import dot
+
+    rng = np.random.default_rng(n)
+    a, b = (rng.normal(size=n).astype(dtype) for _ in range(2))
+    expected = blocked_dot(a, b)
+    assert dot(a, b) == expected
+    assert dot(cupy.asarray(a), cupy.asarray(b)) == expected
+
+
+def test_dot_refuses_arrays_of_different_sizes():
+    from mxopt.kernels.statistics import dot
+
+    with pytest.raises(ValueError, match=r"differ in size \(3 and 4\)"):
+        dot(np.ones(3), np.ones(4))
 
 
 def test_strided_and_fortran_gradients_on_the_gpu(cupy):

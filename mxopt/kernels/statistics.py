@@ -7,7 +7,9 @@ accumulation over fixed blocks (the same bits whatever the thread count) and no
 full-size temporary. The same pass counts NaN and infinite values.
 
 The updater uses it for ``max_grad_norm`` (global clipping) and for the
-all-or-nothing non-finite check of :meth:`mxopt.Updater.update_many`.
+all-or-nothing non-finite check of :meth:`mxopt.Updater.update_many`. :func:`dot` sums
+products the same way (L-BFGS's dot products): the same bits on the CPU and the GPU,
+where a BLAS dot would add in the order of the library (cuBLAS's differs from NumPy's).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import numpy as np
 from mxopt.kernels import backend_module, backends
 from mxopt.kernels.kernel import Kernel
 
-__all__ = ["GradientStatistics", "global_norm", "gradient_sums", "segment_statistics"]
+__all__ = ["GradientStatistics", "dot", "global_norm", "gradient_sums", "segment_statistics"]
 
 
 def grad_squares_element(i, w, g):
@@ -41,6 +43,35 @@ GRAD_SQUARES_KERNEL = Kernel(
     return mx_pair{0.0, 1.0};
 """,
 )
+
+
+def dot_element(i, w, g):
+    return np.float64(w[i]) * np.float64(g[i]), np.float64(0)
+
+
+#: Sums w * g in float64 (reads both; writes nothing).
+DOT_KERNEL = Kernel(
+    name="dot",
+    state=(),
+    cpu=dot_element,
+    reduces=True,
+    cuda="""
+    return mx_pair{(double)w[i] * (double)g[i], 0.0};
+""",
+)
+
+
+def dot(a, b) -> float:
+    """``a . b`` of two flat arrays of the same size and backend, accumulated in float64
+    over fixed blocks (the same bits on either backend and for any number of threads).
+    Arrays other than two float32 or two float64 ones are compared in float64."""
+    if a.dtype != b.dtype or a.dtype not in (np.float32, np.float64):
+        a, b = a.astype(np.float64), b.astype(np.float64)
+    if a.size != b.size:
+        raise ValueError(f"dot: the arrays differ in size ({a.size} and {b.size})")
+    backend = backend_module(backends.backend_of(a))
+    _, total, _ = backend.run(DOT_KERNEL, a.reshape(-1), b.reshape(-1), (), (), False)
+    return float(total)
 
 
 class GradientStatistics:

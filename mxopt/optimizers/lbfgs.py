@@ -31,6 +31,7 @@ from mxopt.core.checks import check_integer, shown
 from mxopt.core.fields import hyperparameter, integer
 from mxopt.kernels import backends
 from mxopt.kernels.kernel import Kernel, normalize_gradient_element
+from mxopt.kernels.statistics import dot
 from mxopt.optimizers.base import About, AbstractOptimizer, register
 from mxopt.optimizers.options import AbstractOptimizerOptions, options
 
@@ -87,13 +88,6 @@ def array_module(array):
     if backends.backend_of(array) == backends.CUPY:
         return sys.modules.get("cupy") or __import__("cupy")
     return np
-
-
-def dot(a, b) -> float:
-    """``a . b`` of two flat arrays, accumulated in float64."""
-    if a.dtype != np.float64:
-        a, b = a.astype(np.float64), b.astype(np.float64)
-    return float(a.dot(b))
 
 
 def new_history(xp, n: int, history_size: int, dtype) -> dict:
@@ -231,7 +225,9 @@ class LBFGS(AbstractOptimizer):
     An update with :math:`\\max|g| \\le` ``tolerance_grad`` changes nothing (converged;
     torch returns at once too), and one with :math:`g^\\top d >` ``-tolerance_change``
     changes no weight but keeps :math:`g` and :math:`p` (as torch does). Dot
-    products are accumulated in float64; the stored arrays have the weight's dtype.
+    products are accumulated in float64 over fixed blocks, in the same order on the CPU
+    and the GPU (:func:`mxopt.kernels.statistics.dot`: the same bits on both, which a BLAS
+    dot does not give); the stored arrays have the weight's dtype.
 
     Not elementwise: each weight (index) is its own L-BFGS problem, its curvature
     pairs and dot products its own; torch's LBFGS treats all its parameters as one
