@@ -18,10 +18,14 @@ needs (the load before it above the cores it leaves free, or after it above the 
 cores), the table says the figures are not trustworthy, and a case whose spread is above
 15% of its median is marked noisy (this 2-core VM is shared).
 
+On the GPU (``--gpu``, CuPy and a device) the limit is the device's copy bandwidth: one
+``cupy.copyto`` moving the bytes the step must move (benchmarks/gpu_check.py runs this).
+
     NUMBA_NUM_THREADS=1 MXOPT_NUM_THREADS=1 python benchmarks/bench_low_precision.py
     python benchmarks/bench_low_precision.py --sizes 16M 64M --repeats 9
+    python benchmarks/bench_low_precision.py --gpu
 
-Writes ``benchmarks/results/bench_low_precision.json``.
+Writes ``benchmarks/results/bench_low_precision.json`` (``bench_low_precision_gpu.json``).
 """
 
 from __future__ import annotations
@@ -60,16 +64,24 @@ CASES = {
 }
 
 
-def adam_step(dtype, options: dict, n: int):
-    """ADAM's step on a weight of ``n`` elements of ``dtype``, state made; and the updater."""
+def adam_step(dtype, options: dict, n: int, xp=np):
+    """ADAM's step on a weight of ``n`` elements of ``dtype``, state made; and the updater.
+    With ``xp`` CuPy, on the GPU (the step waits for the device)."""
     state = mxopt.OptimizationState(batch_size=1)
     state.begin_batch()
     updater = mxopt.get_updater(mxopt.ADAM(state=state, **options), nonfinite="apply")
     rng = np.random.default_rng(0)
-    weight = rng.standard_normal(n, dtype=np.float32).astype(dtype)
-    grad = (rng.standard_normal(n, dtype=np.float32) * 0.01).astype(dtype)
+    weight = xp.asarray(rng.standard_normal(n, dtype=np.float32).astype(dtype))
+    grad = xp.asarray((rng.standard_normal(n, dtype=np.float32) * 0.01).astype(dtype))
     updater(0, grad, weight)  # creates the state
-    return (lambda: updater(0, grad, weight)), updater
+    if xp is np:
+        return (lambda: updater(0, grad, weight)), updater
+
+    def step():
+        updater(0, grad, weight)
+        xp.cuda.Device().synchronize()
+
+    return step, updater
 
 
 def stored_arrays(dtype, options: dict, n: int) -> list:
@@ -133,6 +145,19 @@ def limit_step(arrays: list, n: int):
     return lambda: pool.run(lambda k: kernel(*(a[slice(*pieces[k])] for a in data)), len(pieces))
 
 
+def gpu_copy_step(cupy, arrays: list, n: int):
+    """The GPU's limit for ``arrays`` on ``n`` elements: one device copy moving the same
+    bytes (half of them read, half written), the device's copy bandwidth."""
+    moved = sum(dtype.itemsize * (read + written) for dtype, read, written in arrays) * n
+    source, target = cupy.zeros(moved // 2, np.uint8), cupy.empty(moved // 2, np.uint8)
+
+    def copy():
+        cupy.copyto(target, source)
+        cupy.cuda.Device().synchronize()
+
+    return copy
+
+
 def state_bytes(updater) -> float:
     """Optimizer state bytes per parameter (master copy included)."""
     state = updater.states[0]
@@ -140,15 +165,16 @@ def state_bytes(updater) -> float:
     return sum(a.nbytes for a in state.flat.values()) / size
 
 
-def run(sizes, repeats: int) -> dict:
+def run(sizes, repeats: int, cupy=None) -> dict:
+    """Every case at every size, on the CPU or (``cupy`` given) on the GPU."""
     load_before = _load()
     rows = []
     for label in sizes:
         n = SIZES[label]
         for case, (dtype, options) in CASES.items():
-            step, updater = adam_step(dtype, options, n)
+            step, updater = adam_step(dtype, options, n, cupy or np)
             arrays = stored_arrays(dtype, options, n)
-            limit = limit_step(arrays, n)
+            limit = gpu_copy_step(cupy, arrays, n) if cupy else limit_step(arrays, n)
             times = _repeat_times({"step": step, "limit": limit}, repeats, 1)
             median = statistics.median(times["step"])
             limit_median = statistics.median(times["limit"])
@@ -167,11 +193,13 @@ def run(sizes, repeats: int) -> dict:
     # other processes on the cores this run needs: before it, the load is theirs; after it,
     # the last minute's load includes this run's own threads
     used, cores = threads.pool().threads, os.cpu_count()
-    busy = (load_before is not None and load_before > cores - used) or (
-        load_after is not None and load_after > cores
+    busy = cupy is None and (
+        (load_before is not None and load_before > cores - used)
+        or (load_after is not None and load_after > cores)
     )
     return {
         "machine": machine_info(),
+        "device": "gpu" if cupy else "cpu",
         "load": [load_before, load_after],
         "busy": busy,
         "rows": rows,
@@ -197,15 +225,20 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", nargs="+", default=["16M", "64M"], choices=list(SIZES))
     parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--gpu", action="store_true", help="on the GPU (CuPy)")
     parser.add_argument("--out", default=str(pathlib.Path(__file__).parent / "results"))
     args = parser.parse_args(argv)
     info = machine_info()
     print("machine:", ", ".join(f"{k}={v}" for k, v in info.items() if v is not None))
-    result = run(args.sizes, args.repeats)
+    cupy = None
+    if args.gpu:
+        import cupy
+    result = run(args.sizes, args.repeats, cupy)
     print(table(result))
     out = pathlib.Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "bench_low_precision.json").write_text(json.dumps(result, indent=1))
+    name = "bench_low_precision_gpu.json" if args.gpu else "bench_low_precision.json"
+    (out / name).write_text(json.dumps(result, indent=1))
 
 
 if __name__ == "__main__":

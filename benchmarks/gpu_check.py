@@ -4,29 +4,39 @@
     python benchmarks/gpu_check.py OUT_DIR --emulate   # anywhere: CuPy emulated on the CPU
 
 Writes to ``OUT_DIR``: ``device.txt`` (the device and the versions), ``tests.log`` (pytest
-on ``tests/test_gpu.py``, ``tests/test_gpu_emulated.py`` and ``tests/test_cuda_sources.py``,
-at most 5 minutes), ``gpu_bench.md`` and ``gpu_bench.json`` (one step of each optimizer on
-the GPU against the device's copy bandwidth and torch fused CUDA when installed, the
-functions of ``mxopt bench``'s GPU section). Exits non-zero when the tests fail.
+on ``tests/test_gpu.py``, the GPU tests of ``tests/test_low_precision.py`` and
+``tests/test_state_dtype.py`` on the device, and ``tests/test_cuda_sources.py`` (NVRTC's
+compile checks); at most 4 minutes, in parallel when pytest-xdist is there),
+``gpu_bench.md`` and ``gpu_bench.json`` (one step of each optimizer on the GPU against the
+device's copy bandwidth and torch fused CUDA when installed, the functions of ``mxopt
+bench``'s GPU section), ``gpu_low_precision.md`` and ``.json`` (ADAM on 16-bit weights and
+8-bit and bfloat16 state against the copy bandwidth for the bytes each step moves,
+benchmarks/bench_low_precision.py). Exits non-zero when the tests fail.
 
 ``--emulate`` installs the CPU stand-in for CuPy of the test suite (``tests/fake_cupy``:
-mxopt's real CUDA sources built with g++), runs only the emulated tests and one small
-regime: it checks that the script works, and its timings mean nothing.
+mxopt's real CUDA sources built with g++), runs the emulated tests and one small regime of
+each benchmark: it checks that the script works, and its timings mean nothing.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import pathlib
+import re
 import subprocess
 import sys
 import time
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-TEST_FILES = ["tests/test_gpu.py", "tests/test_gpu_emulated.py", "tests/test_cuda_sources.py"]
-TESTS_TIMEOUT_S = 300
+#: On a GPU: the real device's tests, and NVRTC's compile checks with the device's CUDA
+#: (the emulated tests are CI's: they need no GPU).
+TEST_FILES = ["tests/test_gpu.py", "tests/test_cuda_sources.py"]
+#: The GPU tests of these run on the emulation and on the device (the ``gpu`` fixture).
+GPU_FIXTURE_TESTS = ["tests/test_low_precision.py::", "tests/test_state_dtype.py::"]
+TESTS_TIMEOUT_S = 240
 
 
 def _install_fake_cupy():
@@ -63,7 +73,12 @@ def describe_device(emulate: bool) -> str:
 
 def run_tests(out: pathlib.Path, emulate: bool) -> int:
     files = ["tests/test_gpu_emulated.py"] if emulate else TEST_FILES
+    files += [f"{path}test_{name}" for path in GPU_FIXTURE_TESTS for name in _gpu_tests(path)]
     command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *files]
+    if not emulate:  # their emulated halves are CI's
+        command += ["-k", "not emulated"]
+    if importlib.util.find_spec("xdist") and (os.cpu_count() or 1) > 2:
+        command += ["-n", str(min(8, os.cpu_count()))]
     with open(out / "tests.log", "w") as log:
         try:
             result = subprocess.run(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
@@ -72,6 +87,29 @@ def run_tests(out: pathlib.Path, emulate: bool) -> int:
             log.write(f"\nstopped after {TESTS_TIMEOUT_S} s\n")
             return 124
     return result.returncode
+
+
+def _gpu_tests(path: str) -> list:
+    """The names (after ``test_``) of the tests in ``path`` that take the ``gpu`` fixture."""
+    source = (ROOT / path.rstrip(":")).read_text()
+    return re.findall(r"^def test_(\w+)\([^)]*\bgpu\b", source, flags=re.MULTILINE)
+
+
+def run_low_precision_bench(out: pathlib.Path, emulate: bool, sizes, repeats: int) -> dict:
+    """ADAM on low-precision weights and state on the GPU (benchmarks/bench_low_precision.py)."""
+    import cupy
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import bench_low_precision
+
+    result = bench_low_precision.run(sizes, repeats, cupy)
+    text = bench_low_precision.table(result) + "\n"
+    if emulate:
+        text += "\nEmulated: these timings measure the CPU stand-in, not a GPU.\n"
+    (out / "gpu_low_precision.md").write_text(text)
+    result = {"emulated": emulate, **result}
+    (out / "gpu_low_precision.json").write_text(json.dumps(result, indent=1))
+    return result
 
 
 def run_bench(out: pathlib.Path, emulate: bool, regimes, optimizers, repeats: int) -> list:
@@ -104,17 +142,22 @@ def main(argv=None) -> int:
     if args.emulate:
         _install_fake_cupy()
         regimes, optimizers, repeats = ["1000x1k"], ["adam"], args.repeats or 1
+        low_precision_sizes = ["1M"]
     else:
         regimes = ["1M", "16M", "64M", "bert-base", "1000x1k"]
         optimizers, repeats = ["sgd-momentum", "adam", "adamw"], args.repeats or 7
+        low_precision_sizes = ["16M", "64M"]
     (out / "device.txt").write_text(describe_device(args.emulate) + "\n")
     print((out / "device.txt").read_text(), end="", flush=True)
     tests = run_tests(out, args.emulate)
     print(f"tests: exit {tests} (log in {out / 'tests.log'})", flush=True)
     rows = run_bench(out, args.emulate, regimes, optimizers, repeats)
-    print((out / "gpu_bench.md").read_text(), end="")
+    print((out / "gpu_bench.md").read_text(), end="", flush=True)
     if not rows:
         print("no GPU rows: CuPy found no device")
+    else:
+        run_low_precision_bench(out, args.emulate, low_precision_sizes, repeats)
+        print((out / "gpu_low_precision.md").read_text(), end="")
     print(f"done in {time.perf_counter() - started:.0f} s; files in {out}")
     return tests if tests else (0 if rows else 1)
 

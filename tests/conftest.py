@@ -1,3 +1,5 @@
+import shutil
+
 import numpy as np
 import pytest
 
@@ -17,6 +19,21 @@ CUPY = _cupy_or_none()
 BACKENDS = [pytest.param(np, id="numpy")] + [
     pytest.param(CUPY, id="cupy", marks=pytest.mark.gpu)
 ] * (CUPY is not None)
+
+
+#: Where a module's GPU tests run (the ``gpu`` fixture): on the emulation (g++ builds the
+#: CUDA sources) and, where CuPy finds a device, on the GPU itself (benchmarks/gpu_check.py).
+GPUS = [
+    pytest.param("emulated", marks=pytest.mark.skipif(shutil.which("g++") is None,
+                                                      reason="g++ not on PATH")),
+] + [pytest.param("cuda", marks=pytest.mark.gpu)] * (CUPY is not None)  # fmt: skip
+
+
+@pytest.fixture(params=GPUS)
+def gpu(request):
+    """The ``cupy`` of a GPU test: the real one, or the fake one, which is the ``cupy``
+    fixture of tests/test_gpu_emulated.py (the module must import it)."""
+    return CUPY if request.param == "cuda" else request.getfixturevalue("cupy")
 
 
 def pytest_configure(config):

@@ -105,7 +105,13 @@ def test_the_gpu_check_runs_on_the_emulated_gpu(monkeypatch, tmp_path):
     spec.loader.exec_module(gpu_check)
     fake_cupy.install(monkeypatch)
     rows = gpu_check.run_bench(tmp_path, True, ["1000x1k"], ["adam"], 1)
-    assert {r["implementation"] for r in rows} >= {"mxopt packed (GPU)", "device copy bandwidth"}
+    assert {r["implementation"] for r in rows} >= {
+        "mxopt packed (GPU)", "mxopt packed, unchecked (GPU)", "device copy bandwidth"
+    }  # fmt: skip
     table = (tmp_path / "gpu_bench.md").read_text()
     assert "| 1000x1k | adam | mxopt packed (GPU) |" in table and "Emulated" in table
     assert json.loads((tmp_path / "gpu_bench.json").read_text())["emulated"] is True
+    result = gpu_check.run_low_precision_bench(tmp_path, True, ["1M"], 1)
+    assert {row["case"] for row in result["rows"]} >= {"bfloat16 + master", "float32, int8 state"}
+    assert result["device"] == "gpu" and not result["busy"]
+    assert "| 1M | bfloat16 + master |" in (tmp_path / "gpu_low_precision.md").read_text()

@@ -16,14 +16,15 @@ from __future__ import annotations
 
 import importlib.util
 import pathlib
-import shutil
 
 import numpy as np
 import pytest
 
 import mxopt
 from mxopt.kernels import precision_module
+from mxopt.optimizers.matrix import MatrixOptimizer
 from tests.cases import CASES, make_optimizer
+from tests.conftest import CUPY
 from tests.reference.rounding import (
     random_bits,
     round_nearest,
@@ -39,7 +40,6 @@ BF16 = np.dtype(ml_dtypes.bfloat16)
 DTYPES = [pytest.param(F16, id="f16"), pytest.param(BF16, id="bf16")]
 FORMAT = {F16: "float16", BF16: "bfloat16"}
 LARGEST = {F16: 65504.0, BF16: float(ml_dtypes.finfo(BF16).max)}
-needs_gxx = pytest.mark.skipif(shutil.which("g++") is None, reason="g++ not on PATH")
 
 #: The first case of every optimizer.
 FIRST_CASES = [
@@ -53,12 +53,6 @@ SEED = 20261205
 
 
 # -- helpers ----------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def fake_gpu(request):
-    """The fake ``cupy`` module (the ``cupy`` fixture of tests/test_gpu_emulated.py)."""
-    return request.getfixturevalue("cupy")
 
 
 def u16(array) -> np.ndarray:
@@ -138,12 +132,11 @@ def test_widening_every_bit_pattern_gives_numpys_float32(dtype):
     )
 
 
-@needs_gxx
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_widening_every_bit_pattern_on_the_gpu(dtype, fake_gpu):
+def test_widening_every_bit_pattern_on_the_gpu(dtype, gpu):
     patterns = every_pattern(dtype)
-    widened = precision_module("cupy").widen(fake_gpu.asarray(patterns), FORMAT[dtype])
-    assert isinstance(widened, fake_gpu.ndarray)
+    widened = precision_module("cupy").widen(gpu.asarray(patterns), FORMAT[dtype])
+    assert isinstance(widened, gpu.ndarray)
     assert_same_values(widened, patterns.astype(np.float32))
 
 
@@ -165,12 +158,16 @@ def nearest_inputs(dtype) -> np.ndarray:
     return np.concatenate([x, -x])
 
 
-@pytest.mark.parametrize("gpu", [False, pytest.param(True, marks=needs_gxx)], ids=["cpu", "gpu"])
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_rounding_to_nearest_is_numpys_conversion(dtype, gpu, request):
+def test_rounding_to_nearest_is_numpys_conversion(dtype):
     x = nearest_inputs(dtype)
-    xp = request.getfixturevalue("fake_gpu") if gpu else None
-    assert_same_values(narrow(x, dtype, xp=xp), round_nearest(x, dtype))
+    assert_same_values(narrow(x, dtype), round_nearest(x, dtype))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_rounding_to_nearest_on_the_gpu_is_numpys_conversion(dtype, gpu):
+    x = nearest_inputs(dtype)
+    assert_same_values(narrow(x, dtype, xp=gpu), round_nearest(x, dtype))
 
 
 # -- 3. stochastic rounding -------------------------------------------------------------------
@@ -273,18 +270,17 @@ def test_stochastic_rounding_is_reproducible(dtype):
     assert np.count_nonzero(u16(other) != u16(first)) > 1000
 
 
-@needs_gxx
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_stochastic_rounding_on_the_gpu_gives_the_cpu_bits(dtype, fake_gpu):
+def test_stochastic_rounding_on_the_gpu_gives_the_cpu_bits(dtype, gpu):
     x = stochastic_inputs(dtype, np.random.default_rng(4))
     offsets, keys = (0, 17, 17, 20000, x.size), (1, 2, stream_key(SEED, "w", 2), 2**63)
     on_cpu = narrow(x, dtype, stochastic=True, keys=keys, offsets=offsets)
-    on_gpu = narrow(x, dtype, stochastic=True, keys=keys, offsets=offsets, xp=fake_gpu)
+    on_gpu = narrow(x, dtype, stochastic=True, keys=keys, offsets=offsets, xp=gpu)
     np.testing.assert_array_equal(u16(on_gpu), u16(on_cpu))
     part = (100, 5000, 9000)  # segments not starting at 0: the rest is left alone
     expected = np.full(x.size, 3, dtype)
     narrow(x, dtype, stochastic=True, keys=(5, 6), offsets=part, out=expected)
-    on_gpu = narrow(x, dtype, stochastic=True, keys=(5, 6), offsets=part, xp=fake_gpu,
+    on_gpu = narrow(x, dtype, stochastic=True, keys=(5, 6), offsets=part, xp=gpu,
                     out=np.full(x.size, 3, dtype))  # fmt: skip
     np.testing.assert_array_equal(u16(on_gpu), u16(expected))
 
@@ -466,23 +462,36 @@ def test_large_weights_equal_the_rounded_float32_run(case, dtype, mp, sr, monkey
         assert_matches_reference(low, reference, mp)
 
 
-@needs_gxx
 @pytest.mark.parametrize("mp", [False, True], ids=["no-master", "master"])
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("case", FIRST_CASES, ids=CASE_IDS)
-def test_steps_on_the_gpu_give_the_cpu_bits(case, dtype, mp, fake_gpu):
+def test_steps_on_the_gpu_give_the_cpu_bits(case, dtype, mp, gpu):
     """Stochastic rounding, single calls and update_many, against the CPU's single calls
-    (Prodigy's update_many against the CPU's update_many)."""
-    sums = make_optimizer(case, {}).step_sums_kernel is not None
+    (Prodigy's update_many against the CPU's update_many). On a real GPU, Muon's and
+    SOAP's matrix products are cuBLAS's and cuSOLVER's, which add in another order than
+    NumPy's BLAS: their float32 state agrees to 1e-5 and their weights to one 16-bit step
+    (an H100 gave 1 float32 ulp on a few elements)."""
+    optimizer = make_optimizer(case, {})
+    sums = optimizer.step_sums_kernel is not None
+    exact = gpu is not CUPY or not isinstance(optimizer, MatrixOptimizer)
     for many in (False, True):
         on_cpu = run_low(case, dtype, mp, True, many=many and sums)
-        on_gpu = run_low(case, dtype, mp, True, xp=fake_gpu, many=many)
+        on_gpu = run_low(case, dtype, mp, True, xp=gpu, many=many)
         for a, b in zip(on_cpu, on_gpu, strict=True):
             for i in a:
                 assert isinstance(b[i][0], np.ndarray)  # host() copies
-                np.testing.assert_array_equal(u16(b[i][0]), u16(a[i][0]), repr(i))
+                if exact:
+                    np.testing.assert_array_equal(u16(b[i][0]), u16(a[i][0]), repr(i))
+                else:
+                    np.testing.assert_allclose(b[i][0].astype(np.float32),
+                                               a[i][0].astype(np.float32),
+                                               rtol=float(ml_dtypes.finfo(dtype).eps))  # fmt: skip
                 for name in a[i][1]:
-                    np.testing.assert_array_equal(u32(b[i][1][name]), u32(a[i][1][name]), name)
+                    if exact:
+                        np.testing.assert_array_equal(u32(b[i][1][name]), u32(a[i][1][name]), name)
+                    else:
+                        np.testing.assert_allclose(b[i][1][name], a[i][1][name], rtol=1e-5,
+                                                   atol=1e-7, err_msg=name)  # fmt: skip
 
 
 # -- 5. checkpoints ---------------------------------------------------------------------------
@@ -531,12 +540,11 @@ def test_checkpoint_resumes_bit_identically(case, dtype, mp, tmp_path):
     check_resume(case, dtype, mp, tmp_path, np, np)
 
 
-@needs_gxx
 @pytest.mark.parametrize("mp", [False, True], ids=["no-master", "master"])
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_checkpoint_moves_to_the_gpu_bit_identically(dtype, mp, tmp_path, fake_gpu):
+def test_checkpoint_moves_to_the_gpu_bit_identically(dtype, mp, tmp_path, gpu):
     case = next(c for c in FIRST_CASES if c.optimizer == "ADAM")
-    check_resume(case, dtype, mp, tmp_path, np, fake_gpu)
+    check_resume(case, dtype, mp, tmp_path, np, gpu)
 
 
 def test_a_checkpoint_needs_the_same_precision_and_weight_dtype(tmp_path):

@@ -41,7 +41,7 @@ from tests.reference import quantization as oracle
 from tests.reference.rounding import _index_key, random_bits, round_nearest, round_stochastic
 from tests.reference.rounding import stream_key as reference_stream_key
 from tests.test_gpu_emulated import _built, cupy, host  # noqa: F401  (fixtures)
-from tests.test_low_precision import needs_gxx, train
+from tests.test_low_precision import train
 
 ml_dtypes = pytest.importorskip("ml_dtypes")
 
@@ -73,12 +73,6 @@ SHAPES = {"big": (50, 100), 7: (300,)}
 #: Cut among threads in three pieces (with lowered thresholds), each of several stages of
 #: the fused step; an odd size.
 LARGE = {"huge": (20003,)}
-
-
-@pytest.fixture
-def fake_gpu(request):
-    """The fake ``cupy`` module (the ``cupy`` fixture of tests/test_gpu_emulated.py)."""
-    return request.getfixturevalue("cupy")
 
 
 def raw(array) -> np.ndarray:
@@ -329,19 +323,18 @@ def test_the_fused_threaded_path_equals_the_generic_one(case, state_dtype, monke
 # -- 3. the emulated GPU ------------------------------------------------------------------------
 
 
-@needs_gxx
 @pytest.mark.parametrize("state_dtype", STATE_DTYPES)
 @pytest.mark.parametrize("case", CASES_WITH_OPTION, ids=IDS)
-def test_steps_on_the_gpu_give_the_cpu_bits(case, state_dtype, fake_gpu):
+def test_steps_on_the_gpu_give_the_cpu_bits(case, state_dtype, gpu):
     """Stochastic rounding, single calls and update_many, float32 weights; and bfloat16
     weights with a master for ADAM."""
     for path in ("single", "many"):
         on_cpu = run(case, state_dtype, sr=True, path=path)
-        on_gpu = run(case, state_dtype, sr=True, path=path, xp=fake_gpu)
+        on_gpu = run(case, state_dtype, sr=True, path=path, xp=gpu)
         assert_equal_runs(on_gpu, on_cpu, path)
     if case.optimizer == "ADAM":
         on_cpu = run(case, state_dtype, sr=True, mp=True, dtype=BF16)
-        on_gpu = run(case, state_dtype, sr=True, mp=True, dtype=BF16, xp=fake_gpu)
+        on_gpu = run(case, state_dtype, sr=True, mp=True, dtype=BF16, xp=gpu)
         assert_equal_runs(on_gpu, on_cpu, "bfloat16 weights")
 
 
@@ -381,10 +374,9 @@ def test_checkpoint_resumes_bit_identically(case, state_dtype, tmp_path):
     check_resume(case, state_dtype, tmp_path, np, np)
 
 
-@needs_gxx
 @pytest.mark.parametrize("state_dtype", STATE_DTYPES)
-def test_checkpoint_moves_to_the_gpu_bit_identically(state_dtype, tmp_path, fake_gpu):
-    check_resume(FIRST["ADAM"], state_dtype, tmp_path, np, fake_gpu)
+def test_checkpoint_moves_to_the_gpu_bit_identically(state_dtype, tmp_path, gpu):
+    check_resume(FIRST["ADAM"], state_dtype, tmp_path, np, gpu)
 
 
 MISMATCHED = [
