@@ -16,7 +16,7 @@ import pytest
 
 import mxopt
 from mxopt.kernels import cpu as _cpu
-from mxopt.kernels.cuda import NONFINITE_SOURCE, fused_source, fused_symbol, module_source
+from mxopt.kernels.cuda import NONFINITE_SOURCE, fused_source, module_source
 from mxopt.kernels.kernel import KERNELS, REDUCE_BLOCK
 from mxopt.kernels.precision import BITS16, FLOAT32
 from mxopt.kernels.precision import CUDA_SOURCE as PRECISION_SOURCE
@@ -30,8 +30,8 @@ SOURCES = {name: module_source(kernel) for name, kernel in KERNELS.items()}
 SOURCES["count_nonfinite"] = NONFINITE_SOURCE
 SOURCES["quantize"] = QUANTIZE_SOURCE
 SOURCES["precision"] = PRECISION_SOURCE
-for _fused in ((True, (BITS16, BITS16)), (False, (BITS16, FLOAT32)), (True, (FLOAT32, FLOAT32))):
-    SOURCES[fused_symbol(KERNELS["adam"], *_fused)] = fused_source(KERNELS["adam"], *_fused)
+for _storages in ((BITS16, BITS16), (BITS16, FLOAT32), (FLOAT32, FLOAT32)):
+    SOURCES[f"adam fused {_storages}"] = fused_source(KERNELS["adam"], _storages)
 
 
 @pytest.fixture

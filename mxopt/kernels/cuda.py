@@ -524,68 +524,84 @@ def dequantize(codes, absmax, signed: bool):
     return out
 
 
-def fused_symbol(kernel: Kernel, weight_bits: bool, storages: tuple) -> str:
-    """The name of ``kernel``'s fused step for a 16-bit (or float32) weight and state
-    arrays stored as ``storages`` (float32 or bfloat16)."""
+#: The weights of a fused step: float32, or 16 bits with or without a float32 master copy.
+FUSED_WEIGHTS = (
+    (None, False),
+    (precision.FLOAT16, False), (precision.FLOAT16, True),
+    (precision.BFLOAT16, False), (precision.BFLOAT16, True),
+)  # fmt: skip
+
+
+def fused_symbol(kernel: Kernel, fmt: str | None, has_master: bool, storages: tuple) -> str:
+    """The name of ``kernel``'s fused step for a weight in ``fmt`` (float16, bfloat16 or
+    None: float32), with a master copy or not, and state arrays stored as ``storages``
+    (float32 or bfloat16)."""
     layout = "".join("b" if s == precision.BITS16 else "f" for s in storages)
-    return f"mxopt_{kernel.name}_fused_{'w16' if weight_bits else 'w32'}_{layout or 'none'}"
+    weight = {None: "w32", precision.FLOAT16: "f16", precision.BFLOAT16: "bf16"}[fmt]
+    return f"mxopt_{kernel.name}_fused_{weight}{'_master' if has_master else ''}_{layout or 'none'}"
 
 
-def fused_source(kernel: Kernel, weight_bits: bool, storages: tuple) -> str:
-    """A fused step of an elementwise ``kernel`` on a float16/bfloat16 weight (or a float32
-    one) with state arrays stored in float32 or bfloat16: each thread widens its elements
-    into registers, calls the element on them (index 0 of pointers to them: the element's
-    own code, unchanged) and rounds them back, the same bits as widening everything, one
-    :func:`run` and rounding everything (see :mod:`mxopt.kernels.precision`)."""
-    params = (
-        ["unsigned short* wbits", "const unsigned short* gbits", "float* master",
-         "const int has_master"]
-        if weight_bits else ["float* w", "const float* g"]
-    )  # fmt: skip
-    for k, storage in enumerate(storages):
-        params.append(f"{'unsigned short' if storage == precision.BITS16 else 'float'}* s{k}")
-    params += [f"const float {name}" for name in kernel.scalars]
-    params += ["const int code", "const unsigned long long key", "const unsigned long long* skeys",
-               "const int stochastic", "const long long n"]  # fmt: skip
-    body = []
-    if weight_bits:
-        body += [
-            "        float gv = mx_as_float(mx_widen(gbits[i], code));",
-            "        float wv = has_master ? master[i] : mx_as_float(mx_widen(wbits[i], code));",
-            "        float* wp = has_master ? master + i : &wv;",
-            "        const float* gp = &gv;",
-        ]
+def _fused_function(kernel: Kernel, fmt: str | None, has_master: bool, storages: tuple) -> str:
+    """One fused step (see :func:`fused_source`). Every value lives in a register: the
+    element gets pointers to locals only, which inlining turns into registers (a pointer
+    that may be global or local would keep a local in memory, a stack store per element),
+    and the weight's format and master copy are fixed at compile time."""
+    widen = "((unsigned int)({})) << 16" if fmt == precision.BFLOAT16 else "mx_half_to_single({})"
+    narrow = "mx_single_to_bfloat" if fmt == precision.BFLOAT16 else "mx_single_to_half"
+    if fmt is None:
+        params = ["float* w", "const float* g"]
+        load = ["float wv = w[i];", "const float gv = g[i];"]
     else:
-        body += ["        float* wp = w + i;", "        const float* gp = g + i;"]
-    pointers = []
-    for k, storage in enumerate(storages):
-        if storage == precision.BITS16:
-            body.append(f"        float v{k} = mx_as_float(((unsigned int)s{k}[i]) << 16);")
-            pointers.append(f"&v{k}")
-        else:
-            pointers.append(f"s{k} + i")
-    arguments = ", ".join(["0", "wp", "gp", *pointers, *kernel.scalars])
-    body.append(f"        {kernel.name}_element<float>({arguments});")
+        params = ["unsigned short* wbits", "const unsigned short* gbits"]
+        params += ["float* __restrict__ master"] * has_master
+        weight = "master[i]" if has_master else f"mx_as_float({widen.format('wbits[i]')})"
+        load = [
+            f"float wv = {weight};",
+            f"const float gv = mx_as_float({widen.format('gbits[i]')});",
+        ]
+    store, pointers = [], []
     random = "stochastic ? mx_random_bits({key}, i) : 0ULL"
     for k, storage in enumerate(storages):
         if storage == precision.BITS16:
-            body.append(f"        s{k}[i] = mx_single_to_bfloat(mx_as_uint(v{k}), stochastic != 0, "
-                        f"{random.format(key=f'skeys[{k}]')});")  # fmt: skip
-    if weight_bits:
-        body += [
-            f"        const unsigned long long r = {random.format(key='key')};",
-            "        const unsigned int f = mx_as_uint(*wp);",
-            "        wbits[i] = code == 1 ? mx_single_to_bfloat(f, stochastic != 0, r)",
-            "                             : mx_single_to_half(f, stochastic != 0, r);",
-        ]
-    symbol = fused_symbol(kernel, weight_bits, storages)
+            params.append(f"unsigned short* __restrict__ s{k}")
+            load.append(f"float v{k} = mx_as_float(((unsigned int)s{k}[i]) << 16);")
+            store.append(f"s{k}[i] = mx_single_to_bfloat(mx_as_uint(v{k}), stochastic != 0, "
+                         f"{random.format(key=f'skey{k}')});")  # fmt: skip
+        else:
+            params.append(f"float* __restrict__ s{k}")
+            load.append(f"float v{k} = s{k}[i];")
+            store.append(f"s{k}[i] = v{k};")
+        pointers.append(f"&v{k}")
+    params += [f"const float {name}" for name in kernel.scalars]
+    params += ["const unsigned long long key"]
+    params += [f"const unsigned long long skey{k}" for k in range(len(storages))]
+    params += ["const int stochastic", "const long long n"]
+    arguments = ", ".join(["0", "&wv", "&gv", *pointers, *kernel.scalars])
+    body = [*load, f"{kernel.name}_element<float>({arguments});", *store]
+    if fmt is None:
+        body.append("w[i] = wv;")
+    else:
+        body += ["master[i] = wv;"] * has_master
+        body.append(f"wbits[i] = {narrow}(mx_as_uint(wv), stochastic != 0, "
+                    f"{random.format(key='key')});")  # fmt: skip
+    symbol = fused_symbol(kernel, fmt, has_master, storages)
     return (
-        f"{CUDA_PREAMBLE}\n{precision.CUDA_SOURCE}\n{element_source(kernel)}\n"
         f'extern "C" __global__ void {symbol}({", ".join(params)}) {{\n'
         "    const long long stride = (long long)blockDim.x * gridDim.x;\n"
         "    for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n;"
-        " i += stride) {\n" + "\n".join(body) + "\n    }\n}\n"
+        " i += stride) {\n" + "".join(f"        {line}\n" for line in body) + "    }\n}\n"
     )
+
+
+def fused_source(kernel: Kernel, storages: tuple) -> str:
+    """The fused steps of an elementwise ``kernel`` with state arrays stored as
+    ``storages`` (float32 or bfloat16), one per weight of :data:`FUSED_WEIGHTS`: each
+    thread widens its elements into registers, calls the element on them (index 0 of
+    pointers to them: the element's own code, unchanged) and rounds them back, the same
+    bits as widening everything, one :func:`run` and rounding everything (see
+    :mod:`mxopt.kernels.precision`)."""
+    functions = [_fused_function(kernel, fmt, master, storages) for fmt, master in FUSED_WEIGHTS]
+    return "\n".join([CUDA_PREAMBLE, precision.CUDA_SOURCE, element_source(kernel), *functions])
 
 
 @_first_array_last
@@ -594,7 +610,6 @@ def run_staged(kernel: Kernel, w, g, master, state: tuple, storages: tuple, absm
                stochastic: bool) -> int:  # fmt: skip
     """:func:`mxopt.kernels.cpu_precision.run_staged` on the GPU, for state arrays in float32
     or bfloat16 (8-bit state takes the general path on the GPU)."""
-    import cupy
 
     storages = tuple(storages)
     if any(s not in (precision.FLOAT32, precision.BITS16) for s in storages):
@@ -607,22 +622,18 @@ def run_staged(kernel: Kernel, w, g, master, state: tuple, storages: tuple, absm
     n = w.size
     if n == 0:
         return 0
-    module = compiled_module(("fused", kernel, weight_bits, storages),
-                             lambda: fused_source(kernel, weight_bits, storages))  # fmt: skip
-    function = module.get_function(fused_symbol(kernel, weight_bits, storages))
+    module = compiled_module(("fused", kernel, storages), lambda: fused_source(kernel, storages))
+    has_master = weight_bits and master is not None
+    function = module.get_function(fused_symbol(kernel, fmt, has_master, storages))
     if weight_bits:
-        has_master = master is not None
-        master = master if has_master else cupy.empty(0, dtype=np.float32)
-        head = (w.view(np.uint16), g.view(np.uint16), master, np.int32(has_master))
+        head = (w.view(np.uint16), g.view(np.uint16)) + ((master,) if has_master else ())
     else:
         head = (w, g)
     arrays = tuple(a.view(np.uint16) if s == precision.BITS16 else a
                    for a, s in zip(state, storages, strict=True))  # fmt: skip
-    code = np.int32(precision.FORMAT_CODES[fmt or precision.BFLOAT16])
-    keys = cupy.asarray(np.asarray(state_keys, dtype=np.uint64).reshape(-1))
     function(
         (grid_size(n),), (THREADS,),
-        (*head, *arrays, *(np.float32(s) for s in scalars), code, np.uint64(key), keys,
-         np.int32(bool(stochastic)), np.int64(n)),
+        (*head, *arrays, *(np.float32(s) for s in scalars), np.uint64(key),
+         *(np.uint64(k) for k in state_keys), np.int32(bool(stochastic)), np.int64(n)),
     )  # fmt: skip
     return 0
