@@ -54,6 +54,18 @@ def have_nvrtc() -> bool:
 
 def nvrtc_compile(source: str, arch: str, options=NVRTC_OPTIONS) -> tuple[bool, str]:
     """Compile ``source`` to PTX for ``arch``; returns (success, compiler log)."""
+    ok, log, _ = _nvrtc_run(source, arch, options)
+    return ok, log
+
+
+def nvrtc_ptx(source: str, arch: str, options=NVRTC_OPTIONS) -> str:
+    """The PTX of ``source`` for ``arch`` (an AssertionError with the log if it fails)."""
+    ok, log, ptx = _nvrtc_run(source, arch, options)
+    assert ok, log
+    return ptx
+
+
+def _nvrtc_run(source: str, arch: str, options) -> tuple[bool, str, str]:
     lib = _nvrtc()
     program = ctypes.c_void_p()
     status = lib.nvrtcCreateProgram(
@@ -67,8 +79,14 @@ def nvrtc_compile(source: str, arch: str, options=NVRTC_OPTIONS) -> tuple[bool, 
     lib.nvrtcGetProgramLogSize(program, ctypes.byref(size))
     log = ctypes.create_string_buffer(size.value)
     lib.nvrtcGetProgramLog(program, log)
+    ptx = ""
+    if status == 0:
+        lib.nvrtcGetPTXSize(program, ctypes.byref(size))
+        text = ctypes.create_string_buffer(size.value)
+        lib.nvrtcGetPTX(program, text)
+        ptx = text.value.decode()
     lib.nvrtcDestroyProgram(ctypes.byref(program))
-    return status == 0, log.value.decode(errors="replace")
+    return status == 0, log.value.decode(errors="replace"), ptx
 
 
 def have_nvcc() -> bool:

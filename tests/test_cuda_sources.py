@@ -16,8 +16,8 @@ import pytest
 
 import mxopt
 from mxopt.kernels import cpu as _cpu
-from mxopt.kernels.cuda import NONFINITE_SOURCE, fused_source, module_source
-from mxopt.kernels.kernel import KERNELS, REDUCE_BLOCK
+from mxopt.kernels.cuda import NONFINITE_SOURCE, element_source, fused_source, module_source
+from mxopt.kernels.kernel import CUDA_PREAMBLE, KERNELS, REDUCE_BLOCK
 from mxopt.kernels.precision import BITS16, FLOAT32
 from mxopt.kernels.precision import CUDA_SOURCE as PRECISION_SOURCE
 from mxopt.kernels.quantize_cuda import QUANTIZE_SOURCE
@@ -86,9 +86,45 @@ def test_compiles_with_nvrtc(name, arch):
 
 
 @pytest.mark.skipif(not cuda_tools.have_nvrtc(), reason="NVRTC not installed (test extra)")
+@pytest.mark.parametrize("name", sorted(SOURCES))
+def test_no_kernel_uses_local_memory(name):
+    """Every value of a step stays in registers: a local (stack) array or a local whose
+    address mixes with a global pointer costs a memory access per element (the fused
+    16-bit step had one, seen on an H100 at 59% of the copy bandwidth)."""
+    ptx = cuda_tools.nvrtc_ptx(SOURCES[name], "compute_90")
+    assert ".local" not in ptx, [line for line in ptx.splitlines() if ".local" in line][:5]
+
+
+@pytest.mark.skipif(not cuda_tools.have_nvrtc(), reason="NVRTC not installed (test extra)")
 def test_nvrtc_check_can_fail():
     ok, log = cuda_tools.nvrtc_compile(SOURCES["sgd"].replace("gi;", "gj;", 1), "compute_75")
     assert not ok and "gj" in log
+
+
+@pytest.mark.skipif(not cuda_tools.have_nvrtc(), reason="NVRTC not installed (test extra)")
+def test_local_memory_check_can_fail():
+    """The old fused 16-bit step's pattern: ADAM's element on a pointer to either the
+    master copy or a local."""
+    kernel = KERNELS["adam"]
+    scalars = ", ".join(kernel.scalars)
+    parameters = ", ".join(f"float {s}" for s in kernel.scalars)
+    step = f"""
+extern "C" __global__ void f(unsigned short* wbits, const unsigned short* gbits, float* master,
+                             const int has_master, float* m, float* v, {parameters},
+                             const int code, const long long n) {{
+    for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n;
+         i += (long long)blockDim.x * gridDim.x) {{
+        float gv = mx_as_float(mx_widen(gbits[i], code));
+        float wv = has_master ? master[i] : mx_as_float(mx_widen(wbits[i], code));
+        float* wp = has_master ? master + i : &wv;
+        adam_element<float>(0, wp, &gv, m + i, v + i, {scalars});
+        const unsigned int f = mx_as_uint(*wp);
+        wbits[i] = code == 1 ? mx_single_to_bfloat(f, false, 0) : mx_single_to_half(f, false, 0);
+    }}
+}}
+"""
+    source = "\n".join([CUDA_PREAMBLE, PRECISION_SOURCE, element_source(kernel), step])
+    assert ".local" in cuda_tools.nvrtc_ptx(source, "compute_90")
 
 
 @pytest.mark.skipif(not cuda_tools.have_nvcc(), reason="nvcc not on PATH")
