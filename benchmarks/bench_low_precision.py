@@ -206,14 +206,18 @@ def run(sizes, repeats: int, cupy=None) -> dict:
     }
 
 
+def _ms(value: float) -> str:
+    return f"{value:.3f}" if value < 10 else f"{value:.1f}"  # GPU steps take under 1 ms
+
+
 def table(result: dict) -> str:
     lines = ["| size | case | ms | spread | limit ms | % limit | bytes/elem | state B/param |",
              "|---|---|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
     for row in result["rows"]:
         flag = " (noisy)" if row["spread"] > NOISY_SPREAD else ""
         lines.append(
-            f"| {row['size']} | {row['case']} | {row['ms']:.1f} | {100 * row['spread']:.0f}%"
-            f"{flag} | {row['limit_ms']:.1f} | {row['percent_of_limit']:.0f}% | "
+            f"| {row['size']} | {row['case']} | {_ms(row['ms'])} | {100 * row['spread']:.0f}%"
+            f"{flag} | {_ms(row['limit_ms'])} | {row['percent_of_limit']:.0f}% | "
             f"{row['bytes_per_element']} | {row['state_bytes_per_param']:.2f} |"
         )
     if result["busy"]:
