@@ -151,10 +151,12 @@ def _helpers_source(kernel: Kernel, storages: tuple) -> str:
     views = ", ".join(f"v{k}" for k in range(len(storages)))
     load.append(f"    return ({views}{',' if len(storages) == 1 else ''})")
     store.append("    return 0")
-    arguments = ["j", "w", "g", *(f"views[{k}]" for k in range(len(storages)))]
-    arguments += [f"s[{k}]" for k in range(len(kernel.scalars))]
+    arguments = ["j", "w", "g", *(f"u{k}" for k in range(len(storages)))]
+    arguments += [f"s{k}" for k in range(len(kernel.scalars))]
     block = [
         "def block(w, g, views, s, n):",
+        *(f"    u{k} = views[{k}]" for k in range(len(storages))),
+        *(f"    s{k} = s[{k}]" for k in range(len(kernel.scalars))),
         "    for j in range(n):",
         f"        ELEMENT({', '.join(arguments)})",
     ]
