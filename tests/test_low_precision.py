@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import importlib.util
 import pathlib
+import platform
+import re
 
 import numpy as np
 import pytest
@@ -757,3 +759,26 @@ def test_stochastic_rounding_makes_progress_where_nearest_bfloat16_stalls():
     assert full < 0.25 * start  # solvable in the budget
     assert nearest == start  # stalled: not one weight moved
     assert stochastic < 1.1 * full  # reaches the float32 run's loss (within 10%)
+
+
+@pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64"), reason="reads x86 assembly")
+def test_the_staged_element_loop_is_vectorised_on_its_own():
+    """The staged step's element loop, compiled as the standalone helper that a process
+    compiling the step calls: packed divisions and square roots (ADAM's). With the state
+    tuple indexed inside the loop it stayed scalar, and a process that compiled the step
+    ran it twice as slowly as one that loaded it from the disk cache."""
+    from mxopt.kernels import cpu_precision
+
+    weight = np.ones(5000, dtype=BF16)
+    updater, _ = adam_updater(opts={"multi_precision": True, "state_dtype": "bfloat16"})
+    updater(0, np.ones(5000, dtype=BF16), weight)
+    staged = [d for (kernel, *_), d in cpu_precision._staged_dispatchers.items()
+              if kernel.name == "adam"]  # fmt: skip
+    assert staged
+    block = staged[-1].py_func.__globals__["_BLOCK"]
+    if not block.signatures:  # the step came from the disk cache: compile the helper alone
+        arrays = [np.zeros(8, np.float32) for _ in range(4)]
+        scalars = tuple(np.float32(1) for _ in updater.optimizer.kernel().scalars)
+        block(arrays[0], arrays[1], (arrays[2], arrays[3]), scalars, np.int64(8))
+    assembly = "\n".join(block.inspect_asm(signature) for signature in block.signatures)
+    assert re.search(r"\bv?divps\b", assembly) and re.search(r"\bv?sqrtps\b", assembly)
