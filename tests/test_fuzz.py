@@ -26,6 +26,15 @@ TINY = {np.float32: 1e-18, np.float64: 1e-310}
 #: Optimizers whose step depends on the sign of a product or average of gradients.
 SIGN_BASED = {"Rprop", "Lion"}
 
+#: Optimizers that rotate the gradient (SOAP's eigenbasis, Muon's orthogonalisation): a
+#: float32 rotation has absolute errors of about 6e-8 times the gradient's norm, so a
+#: rotated component that is nearly zero (by cancellation) carries a large relative error,
+#: which Adam's division by sqrt(v) + eps scales up to the size of the step (a SOAP step of
+#: a 2x3 float32 matrix came out 15-30% off the float64 oracle in some elements; float64
+#: agrees to 1e-9). Their float32 steps are checked against peers in tests/test_soap.py and
+#: tests/test_muon.py; here they are compared in float64.
+ROTATING = {"SOAP", "Muon"}
+
 #: Adafactor's step is relative to RMS(W) and its factors mix every row with every
 #: column: with 1e45 and denormals in one matrix the result hangs on the denormals'
 #: last bits (torch.optim.Adafactor disagrees with both mxopt and the oracle there).
@@ -86,9 +95,10 @@ def _unchanged(weight, updater, snapshot):
 @SETTINGS
 @given(case=cases, dtype=dtypes, shape=shapes, lr=learning_rates, data=st.data())
 def test_any_update_matches_the_oracle_or_changes_nothing(case, dtype, shape, lr, data):
-    if case.optimizer in SIGN_BASED and dtype == np.float32:
-        # A float32 product or average of denormals rounds to 0 where float64 does not,
-        # which flips a sign and the whole step: compare these in float64, where both agree.
+    if case.optimizer in SIGN_BASED | ROTATING and dtype == np.float32:
+        # SIGN_BASED: a float32 product or average of denormals rounds to 0 where float64
+        # does not, which flips a sign and the whole step. ROTATING: see above. Compared in
+        # float64, where both agree.
         dtype = np.float64
     case = _with_lr(case, lr)
     oracle = ORACLES[case.optimizer]
