@@ -242,6 +242,23 @@ def narrow_block(source, bits, code, key, first, stochastic):
     elif code == 1:
         for i in range(bits.size):
             bits[i] = _single_to_bfloat(source[i], True, _random_bits(key, first + i))
+    elif not stochastic:
+        # float16 to nearest without a branch in the loop (the same bits as
+        # _single_to_half): the normal and the subnormal result both made, then selected
+        values = source.view(np.float32)
+        for i in range(bits.size):
+            f = source[i]
+            a = f & _U32(0x7FFFFFFF)
+            t = _U32(a - _U32(0x38000000))  # a normal float16: exponent rebiased 127 -> 15
+            normal = _U32(_U32(t + _U32(0xFFF)) + ((t >> _U32(13)) & _U32(1))) >> _U32(13)
+            normal = _U32(0x7C00) if normal > _U32(0x7C00) else normal  # 65520 and up: inf
+            # a subnormal float16 counts units of 2**-24: |x| * 2**24 rounded to even by
+            # rint (exact: a power-of-two scaling; |x| clamped so that the cast stays in range)
+            x = min(abs(values[i]), np.float32(1.0))
+            subnormal = _U32(np.int32(np.rint(x * np.float32(16777216.0))))
+            r = normal if a >= _U32(0x38800000) else subnormal
+            r = _U32(0x7E00) if a > _U32(0x7F800000) else r
+            bits[i] = np.uint16(((f >> _U32(16)) & _U32(0x8000)) | r)
     else:
         for i in range(bits.size):
             random = _random_bits(key, first + i) if stochastic else np.uint64(0)
