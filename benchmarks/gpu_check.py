@@ -35,7 +35,7 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 #: (the emulated tests are CI's: they need no GPU).
 TEST_FILES = ["tests/test_gpu.py", "tests/test_cuda_sources.py"]
 #: The GPU tests of these run on the emulation and on the device (the ``gpu`` fixture).
-GPU_FIXTURE_TESTS = ["tests/test_low_precision.py::", "tests/test_state_dtype.py::"]
+GPU_FIXTURE_TESTS = ["tests/test_low_precision.py", "tests/test_state_dtype.py"]
 TESTS_TIMEOUT_S = 240
 
 
@@ -73,7 +73,7 @@ def describe_device(emulate: bool) -> str:
 
 def run_tests(out: pathlib.Path, emulate: bool) -> int:
     files = ["tests/test_gpu_emulated.py"] if emulate else TEST_FILES
-    files += [f"{path}test_{name}" for path in GPU_FIXTURE_TESTS for name in _gpu_tests(path)]
+    files += [f"{path}::test_{name}" for path in GPU_FIXTURE_TESTS for name in _gpu_tests(path)]
     command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *files]
     if not emulate:  # their emulated halves are CI's
         command += ["-k", "not emulated"]
@@ -91,7 +91,7 @@ def run_tests(out: pathlib.Path, emulate: bool) -> int:
 
 def _gpu_tests(path: str) -> list:
     """The names (after ``test_``) of the tests in ``path`` that take the ``gpu`` fixture."""
-    source = (ROOT / path.rstrip(":")).read_text()
+    source = (ROOT / path).read_text()
     return re.findall(r"^def test_(\w+)\([^)]*\bgpu\b", source, flags=re.MULTILINE)
 
 

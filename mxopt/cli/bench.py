@@ -455,8 +455,9 @@ def gpu_rows(regimes, optimizers, repeats) -> list:
             # checked: the non-finite count is one more read of the gradient and a wait for
             # the device; unchecked is what torch's fused step does (no check)
             for label, nonfinite in (("", "raise"), (", unchecked", "apply")):
-                step = _mxopt_optimizer(optimizer, _state())
-                updater = mxopt.get_updater(step, nonfinite=nonfinite)
+                updater = mxopt.get_updater(
+                    _mxopt_optimizer(optimizer, _state()), nonfinite=nonfinite
+                )
 
                 def packed(updater=updater, buffer=buffer):
                     updater.update_buffer(buffer)

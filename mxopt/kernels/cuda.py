@@ -610,7 +610,6 @@ def run_staged(kernel: Kernel, w, g, master, state: tuple, storages: tuple, absm
                stochastic: bool) -> int:  # fmt: skip
     """:func:`mxopt.kernels.cpu_precision.run_staged` on the GPU, for state arrays in float32
     or bfloat16 (8-bit state takes the general path on the GPU)."""
-
     storages = tuple(storages)
     if any(s not in (precision.FLOAT32, precision.BITS16) for s in storages):
         raise ValueError("the fused GPU step takes float32 and bfloat16 state arrays only")

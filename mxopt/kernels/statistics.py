@@ -65,10 +65,10 @@ def dot(a, b) -> float:
     """``a . b`` of two flat arrays of the same size and backend, accumulated in float64
     over fixed blocks (the same bits on either backend and for any number of threads).
     Arrays other than two float32 or two float64 ones are compared in float64."""
-    if a.dtype != b.dtype or a.dtype not in (np.float32, np.float64):
-        a, b = a.astype(np.float64), b.astype(np.float64)
     if a.size != b.size:
         raise ValueError(f"dot: the arrays differ in size ({a.size} and {b.size})")
+    if a.dtype != b.dtype or a.dtype not in (np.float32, np.float64):
+        a, b = a.astype(np.float64), b.astype(np.float64)
     backend = backend_module(backends.backend_of(a))
     _, total, _ = backend.run(DOT_KERNEL, a.reshape(-1), b.reshape(-1), (), (), False)
     return float(total)
