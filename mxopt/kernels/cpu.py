@@ -39,7 +39,7 @@ import numpy as np
 from numba.np.unsafe.ndarray import to_fixed_tuple
 
 from mxopt.kernels import threads
-from mxopt.kernels.kernel import REDUCE_BLOCK, Kernel, reduction_blocks
+from mxopt.kernels.kernel import REDUCE_BLOCK, Kernel, largest_magnitude_bits, reduction_blocks
 
 __all__ = [
     "compile_loop",
@@ -64,11 +64,25 @@ _ROW = None  # placeholder in the row loop: the element over one row (_row_adapt
 SEGMENT_CHUNK = 1 << 16
 
 
+#: Magnitude masks and the patterns of infinity of float32 and float64, as integers.
+_MAGNITUDE_32, _INFINITY_32 = np.int32(0x7FFFFFFF), np.int32(0x7F800000)
+_MAGNITUDE_64, _INFINITY_64 = np.int64(0x7FFFFFFFFFFFFFFF), np.int64(0x7FF0000000000000)
+
+
 def _count_nonfinite(g, start, stop):
-    """The number of NaN and infinite values in ``g[start:stop]``."""
+    """The number of NaN and infinite values in ``g[start:stop]`` (float32 or float64).
+
+    A fast read pass on the bit patterns says whether there is any; only then are they
+    counted (a step that finds one writes nothing, so that pass's speed does not matter).
+    """
     # Over a slice from 0: with range(start, stop) the index may be negative as far as
     # Numba knows, and the wrap-around check stops SIMD (3.5x slower, measured at 1M).
     part = g[start:stop]
+    if part.itemsize == 4:
+        if largest_magnitude_bits(part.view(np.int32), _MAGNITUDE_32) < _INFINITY_32:
+            return 0
+    elif largest_magnitude_bits(part.view(np.int64), _MAGNITUDE_64) < _INFINITY_64:
+        return 0
     bad = 0
     for i in range(part.size):
         if not np.isfinite(part[i]):
@@ -258,8 +272,8 @@ def compile_loop(function, prefix: str):
     return numba.njit(**_JIT_OPTIONS)(copy)
 
 
-_count_nonfinite_compiled = numba.njit(error_model="numpy")(_count_nonfinite)
-_count_entry = numba.njit(**_JIT_OPTIONS)(_count_nonfinite)
+_count_nonfinite_compiled = _compile_device(_count_nonfinite)
+_count_entry = compile_loop(_count_nonfinite, "mxopt_count_nonfinite")
 
 
 def adapter_name(role: str, kernel: Kernel) -> str:

@@ -55,6 +55,7 @@ __all__ = [
     "clip_gradient_element",
     "device",
     "ema_element",
+    "largest_magnitude_bits",
     "momentum_step_element",
     "normalize_gradient_element",
 ]
@@ -77,6 +78,35 @@ def device(function: Callable) -> Callable:
     """Mark a helper that elements call; it is compiled (and inlined) with them."""
     function.__mxopt_device__ = True
     return function
+
+
+@device
+def largest_magnitude_bits(bits, mask):
+    """``max(bits[i] & mask)`` over the integer bit patterns ``bits`` of floats, ``mask``
+    clearing the sign bit: the pattern of the largest magnitude, where an infinity's
+    pattern is above every finite one and a NaN's above it. So ``>=`` the pattern of
+    infinity says whether any value is not finite: the all-or-nothing check's read pass.
+
+    The loop reads the four quarters of ``bits`` at once: one core keeps more reads in
+    flight from four streams than from one (16M float32: 6.8 ms from one stream, 3.7 ms
+    from four, one thread of this project's 2-core VM; an integer max vectorises). The
+    cast back to the patterns' type keeps 16-bit ones 16-bit (Numba widens ``&`` and
+    ``max`` to 64 bits; 16M float16: 10.0 ms without it, 2.7 ms with it).
+    """
+    quarter = bits.size // 4
+    q0 = bits[:quarter]  # slices from 0: no negative-index wrap-around to stop SIMD
+    q1 = bits[quarter : 2 * quarter]
+    q2 = bits[2 * quarter : 3 * quarter]
+    q3 = bits[3 * quarter : 4 * quarter]
+    largest = mask & 0
+    for i in range(quarter):
+        pair_a = max(q0[i] & mask, q1[i] & mask)
+        pair_b = max(q2[i] & mask, q3[i] & mask)
+        largest = max(largest, type(mask)(max(pair_a, pair_b)))
+    rest = bits[4 * quarter :]
+    for i in range(rest.size):
+        largest = max(largest, rest[i] & mask)
+    return largest
 
 
 def _check_identifier(instance, attribute, value):

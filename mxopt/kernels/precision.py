@@ -32,7 +32,7 @@ import hashlib
 
 import numpy as np
 
-from mxopt.kernels.kernel import device
+from mxopt.kernels.kernel import device, largest_magnitude_bits
 
 __all__ = [
     "BFLOAT16",
@@ -276,12 +276,18 @@ def narrow_loop(source, bits, code, offsets, keys, stochastic):
     return 0
 
 
+#: Clears the sign bit of a 16-bit float's pattern.
+_MAGNITUDE_16 = np.uint16(0x7FFF)
+
+
 @device
 def count_nonfinite_bits(bits, start, stop, code):
     """The number of NaN and infinite values among the 16-bit ``bits[start:stop]``
-    (exponent bits all set)."""
+    (exponent bits all set); a fast read pass first says whether there is any."""
     mask = np.uint16(0x7F80) if code == 1 else np.uint16(0x7C00)
     part = bits[start:stop]
+    if largest_magnitude_bits(part, _MAGNITUDE_16) < mask:
+        return 0
     bad = 0
     for i in range(part.size):
         if (part[i] & mask) == mask:
