@@ -13,6 +13,7 @@ import pytest
 
 import mxopt
 from mxopt.kernels import lists as list_kernels
+from mxopt.kernels import threads
 from mxopt.training.lists import ListPlan
 from tests.parallel_tools import cut_everything
 
@@ -114,6 +115,35 @@ def test_list_steps_give_the_bits_of_single_steps(name, dtype, threads, monkeypa
     for key in twins.names:
         assert many.states[key].step == single.states[key].step == 4
         _same_bits(many.states[key].flat.values(), single.states[key].flat.values())
+
+
+LONG_SHAPES = [(3, 20_000), (7,), (45_001,), (0,), (4096,), (5,)]
+
+
+@pytest.mark.parametrize("name", ["ADAM", "SGD-momentum"])
+def test_long_arrays_are_shared_out_in_pieces_with_the_bits_of_single_steps(name, monkeypatch):
+    # With 3 threads a share is 12,288 elements: the two long arrays are cut into pieces
+    # (each keeping its own array's scalars), and a non-finite value in the last piece of
+    # one is still found before anything is written.
+    cut_everything(monkeypatch)
+    sizes = np.array([int(np.prod(s)) for s in LONG_SHAPES], np.int64)
+    source, start, pieces = list_kernels._cut(threads.pool(), sizes)
+    assert pieces.sum() == sizes.sum() and pieces.max() <= 12_288 and source.size > 10
+    twins = _Twins(1, name)
+    twins.names, twins.many_weights = _model(twins.rng, shapes=LONG_SHAPES)
+    twins.single_weights = [w.copy() for w in twins.many_weights]
+    twins.many.set_lr_mult({"layer2": 0.5})
+    twins.single.set_lr_mult({"layer2": 0.5})
+    for _ in range(3):
+        assert twins.step()
+    assert _plan(twins.many, twins.names).kernel is not None  # the list path ran
+    twins.assert_same_bits()
+    before = [w.copy() for w in twins.many_weights]
+    grads = _grads(twins.rng, twins.many_weights)
+    grads[2][-1] = np.nan
+    with pytest.raises(FloatingPointError, match="index 'layer2': grad holds 1"):
+        _step(twins.many, twins.names, grads, twins.many_weights)
+    _same_bits(twins.many_weights, before)
 
 
 def test_per_index_learning_rate_multipliers_take_their_own_scalars():
@@ -294,8 +324,8 @@ def test_two_lists_of_the_same_weights_take_turns():
 @pytest.mark.parametrize("count", [1, 2, 3, 8, 9])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
 def test_the_compiled_count_of_non_finite_values_over_a_list(count, dtype):
-    # Arrays are read two at a time (k with k + half) over their common length, then the
-    # longer one's tail and the odd one out: every value must be counted exactly once.
+    # Each array's read pass takes its four quarters at once, then its tail (sizes 0 to 39
+    # here, most not multiples of 4): every value must be counted exactly once.
     rng = np.random.default_rng(count)
     arrays = [rng.normal(size=int(rng.integers(0, 40))).astype(dtype) for _ in range(count)]
     for array in arrays:

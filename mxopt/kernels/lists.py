@@ -43,6 +43,7 @@ from mxopt.kernels import threads
 from mxopt.kernels.cpu import (
     _JIT_OPTIONS,
     _code_digest,
+    _count_nonfinite_compiled,
     _element_adapter,
     _specialised,
     parallel_min_size,
@@ -150,33 +151,19 @@ def _headers(list_address, type_address, descr_address, flags, shapes, shape_sta
 
 
 _POINTER = None  # placeholder: the dtype's pointer intrinsic
+_COUNT_NONFINITE = None  # placeholder: mxopt.kernels.cpu's count of one array
 _ELEMENT = None  # placeholder: the kernel's element adapter
 _NSCALARS = 0  # placeholder: the kernel's number of scalars
 _STATE_VIEWS = None  # placeholder: (state_data, k, size) -> tuple of the state arrays
 
 
 def _count_list(data, sizes, first, last):
-    """The number of NaN and infinite values in arrays ``first..last-1``.
-
-    Two arrays are read side by side (array ``k`` with array ``k + half``): small arrays
-    are each a page or two, where the hardware prefetcher stops, and two streams keep
-    twice the reads in flight (a quarter faster over 1000 arrays of 1024 float32)."""
+    """The number of NaN and infinite values in arrays ``first..last-1``: the single-array
+    count on each (its read pass takes four streams from each array)."""
     bad = 0
-    half = (last - first) // 2
-    for k in range(first, first + half):
-        a = numba.carray(_POINTER(data[k]), sizes[k])
-        b = numba.carray(_POINTER(data[k + half]), sizes[k + half])
-        common = min(a.size, b.size)
-        for i in range(common):
-            bad += (not np.isfinite(a[i])) + (not np.isfinite(b[i]))
-        for i in range(common, a.size):
-            bad += not np.isfinite(a[i])
-        for i in range(common, b.size):
-            bad += not np.isfinite(b[i])
-    for k in range(first + 2 * half, last):
+    for k in range(first, last):
         g = numba.carray(_POINTER(data[k]), sizes[k])
-        for i in range(g.size):
-            bad += not np.isfinite(g[i])
+        bad += _COUNT_NONFINITE(g, 0, g.size)
     return bad
 
 
@@ -213,7 +200,12 @@ def _counter(dtype: np.dtype):
         with _lock:
             if key not in _compiled:
                 name = f"mxopt_count_list_{dtype.name}"
-                _compiled[key] = _specialised(_count_list, name, _POINTER=_POINTERS[dtype])
+                _compiled[key] = _specialised(
+                    _count_list,
+                    name,
+                    _POINTER=_POINTERS[dtype],
+                    _COUNT_NONFINITE=_count_nonfinite_compiled,
+                )
     return _compiled[key]
 
 
@@ -269,23 +261,47 @@ def _groups(sizes, pool) -> list:
     return bounds
 
 
-def _split(sizes):
-    """The pool and the groups of arrays it runs, or ``(None, None)`` for one serial call."""
+#: Pieces of a long array that the threads share start at multiples of this many elements.
+PIECE_ALIGN = 4096
+
+
+def _pool_for(sizes):
+    """mxopt's thread pool when the arrays are worth sharing out, else None."""
     total = int(sizes.sum())
     if total < parallel_min_size() or total == 0:
-        return None, None
+        return None
     pool = threads.pool()
-    if not pool.parallel:
-        return None, None
-    return pool, _groups(sizes, pool)
+    return pool if pool.parallel else None
+
+
+def _cut(pool, sizes):
+    """``(source, start, piece_sizes)``: the arrays as pieces of at most a share of the
+    elements (the threads' work comes in about ``4 * threads`` shares, so one long array
+    is no longer one thread's work), piece ``p`` being elements ``start[p]:start[p] +
+    piece_sizes[p]`` of array ``source[p]``; None when no array is longer than a share.
+    Elementwise work on a piece is the work on that slice: the same bits."""
+    share = -(-int(sizes.sum()) // (4 * pool.threads))
+    share = -(-share // PIECE_ALIGN) * PIECE_ALIGN
+    if int(sizes.max()) <= share:
+        return None
+    counts = np.maximum(1, -(-sizes // share))
+    source = np.repeat(np.arange(sizes.size), counts)
+    first_piece = np.cumsum(counts) - counts
+    start = (np.arange(source.size) - first_piece[source]) * share
+    return source, start, np.minimum(sizes[source] - start, share)
 
 
 def count_nonfinite(dtype: np.dtype, g_data, sizes) -> int:
     """The number of NaN and infinite values in the arrays at ``g_data`` (checked)."""
     counter = _counter(dtype)
-    pool, groups = _split(sizes)
+    pool = _pool_for(sizes)
     if pool is None:
         return int(counter(g_data, sizes, 0, len(sizes)))
+    cut = _cut(pool, sizes)
+    if cut is not None:
+        source, start, sizes = cut
+        g_data = g_data[source] + start * dtype.itemsize
+    groups = _groups(sizes, pool)
     counts = [0] * len(groups)
 
     def count(j):
@@ -300,10 +316,17 @@ def run(kernel: Kernel, dtype: np.dtype, w_data, g_data, state_data, sizes, tabl
     :func:`check_headers`; ``state_data[k, j]`` the data of array ``k``'s ``j``-th state
     array, ``table`` the scalar rows in ``dtype``, ``rows[k]`` array ``k``'s row)."""
     applier = _applier(kernel, dtype)
-    pool, groups = _split(sizes)
+    pool = _pool_for(sizes)
     if pool is None:
         applier(w_data, g_data, state_data, sizes, table, rows, 0, len(sizes))
         return
+    cut = _cut(pool, sizes)
+    if cut is not None:  # the pieces' data pointers; each piece keeps its array's scalars
+        source, start, sizes = cut
+        offset = start * dtype.itemsize
+        w_data, g_data = w_data[source] + offset, g_data[source] + offset
+        state_data, rows = state_data[source] + offset[:, None], rows[source]
+    groups = _groups(sizes, pool)
     pool.run(lambda j: applier(w_data, g_data, state_data, sizes, table, rows, *groups[j]),
              len(groups))  # fmt: skip
 
