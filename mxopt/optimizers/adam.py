@@ -320,11 +320,19 @@ class ADAM(CautiousUpdates, AbstractOptimizer):
         return self.opts.lazy_update
 
     def kernel_scalars(self, v, step, memory):
-        correction2 = math.sqrt(1.0 - v.beta2**step)
+        lr_t, eps = self.step_kernel_scalars(v, step)
         return {
             "rescale": v.rescale, "clip": v.grad_clip, "wd": v.l2, "decay": v.decay_factor,
-            "lr_t": v.lr * correction2 / (1.0 - v.beta1**step),
             "beta1": v.beta1, "one_minus_beta1": 1.0 - v.beta1,
             "beta2": v.beta2, "one_minus_beta2": 1.0 - v.beta2,
-            "eps": v.epsilon if self.opts.epsilon_hat else v.epsilon * correction2,
+            "lr_t": lr_t, "eps": eps,
         }  # fmt: skip
+
+    def step_scalars(self):
+        # the bias corrections; cautious updates prepare by name (their own path)
+        return ("lr_t", "eps") if self.cautious_kernels() is None else None
+
+    def step_kernel_scalars(self, v, step):
+        correction2 = math.sqrt(1.0 - v.beta2**step)
+        lr_t = v.lr * correction2 / (1.0 - v.beta1**step)
+        return lr_t, (v.epsilon if self.opts.epsilon_hat else v.epsilon * correction2)

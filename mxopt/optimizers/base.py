@@ -463,6 +463,20 @@ class AbstractOptimizer(abc.ABC):
         """
         return self.kernel().pack(self.kernel_scalars(v, step, memory))
 
+    def step_scalars(self) -> tuple[str, ...] | None:
+        """The names of the kernel scalars that change with the update count, when
+        :meth:`prepare` is ``kernel().pack(kernel_scalars(...))`` under the current options
+        and the others depend only on the options read at the state: a new step of the same
+        options, state and multipliers then recomputes only these
+        (:meth:`step_kernel_scalars`) and keeps the rest. ``None`` (the default): a new
+        step recomputes everything. An optimizer that answers must give :meth:`prepare`'s
+        exact bits (tests/test_step_scalars.py checks every one that does)."""
+        return None
+
+    def step_kernel_scalars(self, v: OptionValues, step: int) -> tuple:
+        """The values of the scalars :meth:`step_scalars` names, in its order, at ``step``."""
+        raise NotImplementedError(f"{type(self).__name__} names no step scalars")
+
     def with_step_sums(self, prepared, sums: tuple) -> tuple:
         """``(what apply reads, the next per-weight scalars)`` of a weight prepared as
         ``prepared``, once the step's ``sums`` (of :attr:`step_sums_kernel`) are known."""

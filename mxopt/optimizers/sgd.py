@@ -340,5 +340,14 @@ class SGD(CautiousUpdates, AbstractOptimizer):
         if self._has_momentum():
             scheduler = self.opts.momentum_scheduler
             scalars["mu"] = v.momentum if scheduler is None else momentum_value(scheduler, v.state)
-            scalars["lr_damped"] = v.lr if step == 1 else v.lr * (1.0 - v.dampening)
+            (scalars["lr_damped"],) = self.step_kernel_scalars(v, step)
         return scalars
+
+    def step_scalars(self):
+        # the first step's undamped velocity; cautious updates prepare by name
+        if self.cautious_kernels() is not None:
+            return None
+        return ("lr_damped",) if self._has_momentum() else ()
+
+    def step_kernel_scalars(self, v, step):
+        return (v.lr if step == 1 else v.lr * (1.0 - v.dampening),)

@@ -288,16 +288,39 @@ def host_scalars(optimizer, opt_state, step: int, memory, mult: Multipliers):
         and cached[1] == opt_state._revision
         and cached[2] is opts
         and cached[3] == revision
-        and cached[4] == step
         and cached[5] == mult
     ):
-        return cached[6]
+        if cached[4] == step:
+            return cached[6]
+        if cached[8] is not None:
+            return next_step_scalars(optimizer, cached, step)
     warn_if_not_advanced(opt_state)
-    prepared = optimizer.prepare(optimizer.values(opt_state, mult), step, memory)
+    v = optimizer.values(opt_state, mult)
+    prepared = optimizer.prepare(v, step, memory)
+    changing = optimizer.step_scalars()
+    if changing is not None:  # where they are in the packed scalars
+        changing = tuple(map(optimizer.kernel().scalars.index, changing))
     # Straight into __dict__, as it is read: not through the optimizer's __setattr__ (which
     # routes option names), on a path taken once per step.
     optimizer.__dict__["_scalars_cache"] = (opt_state, opt_state._revision, opts, revision,
-                                            step, mult, prepared)  # fmt: skip
+                                            step, mult, prepared, v, changing)  # fmt: skip
+    return prepared
+
+
+def next_step_scalars(optimizer, cached: tuple, step: int) -> tuple:
+    """The scalars of ``step`` from the cache entry of another step of the same options,
+    state and multipliers (one that knows where its step scalars are: ``cached[8]``):
+    only the optimizer's :meth:`step_kernel_scalars` are computed (ADAM's bias corrections,
+    when each call is a new update of one weight)."""
+    prepared, positions = cached[6], cached[8]
+    if positions:
+        scalars = list(prepared)
+        values = optimizer.step_kernel_scalars(cached[7], step)
+        for position, value in zip(positions, values, strict=True):
+            scalars[position] = value
+        prepared = tuple(scalars)
+    optimizer.__dict__["_scalars_cache"] = (*cached[:4], step, cached[5], prepared, cached[7],
+                                            positions)  # fmt: skip
     return prepared
 
 

@@ -41,6 +41,7 @@ from mxopt.training.engine import (
     host_scalars,
     make_item,
     make_plan,
+    next_step_scalars,
     run_step,
 )
 from mxopt.training.groups import GroupMethods, ParamGroups
@@ -225,10 +226,11 @@ class Updater(GroupMethods, AverageMethods):
                     and cached[1] == opt_state._revision
                     and cached[2] is opts
                     and cached[3] == stamp[1]
-                    and cached[4] == step
                     and cached[5] == plan.mult
+                    and (cached[4] == step or cached[8] is not None)
                 ):
-                    prepared = cached[6]
+                    prepared = cached[6] if cached[4] == step else next_step_scalars(
+                        optimizer, cached, step)  # fmt: skip
                 else:
                     prepared = host_scalars(optimizer, opt_state, step, None, plan.mult)
                 if plan.direct is not None:
