@@ -460,7 +460,7 @@ class Updater(GroupMethods, AverageMethods):
 def _list_items(updater: Updater, indices, grads, weights) -> list:
     """The items of an ``update_many`` step through the general path: arrays checked,
     states found or made (not stored yet), frozen weights left out, no memory shared."""
-    items = []
+    items, arena = [], None
     for index, grad, weight in zip(indices, grads, weights, strict=True):
         mult = updater._multipliers(index)
         if mult is None:
@@ -468,7 +468,10 @@ def _list_items(updater: Updater, indices, grads, weights) -> list:
         state = updater.states.get(index)
         new = state is None
         if new:
-            state = create_state(updater.optimizer, index, weight, averaging=updater.averaging)
+            if arena is None:  # the small state arrays of the new weights, consecutive
+                arena = backends.StateArena.for_weights(weights)
+            state = create_state(updater.optimizer, index, weight, averaging=updater.averaging,
+                                 arena=arena)  # fmt: skip
         items.append(make_item(index, grad, weight, state, updater.optimizer, new=new, mult=mult))
     check_disjoint(items)
     return items

@@ -183,7 +183,7 @@ def _never_equal(index) -> bool:
 
 
 def create_state(
-    optimizer: AbstractOptimizer, index: Hashable, weight, *, averaging=None
+    optimizer: AbstractOptimizer, index: Hashable, weight, *, averaging=None, arena=None
 ) -> WeightState:
     """New state for ``weight``: the state arrays ``optimizer`` needs, and a step count of 0.
 
@@ -218,7 +218,7 @@ def create_state(
             size = 1
             for extent in shape:
                 size *= extent
-            flat[name] = backends.full(weight, backend, size, start, slot=len(flat))
+            flat[name] = backends.full(weight, backend, size, start, slot=len(flat), arena=arena)
         shapes[name] = shape
     precision.compress_new_state(optimizer, flat, shapes, backend)
     return WeightState(
