@@ -27,7 +27,12 @@ import numba
 import numpy as np
 
 from mxopt.kernels import lists
-from mxopt.kernels.cpu import _code_digest, _element_adapter, _specialised
+from mxopt.kernels.cpu import (
+    _code_digest,
+    _count_nonfinite_compiled,
+    _element_adapter,
+    _specialised,
+)
 from mxopt.kernels.kernel import Kernel
 from mxopt.kernels.lists import _POINTERS, READ_FLAGS, WRITE_FLAGS, _pointer_to, array_data
 
@@ -50,6 +55,7 @@ _POINTER = None  # placeholder: the dtype's pointer intrinsic
 _ELEMENT = None  # placeholder: the kernel's element adapter
 _STATE_VIEWS = None  # placeholder: (table, size) -> tuple of the state arrays
 _COUNT = 0  # placeholder: the table's length
+_COUNT_NONFINITE = None  # placeholder: mxopt.kernels.cpu's count of one array
 
 
 def _apply_one(w_address, g_address, table_address, s, check):
@@ -70,10 +76,7 @@ def _apply_one(w_address, g_address, table_address, s, check):
     if g_data < w_data + nbytes and w_data < g_data + nbytes:
         return -1
     if check:
-        bad = 0
-        for i in range(size):
-            if not np.isfinite(g[i]):
-                bad += 1
+        bad = _COUNT_NONFINITE(g, 0, size)
         if bad:
             return bad
     state = _STATE_VIEWS(table, size)
@@ -119,6 +122,7 @@ def _compile(kernel: Kernel, dtype: np.dtype):
         _ELEMENT=_element_adapter(kernel),
         _STATE_VIEWS=_state_views(len(kernel.state), pointer),
         _COUNT=_STATE_AT + len(kernel.state),
+        _COUNT_NONFINITE=_count_nonfinite_compiled,
         nogil=False,
     )
     scalar = numba.from_dtype(dtype)
