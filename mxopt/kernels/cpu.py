@@ -314,11 +314,18 @@ def _row_adapter(kernel: Kernel):
     return numba.njit(error_model="numpy")(namespace[name])
 
 
+def checked_loop_digest(kernel: Kernel) -> str:
+    """The name part of a cached loop that runs ``kernel`` after the non-finite count: a
+    digest of both (Numba checks a cached loop against its own file only, and the count's
+    read pass lives in kernel.py)."""
+    return _code_digest(kernel.cpu, _code_digest(_count_nonfinite)).hexdigest()[:12]
+
+
 def _dispatcher(kernel: Kernel, loop: str):
     key = (kernel, loop)
     dispatcher = _dispatchers.get(key)
     if dispatcher is None:
-        digest = _code_digest(kernel.cpu).hexdigest()[:12]
+        digest = checked_loop_digest(kernel)
         row = {"_ROW": _row_adapter(kernel)} if loop == "rows" else {}
         dispatcher = _specialised(
             _TEMPLATES[loop],

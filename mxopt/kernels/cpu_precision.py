@@ -20,6 +20,7 @@ from mxopt.kernels.cpu import (
     _chunks,
     _code_digest,
     _compile_device,
+    _count_nonfinite,
     _count_nonfinite_compiled,
     _parallel,
     _specialised,
@@ -196,7 +197,8 @@ def _staged_dispatcher(kernel: Kernel, weight_bits: bool, storages: tuple):
                 # (and the 8-bit tables and constants, compiled into the loops)
                 digest = hashlib.sha1(source.encode() + bytes([weight_bits])
                                       + quantize.TABLES_DIGEST.encode())  # fmt: skip
-                for function in (_staged, kernel.cpu, precision.narrow_block,
+                for function in (_staged, kernel.cpu, precision.narrow_block, _count_nonfinite,
+                                 count_nonfinite_bits,
                                  quantize.quantize_block_loop,
                                  quantize.dequantize_block_loop):  # fmt: skip
                     digest = _code_digest(function, digest)

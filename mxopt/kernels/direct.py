@@ -28,10 +28,10 @@ import numpy as np
 
 from mxopt.kernels import lists
 from mxopt.kernels.cpu import (
-    _code_digest,
     _count_nonfinite_compiled,
     _element_adapter,
     _specialised,
+    checked_loop_digest,
 )
 from mxopt.kernels.kernel import Kernel
 from mxopt.kernels.lists import _POINTERS, READ_FLAGS, WRITE_FLAGS, _pointer_to, array_data
@@ -114,7 +114,7 @@ def entry(kernel: Kernel, dtype: np.dtype):
 
 def _compile(kernel: Kernel, dtype: np.dtype):
     pointer = _POINTERS[dtype]
-    digest = _code_digest(kernel.cpu).hexdigest()[:12]
+    digest = checked_loop_digest(kernel)
     dispatcher = _specialised(
         _apply_one,
         f"mxopt_{kernel.name}_direct_{dtype.name}_{digest}",

@@ -43,6 +43,7 @@ from mxopt.kernels import threads
 from mxopt.kernels.cpu import (
     _JIT_OPTIONS,
     _code_digest,
+    _count_nonfinite,
     _count_nonfinite_compiled,
     _element_adapter,
     _specialised,
@@ -199,7 +200,8 @@ def _counter(dtype: np.dtype):
     if key not in _compiled:
         with _lock:
             if key not in _compiled:
-                name = f"mxopt_count_list_{dtype.name}"
+                digest = _code_digest(_count_nonfinite).hexdigest()[:12]
+                name = f"mxopt_count_list_{dtype.name}_{digest}"
                 _compiled[key] = _specialised(
                     _count_list,
                     name,
