@@ -94,3 +94,62 @@ def test_one_weight_per_call_keeps_the_bits_of_the_full_computation():
             updater(0, rng.normal(size=16).astype(np.float32), weight)
         runs.append(weight)
     np.testing.assert_array_equal(runs[0].view(np.uint32), runs[1].view(np.uint32))
+
+
+#: Optimizers whose direct calls compute the step scalars themselves, with option sets
+#: that change the formula's inputs.
+COMPILED = [
+    (mxopt.ADAM, {}),
+    (mxopt.ADAM, {"epsilon_hat": False, "beta1": 0.5, "beta2": 0.9}),
+    (mxopt.AdamW, {"beta1": 0.0, "beta2": 0.25, "lr": 3.0}),
+    (mxopt.SGD, {"momentum": 0.9, "dampening": 0.3}),
+    (mxopt.SGD, {"momentum": 0.9, "dampening": 1.0 / 3.0, "lr": 0.7}),
+]
+
+
+@pytest.mark.parametrize(("cls", "options"), COMPILED)
+def test_the_compiled_step_formula_gives_the_bits_of_python(cls, options):
+    # the formula compiled as a direct call compiles it (libm's pow through LLVM) against
+    # the same formula run by CPython, over steps far beyond a training run
+    import numba
+
+    optimizer = cls(state=mxopt.OptimizationState(batch_size=1), **options)
+    compiled = numba.njit(type(optimizer).step_formula)
+    rng = np.random.default_rng(1)
+    steps = [*range(1, 200), *rng.integers(200, 10**9, 300).tolist()]
+    inputs = [optimizer.step_inputs(optimizer.values(optimizer.require_state()))]
+    for _ in range(20):  # random rates and decays of the same shape
+        base = inputs[0]
+        inputs.append(tuple(float(rng.uniform(0.0, 1.0)) if isinstance(x, float) and 0 < x < 1
+                            else x for x in base))  # fmt: skip
+    for values in inputs:
+        for step in steps:
+            _same(compiled(values, step), type(optimizer).step_formula(values, step))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize(("cls", "options"), COMPILED)
+def test_direct_calls_compute_a_new_steps_scalars_with_the_bits_of_the_full_computation(
+    cls, options, dtype
+):
+    # one weight updated per step: its direct call gets another step's scalars and computes
+    # the step's own; against an updater whose cache is emptied before each call (so
+    # Python computes every scalar, and the call takes them as they are)
+    runs = []
+    for fresh in (False, True):
+        state = mxopt.OptimizationState(batch_size=1)
+        state.begin_epoch()
+        state.begin_batch()
+        updater = mxopt.get_updater(cls(state=state, **options))
+        weight = np.linspace(-1, 1, 24, dtype=dtype).reshape(4, 6)
+        rng = np.random.default_rng(0)
+        for _ in range(60):
+            if fresh:
+                updater.optimizer.__dict__.pop("_scalars_cache", None)
+            updater(0, rng.normal(size=(4, 6)).astype(dtype), weight)
+        if not fresh:  # the direct call did compute them: the cache stayed at an early step
+            assert updater.states[0].plan.direct is not None
+            assert updater.optimizer.__dict__["_scalars_cache"][4] <= 2
+        runs.append(weight)
+    np.testing.assert_array_equal(runs[0], runs[1], strict=True)
+    assert runs[0].tobytes() == runs[1].tobytes()

@@ -11,6 +11,16 @@ type pointer compared before anything else is read, builtin dtypes by identity),
 runs the kernel's element with exactly the loop of the single-array path: the same
 bits.
 
+The step's scalars come by address too: a float64 array of the kernel's scalars followed
+by the optimizer's step inputs (handing a tuple of a dozen floats over costs about a
+quarter of a small step). When every call is a new update of its weight (one weight per
+step), the scalars that change with the update count (ADAM's bias corrections) are
+computed in the call: the array holds an earlier step's scalars, ``at`` is the step (0
+when the array's scalars are the step's), and the call computes the changed ones with the
+optimizer's compiled :meth:`~mxopt.optimizers.base.AbstractOptimizer.step_formula` (float64
+arithmetic and libm's ``pow``, as in Python: the same bits; each scalar is then rounded to
+the kernel's dtype, as when a Python float is handed over).
+
 The table (int64): ``[ndarray type, dtype object, ndim, size, dim 0..3, state data
 pointers...]``. The plan holds the state arrays alive; the caller holds the weight and
 gradient during the call. A header that differs from the table returns ``-1`` before
@@ -20,14 +30,20 @@ error, or accepts the array, e.g. a strided gradient it copies).
 
 from __future__ import annotations
 
+import array
+import hashlib
 import math
 import threading
+import types
+from collections.abc import Callable
+from typing import NamedTuple
 
 import numba
 import numpy as np
 
 from mxopt.kernels import lists
 from mxopt.kernels.cpu import (
+    _code_digest,
     _count_nonfinite_compiled,
     _element_adapter,
     _specialised,
@@ -36,7 +52,8 @@ from mxopt.kernels.cpu import (
 from mxopt.kernels.kernel import Kernel
 from mxopt.kernels.lists import _POINTERS, READ_FLAGS, WRITE_FLAGS, _pointer_to, array_data
 
-__all__ = ["AVAILABLE", "MAX_NDIM", "MAX_SIZE", "entry", "table"]
+__all__ = ["AVAILABLE", "MAX_NDIM", "MAX_SIZE", "NO_STEP_SCALARS", "StepScalars", "entry",
+           "scalar_array", "table"]  # fmt: skip
 
 #: Whether direct calls can be used with this NumPy (the list path's layout check).
 AVAILABLE = lists.AVAILABLE
@@ -56,13 +73,28 @@ _ELEMENT = None  # placeholder: the kernel's element adapter
 _STATE_VIEWS = None  # placeholder: (table, size) -> tuple of the state arrays
 _COUNT = 0  # placeholder: the table's length
 _COUNT_NONFINITE = None  # placeholder: mxopt.kernels.cpu's count of one array
+_SCALARS = None  # placeholder: (scalars address, at) -> the kernel's scalars at step ``at``
 
 
-def _apply_one(w_address, g_address, table_address, s, check):
+class StepScalars(NamedTuple):
+    """How a direct call computes the scalars of a new step: ``formula(inputs, step)``
+    gives the values of the scalars at ``positions`` from ``n_inputs`` floats."""
+
+    formula: Callable | None
+    positions: tuple[int, ...]
+    n_inputs: int
+
+
+#: For kernels whose scalars the caller always gives for the step (``at`` is 0).
+NO_STEP_SCALARS = StepScalars(None, (), 0)
+
+
+def _apply_one(w_address, g_address, table_address, scalars_address, check, at):
     """The single-array loop (:func:`mxopt.kernels.cpu._elementwise`) on the arrays at
-    ``w_address`` and ``g_address``; ``-1`` when either is not what the table says or
-    their memory overlaps (nothing written), else the count of non-finite gradient
-    values (nothing written when not 0) or 0 after the update."""
+    ``w_address`` and ``g_address`` with the scalars of step ``at`` read from
+    ``scalars_address``; ``-1`` when either array is not what the table says or their
+    memory overlaps (nothing written), else the count of non-finite gradient values
+    (nothing written when not 0) or 0 after the update."""
     table = numba.carray(_int64_pointer(table_address), _COUNT)
     size = table[3]
     dims_address = table_address + 8 * _DIMS_AT
@@ -80,6 +112,7 @@ def _apply_one(w_address, g_address, table_address, s, check):
         if bad:
             return bad
     state = _STATE_VIEWS(table, size)
+    s = _SCALARS(scalars_address, at)
     for i in range(size):
         _ELEMENT(i, w, g, state, s)
     return 0
@@ -95,26 +128,67 @@ def _state_views(n_state: int, pointer):
     return numba.njit(namespace["views"])
 
 
+def _scalars(kernel: Kernel, dtype: np.dtype, step: StepScalars, digest: str):
+    """``scalars(address, at)``: the kernel's scalars in its dtype from the float64 array
+    at ``address`` (:func:`scalar_array`), those at ``step.positions`` replaced by
+    ``step.formula(inputs, at)`` when ``at`` is not 0."""
+    name = f"mxopt_direct_scalars_{digest}"  # unique: see mxopt.kernels.cpu.adapter_name
+    n_scalars = len(kernel.scalars)
+    stored = [f"cast(array[{k}]), " for k in range(n_scalars)]
+    source = (
+        f"def {name}(address, at):\n"
+        f"    array = numba.carray(pointer(address), {n_scalars + step.n_inputs})\n"
+    )
+    namespace = {"numba": numba, "pointer": _POINTERS[np.dtype(np.float64)],
+                 "cast": numba.from_dtype(dtype)}  # fmt: skip
+    if step.positions:
+        inputs = "".join(f"array[{n_scalars + k}], " for k in range(step.n_inputs))
+        computed = [f"cast(values[{step.positions.index(k)}]), " if k in step.positions
+                    else stored[k] for k in range(n_scalars)]  # fmt: skip
+        source += (f"    if at != 0:\n        values = formula(({inputs}), at)\n"
+                   f"        return ({''.join(computed)})\n")  # fmt: skip
+        formula = step.formula
+        copy = types.FunctionType(formula.__code__, dict(formula.__globals__),
+                                  f"mxopt_step_formula_{digest}")  # fmt: skip
+        namespace["formula"] = numba.njit(copy)
+    source += f"    return ({''.join(stored)})\n"
+    exec(compile(source, f"<mxopt direct scalars {kernel.name}>", "exec"), namespace)
+    return numba.njit(namespace[name])
+
+
+def scalar_array(scalars: tuple, inputs: tuple) -> tuple[array.array, int]:
+    """What a direct call reads the step's scalars from: the kernel's ``scalars``, then
+    the step ``inputs``, as float64 (a standard-library array: made in a third of the
+    time of a NumPy one and its address), and its address."""
+    values = array.array("d", (*scalars, *inputs))
+    return values, values.buffer_info()[0]
+
+
 _lock = threading.Lock()
 _entries: dict = {}
 
 
-def entry(kernel: Kernel, dtype: np.dtype):
-    """``f(id(weight), id(grad), table address, scalars, check) -> int`` for an
-    elementwise ``kernel`` and float32/float64 arrays (compiled on first use)."""
-    key = (kernel, np.dtype(dtype))
+def entry(kernel: Kernel, dtype: np.dtype, step: StepScalars = NO_STEP_SCALARS):
+    """``f(id(weight), id(grad), table address, scalar array address, check, at) -> int``
+    for an elementwise ``kernel`` and float32/float64 arrays (compiled on first use),
+    computing new steps' scalars with ``step`` (the array: :func:`scalar_array` of the
+    kernel's scalars and ``step.n_inputs`` inputs)."""
+    key = (kernel, np.dtype(dtype), step)
     found = _entries.get(key)
     if found is None:
         with _lock:
             found = _entries.get(key)
             if found is None:
-                found = _entries[key] = _compile(kernel, key[1])
+                found = _entries[key] = _compile(kernel, key[1], step)
     return found
 
 
-def _compile(kernel: Kernel, dtype: np.dtype):
+def _compile(kernel: Kernel, dtype: np.dtype, step: StepScalars):
     pointer = _POINTERS[dtype]
-    digest = checked_loop_digest(kernel)
+    digest = hashlib.sha1(checked_loop_digest(kernel).encode())
+    if step.formula is not None:  # the cached loop inlines it: its code is in the name
+        _code_digest(step.formula, digest).update(repr(step[1:]).encode())
+    digest = digest.hexdigest()[:12]
     dispatcher = _specialised(
         _apply_one,
         f"mxopt_{kernel.name}_direct_{dtype.name}_{digest}",
@@ -123,13 +197,11 @@ def _compile(kernel: Kernel, dtype: np.dtype):
         _STATE_VIEWS=_state_views(len(kernel.state), pointer),
         _COUNT=_STATE_AT + len(kernel.state),
         _COUNT_NONFINITE=_count_nonfinite_compiled,
+        _SCALARS=_scalars(kernel, dtype, step, f"{kernel.name}_{dtype.name}_{digest}"),
         nogil=False,
     )
-    scalar = numba.from_dtype(dtype)
-    n_scalars = len(kernel.scalars)
-    scalars = numba.types.UniTuple(scalar, n_scalars) if n_scalars else numba.types.Tuple(())
     int64 = numba.types.int64
-    signature = (int64, int64, int64, scalars, numba.types.boolean)
+    signature = (int64, int64, int64, int64, numba.types.boolean, int64)
     dispatcher.compile(signature)
     return dispatcher.overloads[signature].entry_point
 

@@ -332,7 +332,12 @@ class ADAM(CautiousUpdates, AbstractOptimizer):
         # the bias corrections; cautious updates prepare by name (their own path)
         return ("lr_t", "eps") if self.cautious_kernels() is None else None
 
-    def step_kernel_scalars(self, v, step):
-        correction2 = math.sqrt(1.0 - v.beta2**step)
-        lr_t = v.lr * correction2 / (1.0 - v.beta1**step)
-        return lr_t, (v.epsilon if self.opts.epsilon_hat else v.epsilon * correction2)
+    def step_inputs(self, v):
+        return v.lr, v.beta1, v.beta2, v.epsilon, float(self.opts.epsilon_hat)
+
+    @staticmethod
+    def step_formula(inputs, step):
+        lr, beta1, beta2, epsilon, epsilon_hat = inputs
+        correction2 = math.sqrt(1.0 - beta2 ** float(step))
+        lr_t = lr * correction2 / (1.0 - beta1 ** float(step))
+        return lr_t, (epsilon if epsilon_hat else epsilon * correction2)

@@ -468,14 +468,28 @@ class AbstractOptimizer(abc.ABC):
         :meth:`prepare` is ``kernel().pack(kernel_scalars(...))`` under the current options
         and the others depend only on the options read at the state: a new step of the same
         options, state and multipliers then recomputes only these
-        (:meth:`step_kernel_scalars`) and keeps the rest. ``None`` (the default): a new
-        step recomputes everything. An optimizer that answers must give :meth:`prepare`'s
-        exact bits (tests/test_step_scalars.py checks every one that does)."""
+        (:meth:`step_formula` of :meth:`step_inputs`) and keeps the rest. ``None`` (the
+        default): a new step recomputes everything. An optimizer that answers must give
+        :meth:`prepare`'s exact bits (tests/test_step_scalars.py checks every one that
+        does)."""
         return None
 
-    def step_kernel_scalars(self, v: OptionValues, step: int) -> tuple:
-        """The values of the scalars :meth:`step_scalars` names, in its order, at ``step``."""
+    def step_inputs(self, v: OptionValues) -> tuple[float, ...]:
+        """The floats :meth:`step_formula` computes the step scalars from, read from the
+        options at the state (``v``); flags as 0.0 or 1.0."""
         raise NotImplementedError(f"{type(self).__name__} names no step scalars")
+
+    @staticmethod
+    def step_formula(inputs: tuple, step: int) -> tuple:
+        """The values of the scalars :meth:`step_scalars` names, in its order, at ``step``,
+        from :meth:`step_inputs`. Plain float arithmetic and :mod:`math` (``x ** float(n)``
+        for powers): a direct call of a small weight compiles it and computes them
+        itself, with the same bits (tests/test_step_scalars.py)."""
+        raise NotImplementedError
+
+    def step_kernel_scalars(self, v: OptionValues, step: int) -> tuple:
+        """:meth:`step_formula` at ``step`` for the options read at the state."""
+        return self.step_formula(self.step_inputs(v), step)
 
     def with_step_sums(self, prepared, sums: tuple) -> tuple:
         """``(what apply reads, the next per-weight scalars)`` of a weight prepared as

@@ -349,5 +349,10 @@ class SGD(CautiousUpdates, AbstractOptimizer):
             return None
         return ("lr_damped",) if self._has_momentum() else ()
 
-    def step_kernel_scalars(self, v, step):
-        return (v.lr if step == 1 else v.lr * (1.0 - v.dampening),)
+    def step_inputs(self, v):
+        return v.lr, v.dampening
+
+    @staticmethod
+    def step_formula(inputs, step):
+        lr, dampening = inputs
+        return (lr if step == 1 else lr * (1.0 - dampening),)

@@ -202,7 +202,8 @@ class BufferGroup:
         for run in runs:
             run.group = self
             for member in members[run.first : run.last]:
-                member.packed = run
+                # a plan's arrays are the unpacked ones: a call takes the general path
+                member.packed, member.plan = run, None
 
     @classmethod
     def build(cls, updater, buffer: ParameterBuffer) -> BufferGroup | None:

@@ -49,6 +49,7 @@ __all__ = [
     "check_disjoint",
     "check_policy",
     "host_scalars",
+    "scalars_entry",
     "make_item",
     "nonfinite_error",
     "ordered_sums",
@@ -280,6 +281,18 @@ def host_scalars(optimizer, opt_state, step: int, memory, mult: Multipliers):
     if memory:
         warn_if_not_advanced(opt_state)
         return optimizer.prepare(optimizer.values(opt_state, mult), step, memory)
+    return scalars_entry(optimizer, opt_state, step, mult)[6]
+
+
+def scalars_entry(optimizer, opt_state, step: int, mult: Multipliers) -> tuple:
+    """The optimizer's scalar cache entry for ``step`` (no per-weight scalars): ``(state,
+    its revision, options, their revision, step, multipliers, prepared, step inputs,
+    step positions, scalar array, its address, its step)``. ``prepared`` is
+    :meth:`~AbstractOptimizer.prepare`'s result; the step positions are where
+    :meth:`~AbstractOptimizer.step_scalars` are in it (``None`` when the optimizer names
+    none), and the step inputs what its :meth:`~AbstractOptimizer.step_formula` computes
+    them from (``()`` when there are no positions). The scalar array is what direct calls
+    read (:func:`with_scalar_array`; ``None`` until one needs it)."""
     opts, revision = optimizer.opts, optimizer.revision()
     cached = optimizer.__dict__.get("_scalars_cache")
     if (
@@ -291,37 +304,57 @@ def host_scalars(optimizer, opt_state, step: int, memory, mult: Multipliers):
         and cached[5] == mult
     ):
         if cached[4] == step:
-            return cached[6]
+            return cached
         if cached[8] is not None:
-            return next_step_scalars(optimizer, cached, step)
+            return next_step_entry(optimizer, cached, step)
     warn_if_not_advanced(opt_state)
     v = optimizer.values(opt_state, mult)
-    prepared = optimizer.prepare(v, step, memory)
-    changing = optimizer.step_scalars()
-    if changing is not None:  # where they are in the packed scalars
-        changing = tuple(map(optimizer.kernel().scalars.index, changing))
+    prepared = optimizer.prepare(v, step, {})  # no per-weight scalars yet, or none kept
+    changing = step_positions(optimizer)
+    inputs = optimizer.step_inputs(v) if changing else ()
+    entry = (opt_state, opt_state._revision, opts, revision, step, mult, prepared, inputs,
+             changing, None, 0, 0)  # fmt: skip
     # Straight into __dict__, as it is read: not through the optimizer's __setattr__ (which
     # routes option names), on a path taken once per step.
-    optimizer.__dict__["_scalars_cache"] = (opt_state, opt_state._revision, opts, revision,
-                                            step, mult, prepared, v, changing)  # fmt: skip
-    return prepared
+    optimizer.__dict__["_scalars_cache"] = entry
+    return entry
 
 
-def next_step_scalars(optimizer, cached: tuple, step: int) -> tuple:
-    """The scalars of ``step`` from the cache entry of another step of the same options,
+def step_positions(optimizer) -> tuple[int, ...] | None:
+    """Where the optimizer's :meth:`~AbstractOptimizer.step_scalars` are in its packed
+    kernel scalars (``None`` when it names none)."""
+    changing = optimizer.step_scalars()
+    return None if changing is None else tuple(map(optimizer.kernel().scalars.index, changing))
+
+
+def next_step_entry(optimizer, cached: tuple, step: int) -> tuple:
+    """The cache entry of ``step`` from the entry of another step of the same options,
     state and multipliers (one that knows where its step scalars are: ``cached[8]``):
-    only the optimizer's :meth:`step_kernel_scalars` are computed (ADAM's bias corrections,
-    when each call is a new update of one weight)."""
+    only the optimizer's :meth:`step_formula` is computed (ADAM's bias corrections, when
+    each call is a new update of one weight)."""
     prepared, positions = cached[6], cached[8]
     if positions:
         scalars = list(prepared)
-        values = optimizer.step_kernel_scalars(cached[7], step)
+        values = optimizer.step_formula(cached[7], step)
         for position, value in zip(positions, values, strict=True):
             scalars[position] = value
         prepared = tuple(scalars)
-    optimizer.__dict__["_scalars_cache"] = (*cached[:4], step, cached[5], prepared, cached[7],
-                                            positions)  # fmt: skip
-    return prepared
+    # the scalar array stays: a direct call computes this step's scalars from it
+    entry = (*cached[:4], step, cached[5], prepared, *cached[7:])
+    optimizer.__dict__["_scalars_cache"] = entry
+    return entry
+
+
+def with_scalar_array(optimizer, cached: tuple) -> tuple:
+    """The cache entry ``cached`` with the array direct calls read its scalars from
+    (:func:`mxopt.kernels.direct.scalar_array`), its address and its scalars' step (the
+    entry's own); the cache keeps it while it holds ``cached``. Never written after: a
+    direct call in another thread may be reading it."""
+    values, address = direct_module().scalar_array(cached[6], cached[7])
+    entry = (*cached[:9], values, address, cached[4])
+    if optimizer.__dict__.get("_scalars_cache") is cached:
+        optimizer.__dict__["_scalars_cache"] = entry
+    return entry
 
 
 def require_state_arrays(optimizer, state) -> None:
@@ -510,8 +543,20 @@ def make_plan(updater, state, mult: Multipliers):
     if state.backend == backends.NUMPY and not kernel.reduces:
         calls = direct_module()
         table = calls.table(state.shape, state.dtype, arrays)
-        direct = None if table is None else calls.entry(kernel, state.dtype)
+        if table is not None:
+            direct = calls.entry(kernel, state.dtype, _direct_step_scalars(optimizer, mult))
     return Plan(stamp, arrays, runner, mult, updater.nonfinite != "apply", direct, table)
+
+
+def _direct_step_scalars(optimizer, mult: Multipliers):
+    """How a weight's direct call computes a new step's scalars: the optimizer's step
+    formula (for the inputs of :func:`scalars_entry`), or none."""
+    calls = direct_module()
+    positions = step_positions(optimizer)
+    if not positions:
+        return calls.NO_STEP_SCALARS
+    inputs = optimizer.step_inputs(optimizer.values(optimizer.require_state(), mult))
+    return calls.StepScalars(type(optimizer).step_formula, positions, len(inputs))
 
 
 class Plan:

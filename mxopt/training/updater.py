@@ -38,11 +38,12 @@ from mxopt.training.engine import (
     StepStatistics,
     check_disjoint,
     check_policy,
-    host_scalars,
     make_item,
     make_plan,
-    next_step_scalars,
+    next_step_entry,
     run_step,
+    scalars_entry,
+    with_scalar_array,
 )
 from mxopt.training.groups import GroupMethods, ParamGroups
 from mxopt.training.lists import list_step
@@ -212,15 +213,14 @@ class Updater(GroupMethods, AverageMethods):
                 and stamp[1] == opts._revision
                 and stamp[2] == self._generation
                 and stamp[3] == self.groups.version
-                and state.packed is None
-            ):
+            ):  # (a packed state has no plan: see BufferGroup)
                 # The weight's plan: the same step as below, its fixed parts kept ready.
                 step = state._step + 1
                 opt_state = optimizer._state or optimizer.require_state()
-                # host_scalars' cache read in line (most calls of a step hit it); the stamp
-                # already holds for opts and its revision, which is the optimizer's
+                # scalars_entry's cache read in line (most calls of a step hit it); the
+                # stamp already holds for opts and its revision, which is the optimizer's
                 cached = optimizer.__dict__.get("_scalars_cache")
-                if (
+                if not (
                     cached is not None
                     and cached[0] is opt_state
                     and cached[1] == opt_state._revision
@@ -229,18 +229,20 @@ class Updater(GroupMethods, AverageMethods):
                     and cached[5] == plan.mult
                     and (cached[4] == step or cached[8] is not None)
                 ):
-                    prepared = cached[6] if cached[4] == step else next_step_scalars(
-                        optimizer, cached, step)  # fmt: skip
-                else:
-                    prepared = host_scalars(optimizer, opt_state, step, None, plan.mult)
+                    cached = scalars_entry(optimizer, opt_state, step, plan.mult)
                 if plan.direct is not None:
-                    # the arrays' checks and the step in one compiled call
-                    bad = plan.direct(id(weight), id(grad), plan.table_address, prepared,
-                                      plan.check)  # fmt: skip
+                    if cached[9] is None:  # once per cache entry
+                        cached = with_scalar_array(optimizer, cached)
+                    # the arrays' checks and the step in one compiled call, which computes
+                    # the step's own scalars when the array holds another step's
+                    bad = plan.direct(id(weight), id(grad), plan.table_address, cached[10],
+                                      plan.check, 0 if cached[11] == step else step)  # fmt: skip
                     if bad == 0:
                         state._step = step
                         _step_writes[0] += 1
                         return True
+                prepared = cached[6] if cached[4] == step else next_step_entry(
+                    optimizer, cached, step)[6]  # fmt: skip
                 if isinstance(grad, RowSparse):
                     return self.update_one(index, grad, weight)
                 w, g = backends.flat_arrays(index, weight, grad, state)
