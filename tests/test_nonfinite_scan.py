@@ -78,3 +78,33 @@ def test_largest_magnitude_bits_is_the_largest_pattern_without_its_sign_bit(bits
         mask = bits(info.max >> 1)
     expected = int(np.max(patterns & mask)) if n else 0
     assert int(cpu._compile_device(largest_magnitude_bits)(patterns, mask)) == expected
+
+
+@pytest.mark.parametrize("name", FLOATS)
+@pytest.mark.parametrize("n_arrays", [1, 3, 4, 5, 9, 40])
+def test_the_list_count_finds_every_non_finite_value_of_every_array(name, n_arrays):
+    # the list's read pass takes four arrays at once (one from each quarter of the list,
+    # read together up to the shortest's length, then their rests, then the arrays left
+    # over): a bad value in any array, at its start, end or beyond a shorter partner's end
+    from mxopt.kernels import lists
+
+    dtype = np.dtype(FLOATS[name])
+    rng = np.random.default_rng(n_arrays)
+    sizes = rng.integers(0, 70, size=n_arrays)
+    finite = np.finfo(dtype).max
+    arrays = [np.where(np.arange(s) % 2, finite, -finite).astype(dtype) for s in sizes]
+    data = np.array([a.ctypes.data for a in arrays], np.int64)
+    sizes = np.array(sizes, np.int64)
+    assert lists.count_nonfinite(dtype, data, sizes) == 0
+    for k, array in enumerate(arrays):
+        for position in {0, array.size // 2, array.size - 1} if array.size else ():
+            for bad in BAD:
+                kept = array[position]
+                array[position] = bad
+                assert lists.count_nonfinite(dtype, data, sizes) == 1, (k, position, bad)
+                array[position] = kept
+    picks = [(k, int(rng.integers(a.size))) for k, a in enumerate(arrays) if a.size]
+    for k, position in picks[::2]:
+        arrays[k][position] = np.nan
+    expected = sum(int((~np.isfinite(a)).sum()) for a in arrays)
+    assert lists.count_nonfinite(dtype, data, sizes) == expected

@@ -252,8 +252,11 @@ _entries: dict = {}
 
 def _specialised(template, name: str, *, nogil: bool = True, **constants):
     """A Numba dispatcher for a copy of ``template`` named ``name`` (a unique name keeps
-    one disk-cache entry per copy), with ``constants`` replacing its placeholder globals."""
+    one disk-cache entry per copy), with ``constants`` replacing its placeholder globals
+    and the device helpers it calls compiled."""
     namespace = dict(template.__globals__)
+    for helper_name, helper in _device_helpers(template).items():
+        namespace[helper_name] = _compile_device(helper)
     namespace.update(constants)
     copy = types.FunctionType(template.__code__, namespace, name)
     copy.__qualname__ = name

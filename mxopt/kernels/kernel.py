@@ -94,18 +94,30 @@ def largest_magnitude_bits(bits, mask):
     ``max`` to 64 bits; 16M float16: 10.0 ms without it, 2.7 ms with it).
     """
     quarter = bits.size // 4
-    q0 = bits[:quarter]  # slices from 0: no negative-index wrap-around to stop SIMD
-    q1 = bits[quarter : 2 * quarter]
-    q2 = bits[2 * quarter : 3 * quarter]
-    q3 = bits[3 * quarter : 4 * quarter]
-    largest = mask & 0
-    for i in range(quarter):
-        pair_a = max(q0[i] & mask, q1[i] & mask)
-        pair_b = max(q2[i] & mask, q3[i] & mask)
-        largest = max(largest, type(mask)(max(pair_a, pair_b)))
+    largest = largest_magnitude_bits_of_four(
+        bits[:quarter],  # slices from 0: no negative-index wrap-around to stop SIMD
+        bits[quarter : 2 * quarter],
+        bits[2 * quarter : 3 * quarter],
+        bits[3 * quarter : 4 * quarter],
+        quarter,
+        mask,
+        mask & 0,
+    )
     rest = bits[4 * quarter :]
     for i in range(rest.size):
         largest = max(largest, rest[i] & mask)
+    return largest
+
+
+@device
+def largest_magnitude_bits_of_four(a, b, c, d, n, mask, largest):
+    """``largest`` raised to ``max(x[i] & mask)`` over the first ``n`` patterns of each of
+    ``a``, ``b``, ``c``, ``d``, read together (four streams: see
+    :func:`largest_magnitude_bits`; the list count reads four arrays so)."""
+    for i in range(n):
+        pair_a = max(a[i] & mask, b[i] & mask)
+        pair_b = max(c[i] & mask, d[i] & mask)
+        largest = max(largest, type(mask)(max(pair_a, pair_b)))
     return largest
 
 

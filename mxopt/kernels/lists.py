@@ -41,7 +41,11 @@ from numba.np.unsafe.ndarray import to_fixed_tuple
 
 from mxopt.kernels import threads
 from mxopt.kernels.cpu import (
+    _INFINITY_32,
+    _INFINITY_64,
     _JIT_OPTIONS,
+    _MAGNITUDE_32,
+    _MAGNITUDE_64,
     _code_digest,
     _count_nonfinite,
     _count_nonfinite_compiled,
@@ -49,7 +53,7 @@ from mxopt.kernels.cpu import (
     _specialised,
     parallel_min_size,
 )
-from mxopt.kernels.kernel import Kernel
+from mxopt.kernels.kernel import Kernel, largest_magnitude_bits, largest_magnitude_bits_of_four
 
 __all__ = ["AVAILABLE", "array_data", "check_headers", "count_nonfinite", "run"]
 
@@ -97,6 +101,11 @@ def _pointer_to(numba_type):
 _float32_pointer = _pointer_to(types.float32)
 _float64_pointer = _pointer_to(types.float64)
 _POINTERS = {np.dtype(np.float32): _float32_pointer, np.dtype(np.float64): _float64_pointer}
+#: For the read pass on bit patterns: their pointer, magnitude mask and pattern of infinity.
+_BIT_PATTERNS = {
+    np.dtype(np.float32): (_pointer_to(types.int32), _MAGNITUDE_32, _INFINITY_32),
+    np.dtype(np.float64): (_pointer_to(types.int64), _MAGNITUDE_64, _INFINITY_64),
+}
 
 
 @numba.njit(**_JIT_OPTIONS)
@@ -156,11 +165,36 @@ _COUNT_NONFINITE = None  # placeholder: mxopt.kernels.cpu's count of one array
 _ELEMENT = None  # placeholder: the kernel's element adapter
 _NSCALARS = 0  # placeholder: the kernel's number of scalars
 _STATE_VIEWS = None  # placeholder: (state_data, k, size) -> tuple of the state arrays
+_BITS = None  # placeholder: the pointer to the dtype's bit patterns
+_MAGNITUDE = _INFINITY = 0  # placeholders: the dtype's magnitude mask, infinity's pattern
 
 
 def _count_list(data, sizes, first, last):
-    """The number of NaN and infinite values in arrays ``first..last-1``: the single-array
-    count on each (its read pass takes four streams from each array)."""
+    """The number of NaN and infinite values in arrays ``first..last-1``.
+
+    The read pass (on the values' bit patterns, as the single-array one) takes four arrays
+    at once, one from each quarter of the range: four streams through memory, as the
+    single-array pass reads the four quarters of an array, where reading each array's own
+    quarters makes four short streams per array (1000 arrays of 1024 float32 not in cache,
+    one thread: 0.45 against 0.80 ms). Only when it finds a value that is not finite are
+    they counted, array by array.
+    """
+    quarter = (last - first) // 4
+    largest = _MAGNITUDE & 0
+    for k in range(first, first + quarter):
+        a = numba.carray(_BITS(data[k]), sizes[k])
+        b = numba.carray(_BITS(data[k + quarter]), sizes[k + quarter])
+        c = numba.carray(_BITS(data[k + 2 * quarter]), sizes[k + 2 * quarter])
+        d = numba.carray(_BITS(data[k + 3 * quarter]), sizes[k + 3 * quarter])
+        n = min(min(a.size, b.size), min(c.size, d.size))
+        largest = largest_magnitude_bits_of_four(a, b, c, d, n, _MAGNITUDE, largest)
+        for rest in (a[n:], b[n:], c[n:], d[n:]):  # what the shortest lacks
+            largest = max(largest, largest_magnitude_bits(rest, _MAGNITUDE))
+    for k in range(first + 4 * quarter, last):
+        bits = numba.carray(_BITS(data[k]), sizes[k])
+        largest = max(largest, largest_magnitude_bits(bits, _MAGNITUDE))
+    if largest < _INFINITY:
+        return 0
     bad = 0
     for k in range(first, last):
         g = numba.carray(_POINTER(data[k]), sizes[k])
@@ -200,12 +234,18 @@ def _counter(dtype: np.dtype):
     if key not in _compiled:
         with _lock:
             if key not in _compiled:
-                digest = _code_digest(_count_nonfinite).hexdigest()[:12]
-                name = f"mxopt_count_list_{dtype.name}_{digest}"
+                # the helpers in kernel.py and cpu.py: Numba checks a cached loop
+                # against its own file only
+                digest = _code_digest(_count_list, _code_digest(_count_nonfinite))
+                name = f"mxopt_count_list_{dtype.name}_{digest.hexdigest()[:12]}"
+                bits, magnitude, infinity = _BIT_PATTERNS[dtype]
                 _compiled[key] = _specialised(
                     _count_list,
                     name,
                     _POINTER=_POINTERS[dtype],
+                    _BITS=bits,
+                    _MAGNITUDE=magnitude,
+                    _INFINITY=infinity,
                     _COUNT_NONFINITE=_count_nonfinite_compiled,
                 )
     return _compiled[key]
