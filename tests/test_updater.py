@@ -376,3 +376,43 @@ def test_a_nan_index_is_refused(index):
         updater.update_many([index], [grad], [weight])
     assert updater.states == {}
     np.testing.assert_array_equal(weight, np.ones(3, np.float32))
+
+
+@pytest.mark.parametrize("argument", ["multiplier", "lr_scale"])
+@pytest.mark.parametrize("bad", [-1.0, math.nan, math.inf, "0.5", None])
+def test_a_bad_gradient_or_learning_rate_factor_is_refused_before_anything_is_written(
+    argument, bad
+):
+    # a NaN, infinite or negative factor would write NaN into the weights or reverse the
+    # step; it must be refused with its name and value, the weight and state untouched
+    state = OptimizationState(batch_size=1)
+    updater = mxopt.get_updater(mxopt.ADAM(state=state))
+    weight = np.linspace(-1, 1, 8, dtype=np.float32)
+    grad = np.full(8, 0.5, np.float32)
+    updater(0, grad, weight)
+    before = weight.copy(), updater.states[0].arrays["mean"].copy(), updater.states[0].step
+    error = TypeError if isinstance(bad, str) or bad is None else ValueError
+    for index in (0, 1):  # an existing state and a new one
+        with pytest.raises(error, match=f"{argument} must be a .*number >= 0, got"):
+            updater.update_one(index, grad, weight, **{argument: bad})
+    np.testing.assert_array_equal(weight, before[0])
+    np.testing.assert_array_equal(updater.states[0].arrays["mean"], before[1])
+    assert updater.states[0].step == before[2] and 1 not in updater.states
+    if argument == "multiplier":
+        with pytest.raises(error, match="multiplier must be"):
+            updater.update_many([0], [grad], [weight], multiplier=bad)
+        np.testing.assert_array_equal(weight, before[0])
+
+
+def test_numpy_factors_are_taken_as_the_floats_they_hold():
+    # Thinc and user code may pass NumPy scalars: the same step as with Python floats
+    weights = []
+    for factor in (0.25, np.float32(0.25)):
+        state = OptimizationState(batch_size=1)
+        updater = mxopt.get_updater(mxopt.ADAM(state=state))
+        weight = np.linspace(-1, 1, 8, dtype=np.float32)
+        for _ in range(3):
+            updater.update_one(0, np.full(8, 0.5, np.float32), weight, multiplier=factor,
+                               lr_scale=factor)  # fmt: skip
+        weights.append(weight)
+    assert weights[0].tobytes() == weights[1].tobytes()

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import math
 
-from mxopt.core.checks import shown
+from mxopt.core.checks import Interval, check_number, shown, to_float
 from mxopt.core.state import warn_if_not_advanced
 from mxopt.kernels import backend_module, backends, direct_module
 from mxopt.kernels.precision import low_precision_format
@@ -258,6 +258,15 @@ def _refuse(policy, items, stats: StepStatistics) -> bool:
     raise nonfinite_error(stats.nonfinite, size or sum(item.g.size for item in items), culprits)
 
 
+def checked_factor(name: str, value) -> float:
+    """A caller's factor on the gradients or the learning rate as a float, or a clear
+    error unless it is a finite real number >= 0 (a NaN or negative one would corrupt
+    the weights or reverse the step)."""
+    value = to_float(value)
+    check_number("update", name, value, Interval(ge=0.0))
+    return value
+
+
 def gradient_multiplier(policy, optimizer, opt_state, stats, multiplier: float) -> float:
     """The factor every gradient of the step is multiplied by: ``multiplier`` (given by
     the caller), divided by the loss scale, times the global-norm clipping factor."""
@@ -450,6 +459,8 @@ def run_step(policy, items, *, statistics: StepStatistics | None = None,
     :class:`~mxopt.core.state.OptimizerSteps`).
     """
     optimizer = policy.optimizer
+    if multiplier != 1.0:
+        multiplier = checked_factor("multiplier", multiplier)
     if opt_state is None:
         opt_state = optimizer.require_state()
     check = policy.nonfinite != "apply" or policy.loss_scaler is not None

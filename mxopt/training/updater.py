@@ -38,6 +38,7 @@ from mxopt.training.engine import (
     StepStatistics,
     check_disjoint,
     check_policy,
+    checked_factor,
     make_item,
     make_plan,
     next_step_entry,
@@ -278,7 +279,7 @@ class Updater(GroupMethods, AverageMethods):
         if mult is None:
             return False  # frozen
         if lr_scale != 1.0:
-            mult = mult._replace(lr=mult.lr * lr_scale)
+            mult = mult._replace(lr=mult.lr * checked_factor("lr_scale", lr_scale))
         if state is None:
             with self._creating:  # one state per index, even with concurrent first calls
                 state = self.states.get(index)
