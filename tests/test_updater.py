@@ -416,3 +416,12 @@ def test_numpy_factors_are_taken_as_the_floats_they_hold():
                                lr_scale=factor)  # fmt: skip
         weights.append(weight)
     assert weights[0].tobytes() == weights[1].tobytes()
+
+
+@pytest.mark.parametrize("bad", ["x", 3, (0.0, 0)])
+def test_statistics_that_are_not_step_statistics_are_refused(bad):
+    updater = mxopt.get_updater(mxopt.ADAM(state=OptimizationState(batch_size=1)))
+    weight = np.ones(4, np.float32)
+    with pytest.raises(TypeError, match="statistics must be None or a StepStatistics, got"):
+        updater.update_many([0], [np.ones(4, np.float32)], [weight], statistics=bad)
+    assert updater.states == {} and (weight == 1).all()

@@ -461,6 +461,9 @@ def run_step(policy, items, *, statistics: StepStatistics | None = None,
     optimizer = policy.optimizer
     if multiplier != 1.0:
         multiplier = checked_factor("multiplier", multiplier)
+    if statistics is not None and not isinstance(statistics, StepStatistics):
+        raise TypeError(f"update: statistics must be None or a StepStatistics, got "
+                        f"{shown(statistics)}")  # fmt: skip
     if opt_state is None:
         opt_state = optimizer.require_state()
     check = policy.nonfinite != "apply" or policy.loss_scaler is not None
