@@ -107,13 +107,15 @@ COMPILED = [
 ]
 
 
-@pytest.mark.parametrize(("cls", "options"), COMPILED)
+@pytest.mark.parametrize(("cls", "options"), [*_cases(), *COMPILED])
 def test_the_compiled_step_formula_gives_the_bits_of_python(cls, options):
     # the formula compiled as a direct call compiles it (libm's pow through LLVM) against
     # the same formula run by CPython, over steps far beyond a training run
     import numba
 
     optimizer = cls(state=mxopt.OptimizationState(batch_size=1), **options)
+    if optimizer.has_memory or not optimizer.step_scalars():
+        pytest.skip("no step formula")
     compiled = numba.njit(type(optimizer).step_formula)
     rng = np.random.default_rng(1)
     steps = [*range(1, 200), *rng.integers(200, 10**9, 300).tolist()]
