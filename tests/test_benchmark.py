@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 
 import pytest
 
@@ -82,10 +83,16 @@ def test_report_says_when_figures_are_not_trustworthy():
     quiet = base | {"rows": [calm], "load": {"before": 0.1, "after": 0.2, "cpus": 2}}
     assert trust(quiet) == ""
     assert "Not trustworthy" not in report(quiet)
+    # the load average after a run counts the run's own threads: only others' time counts
+    itself = base | {"rows": [calm], "load": {"before": 0.1, "after": 2.4, "others": 0.05,
+                                              "cpus": 2}}  # fmt: skip
+    assert trust(itself) == ""
+    shared = base | {"rows": [calm], "load": {"before": 0.1, "others": 0.4, "cpus": 2}}
+    assert "other processes took 40% of it)" in trust(shared)
     loud = base | {"rows": [calm, noisy, impossible],
                    "load": {"before": 1.9, "after": 0.3, "cpus": 2}}  # fmt: skip
     text = report(loud)
-    assert "the machine was busy (load average 1.9 before" in text
+    assert "the machine was busy (load average 1.9 before the run" in text
     assert "1 of 3 figures (marked ~) varied by more than 1.3x" in text
     assert "1 figures (marked !) are faster than the memory limit" in text
     assert "| 3.000~ |" in text and "| 0.500! |" in text and "| 1.000 |" in text
@@ -115,3 +122,33 @@ def test_the_gpu_check_runs_on_the_emulated_gpu(monkeypatch, tmp_path):
     assert {row["case"] for row in result["rows"]} >= {"bfloat16 + master", "float32, int8 state"}
     assert result["device"] == "gpu" and not result["busy"]
     assert "| 1M | bfloat16 + master |" in (tmp_path / "gpu_low_precision.md").read_text()
+
+
+def test_cpu_time_of_other_processes_is_told_apart_from_the_runs_own():
+    # a process this one has not waited for yet is another process: its spinning shows in
+    # the others' time; this process's own spinning does not
+    import subprocess
+    import sys
+    import time
+
+    from mxopt.cli.bench import cpu_seconds, others_share
+
+    if cpu_seconds() is None:
+        pytest.skip("no /proc/stat here")
+    cpus = os.cpu_count() or 1
+    start, started = cpu_seconds(), time.perf_counter()
+    spin = "import time\nt = time.time()\nwhile time.time() - t < 1.5:\n    pass\n"
+    spinner = subprocess.Popen([sys.executable, "-c", spin])
+    try:
+        time.sleep(1.2)
+        end, wall = cpu_seconds(), time.perf_counter() - started
+    finally:
+        spinner.wait()
+    assert others_share(start, end, wall, cpus) * wall * cpus >= 0.5  # CPU-seconds of others
+    start, started = cpu_seconds(), time.perf_counter()
+    while time.perf_counter() - started < 0.5:  # spin here
+        pass
+    end = cpu_seconds()
+    mine = end[1] - start[1]
+    assert mine >= 0.3
+    assert others_share(None, end, 1.0, cpus) is None

@@ -554,6 +554,34 @@ def _load() -> float | None:
         return None
 
 
+def cpu_seconds() -> tuple[float, float] | None:
+    """``(busy seconds of all the machine's CPUs, those of this process and its finished
+    children)`` so far, where Linux reports the first (``/proc/stat``; time stolen by the
+    hypervisor counts as busy: it is other machines' work on these cores)."""
+    try:
+        import resource
+
+        with open("/proc/stat") as f:
+            fields = f.readline().split()
+        user, nice, system, _idle, _iowait, irq, softirq, steal = map(int, fields[1:9])
+        ticks = os.sysconf("SC_CLK_TCK")
+    except (ImportError, OSError, ValueError):
+        return None
+    usage = [resource.getrusage(who) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]
+    own = sum(u.ru_utime + u.ru_stime for u in usage)
+    return (user + nice + system + irq + softirq + steal) / ticks, own
+
+
+def others_share(start, end, wall: float, cpus: int) -> float | None:
+    """The share of the machine's CPU time between two :func:`cpu_seconds` readings,
+    ``wall`` seconds apart, that other processes took (the run's own threads and
+    processes left out: a load average after the run counts them too)."""
+    if start is None or end is None or wall <= 0:
+        return None
+    others = (end[0] - start[0]) - (end[1] - start[1])
+    return max(0.0, others) / (wall * cpus)
+
+
 def run_suite(regimes, optimizers, repeats: int) -> list:
     rows = []
     for regime in regimes:
@@ -610,7 +638,7 @@ def main(argv=None) -> int:
     regimes = args.regimes or (QUICK if args.quick else [*REGIMES, DISTRIBUTED])
     info = machine_info()
     print("machine: " + ", ".join(f"{k}={v}" for k, v in info.items()))
-    load_before = _load()
+    load_before, cpu_before, started = _load(), cpu_seconds(), time.perf_counter()
     rows = run_suite(regimes, args.optimizers, args.repeats)
     spread = None
     if DISTRIBUTED in regimes:
@@ -618,9 +646,11 @@ def main(argv=None) -> int:
     gpu = gpu_rows(regimes, args.optimizers, args.repeats)
     extra = {} if args.no_startup else startup_figures()
     memory = peak_extra_memory()
+    cpus = os.cpu_count() or 1
+    others = others_share(cpu_before, cpu_seconds(), time.perf_counter() - started, cpus)
     data = {
         "machine": info,
-        "load": {"before": load_before, "after": _load(), "cpus": os.cpu_count()},
+        "load": {"before": load_before, "after": _load(), "others": others, "cpus": cpus},
         "repeats": args.repeats,
         "rows": rows,
         "gpu": gpu,

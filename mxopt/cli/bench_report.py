@@ -9,6 +9,9 @@ __all__ = ["chart", "markdown", "report", "summary", "trust"]
 
 #: A figure whose repeats differ by more than this factor (max/min) is marked as noisy.
 NOISY_SPREAD = 1.3
+#: A run is marked as disturbed when other processes took more than this share of the
+#: machine's CPU time during it (or the load average before it was above half the CPUs).
+BUSY = 0.25
 #: The per-call regime's floor: the optimizer's compiled kernel called directly.
 DIRECT_KERNEL = "compiled kernel, direct"
 
@@ -27,12 +30,13 @@ def trust(data: dict) -> str:
     warnings = []
     load = data.get("load") or {}
     cpus = load.get("cpus") or 1
-    busy = [v for v in (load.get("before"), load.get("after")) if v is not None and v > 0.5 * cpus]
-    if busy:
+    before, others = load.get("before"), load.get("others")
+    if (before is not None and before > 0.5 * cpus) or (others is not None and others > BUSY):
+        during = "" if others is None else f"; other processes took {others:.0%} of it"
         warnings.append(
-            f"the machine was busy (load average {load.get('before')} before, "
-            f"{load.get('after')} after, {cpus} CPUs): other processes shared the cores and "
-            f"the memory bus, so every figure may be slow and noisy"
+            f"the machine was busy (load average {before} before the run, {cpus} CPUs"
+            f"{during}): other processes shared the cores and the memory bus, so every "
+            f"figure may be slow and noisy"
         )
     noisy = [r for r in rows if "~" in _mark(r)]
     if noisy:
