@@ -558,14 +558,14 @@ def make_plan(updater, state, mult: Multipliers):
         calls = direct_module()
         table = calls.table(state.shape, state.dtype, arrays)
         if table is not None:
-            direct = calls.entry(kernel, state.dtype, _direct_step_scalars(optimizer, mult))
+            direct = calls.entry(kernel, state.dtype, _direct_step_scalars(calls, optimizer, mult))
     return Plan(stamp, arrays, runner, mult, updater.nonfinite != "apply", direct, table)
 
 
-def _direct_step_scalars(optimizer, mult: Multipliers):
-    """How a weight's direct call computes a new step's scalars: the optimizer's step
-    formula (for the inputs of :func:`scalars_entry`), or none."""
-    calls = direct_module()
+def _direct_step_scalars(calls, optimizer, mult: Multipliers):
+    """How a weight's direct call (:mod:`mxopt.kernels.direct`, ``calls``) computes a new
+    step's scalars: the optimizer's step formula (for the inputs of
+    :func:`scalars_entry`), or none."""
     positions = step_positions(optimizer)
     if not positions:
         return calls.NO_STEP_SCALARS
